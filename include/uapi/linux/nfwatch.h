@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * nfwatch: the wire contract between the kernel module and user space.
+ *
+ * Generic Netlink family NFWATCH_GENL_NAME. A program subscribes with a set
+ * of source prefixes; from then on the module sends that socket (its portid)
+ * NFWATCH_CMD_RECORDS messages, each holding a batch of struct
+ * nfwatch_record, one per locally sent packet whose source is in the set.
+ * The subscription lives as long as the socket does.
+ *
+ * Everything here is the single source of truth: the Rust mirror in
+ * crates/nfwatch-proto is checked against this file by a test.
+ */
+#ifndef _UAPI_LINUX_NFWATCH_H
+#define _UAPI_LINUX_NFWATCH_H
+
+#include <linux/types.h>
+
+#define NFWATCH_GENL_NAME	"nfwatch"
+#define NFWATCH_GENL_VERSION	1
+
+/* Most prefixes one subscriber may hold (IPv4 and IPv6 together). */
+#define NFWATCH_MAX_PREFIXES	1024
+
+enum nfwatch_cmd {
+	NFWATCH_CMD_UNSPEC,
+	/*
+	 * user -> kernel: NFWATCH_A_PREFIXES (required, 1..NFWATCH_MAX_PREFIXES
+	 * entries). Replaces the caller's previous set. Acked (NLM_F_ACK).
+	 */
+	NFWATCH_CMD_SUBSCRIBE,
+	/*
+	 * user -> kernel. The pending batch is sent first, then the reply
+	 * (same command) with NFWATCH_A_STATS_OWN: the subscriber's final
+	 * counters, so matched == delivered + lost can be checked exactly.
+	 * -ENOENT when the socket holds no subscription.
+	 */
+	NFWATCH_CMD_UNSUBSCRIBE,
+	/*
+	 * user -> kernel. Reply (same command): NFWATCH_A_STATS_GLOBAL for the
+	 * caller's network namespace, and NFWATCH_A_STATS_OWN when the calling
+	 * socket is subscribed.
+	 */
+	NFWATCH_CMD_GET_STATS,
+	/*
+	 * kernel -> subscriber: NFWATCH_A_BATCH_SEQ, NFWATCH_A_BATCH_LOST,
+	 * NFWATCH_A_RECORD_SIZE, NFWATCH_A_RECORDS.
+	 */
+	NFWATCH_CMD_RECORDS,
+	/*
+	 * kernel -> subscriber: the module is going away; the subscription is
+	 * gone and no batch follows. Carries NFWATCH_A_STATS_OWN (final).
+	 */
+	NFWATCH_CMD_SHUTDOWN,
+	__NFWATCH_CMD_MAX,
+};
+#define NFWATCH_CMD_MAX (__NFWATCH_CMD_MAX - 1)
+
+enum nfwatch_attr {
+	NFWATCH_A_UNSPEC,
+	NFWATCH_A_PAD,
+	NFWATCH_A_PREFIXES,	/* nested: entries of type NFWATCH_A_PREFIX */
+	NFWATCH_A_STATS_GLOBAL,	/* nested: NFWATCH_STAT_* */
+	NFWATCH_A_STATS_OWN,	/* nested: NFWATCH_STAT_* */
+	NFWATCH_A_BATCH_SEQ,	/* u64: +1 per batch attempted; a gap = a lost batch */
+	NFWATCH_A_BATCH_LOST,	/* u64: records lost since the last delivered batch */
+	NFWATCH_A_RECORD_SIZE,	/* u32: size of each record in NFWATCH_A_RECORDS */
+	NFWATCH_A_RECORDS,	/* binary: packed array of struct nfwatch_record */
+	__NFWATCH_A_MAX,
+};
+#define NFWATCH_A_MAX (__NFWATCH_A_MAX - 1)
+
+/* The type of every entry nested in NFWATCH_A_PREFIXES. */
+#define NFWATCH_A_PREFIX	1
+
+/* Inside one NFWATCH_A_PREFIX: exactly one of IPV4/IPV6, and LEN. */
+enum nfwatch_prefix_attr {
+	NFWATCH_PREFIX_A_UNSPEC,
+	NFWATCH_PREFIX_A_IPV4,	/* 4 bytes, network order */
+	NFWATCH_PREFIX_A_IPV6,	/* 16 bytes, network order */
+	NFWATCH_PREFIX_A_LEN,	/* u8: 0..32 (IPv4), 0..128 (IPv6); host bits must be 0 */
+	__NFWATCH_PREFIX_A_MAX,
+};
+#define NFWATCH_PREFIX_A_MAX (__NFWATCH_PREFIX_A_MAX - 1)
+
+/* Counters, all u64, nested in NFWATCH_A_STATS_GLOBAL / NFWATCH_A_STATS_OWN. */
+enum nfwatch_stat {
+	NFWATCH_STAT_UNSPEC,
+	NFWATCH_STAT_PAD,
+	NFWATCH_STAT_SEEN,	/* global: packets the hook examined */
+	NFWATCH_STAT_MATCHED,	/* global: packets matching >= 1 set; own: records made */
+	NFWATCH_STAT_DELIVERED,	/* records queued to the subscriber's socket */
+	NFWATCH_STAT_LOST,	/* records made but not delivered (buffer full, no memory) */
+	NFWATCH_STAT_MALFORMED,	/* packets that could not be parsed (truncated, bad header) */
+	NFWATCH_STAT_BATCHES,	/* batches delivered */
+	NFWATCH_STAT_SUBSCRIBERS, /* global: subscribers in this network namespace */
+	NFWATCH_STAT_PREFIXES,	/* own: prefixes in the set (after removing duplicates) */
+	__NFWATCH_STAT_MAX,
+};
+#define NFWATCH_STAT_MAX (__NFWATCH_STAT_MAX - 1)
+
+/* struct nfwatch_record.flags */
+#define NFWATCH_F_PORTS	0x0001	/* sport/dport valid (TCP, UDP, UDP-Lite, SCTP, DCCP) */
+#define NFWATCH_F_ICMP	0x0002	/* icmp_type/icmp_code valid (ICMP, ICMPv6) */
+#define NFWATCH_F_FRAG	0x0004	/* a non-first fragment: no L4 header */
+#define NFWATCH_F_UID	0x0008	/* uid valid (packet owned by a full socket) */
+#define NFWATCH_F_PID	0x0010	/* pid valid (sent in the owning process's context) */
+
+/*
+ * One packet. Numeric fields are in host byte order, addresses in network
+ * order; an IPv4 address fills the first 4 bytes of its 16, the rest are 0.
+ */
+struct nfwatch_record {
+	__u64 ts_ns;		/* CLOCK_REALTIME, ns since the epoch */
+	__u8  saddr[16];
+	__u8  daddr[16];
+	__u8  nexthop[16];	/* gateway of the route, or daddr when on-link */
+	char  ifname[16];	/* egress device, NUL-padded */
+	__u32 len;		/* IP length in bytes (of the whole GSO packet) */
+	__u32 ifindex;		/* egress device */
+	__u32 uid;		/* owning socket's uid, in the subscriber's user namespace */
+	__u32 pid;		/* sending tgid, in the subscriber's pid namespace */
+	__u16 sport;
+	__u16 dport;
+	__u16 segs;		/* GSO segments; 1 when not GSO */
+	__u16 flags;		/* NFWATCH_F_* */
+	__u8  family;		/* AF_INET or AF_INET6 */
+	__u8  nh_family;	/* family of nexthop; 0 when the packet had no route */
+	__u8  proto;		/* L4 protocol (after IPv6 extension headers) */
+	__u8  icmp_type;
+	__u8  icmp_code;
+	__u8  __pad[3];
+};
+
+#endif /* _UAPI_LINUX_NFWATCH_H */
