@@ -1,0 +1,253 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The Netfilter hook at LOCAL_OUT and the packet parser.
+ *
+ * The hook runs last (after any OUTPUT rule may have rerouted the packet)
+ * so the route attached to the skb is the one the packet leaves by. It
+ * never changes, drops or delays a packet: every path returns NF_ACCEPT.
+ * Headers are read with skb_header_pointer() only, since nothing says the
+ * skb is linear.
+ */
+#include <linux/icmp.h>
+#include <linux/icmpv6.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter_ipv4.h>
+#include <linux/netfilter_ipv6.h>
+#include <linux/rculist.h>
+#include <net/inet_sock.h>
+#include <net/ip6_route.h>
+#include <net/ipv6.h>
+#include "compat.h"
+#include "nfwatch.h"
+
+static void count_malformed(struct nfwatch_net *nn)
+{
+	this_cpu_inc(nn->stats->malformed);
+}
+
+static bool has_ports(u8 proto)
+{
+	switch (proto) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+	case IPPROTO_UDPLITE:
+	case IPPROTO_SCTP:
+	case IPPROTO_DCCP:
+		return true;
+	}
+	return false;
+}
+
+/* Ports or ICMP type/code from the L4 header at @off; false if truncated. */
+static bool parse_l4(const struct sk_buff *skb, int off, struct nfwatch_record *rec)
+{
+	u8 buf[4];
+	const u8 *l4;
+
+	if (has_ports(rec->proto)) {
+		l4 = skb_header_pointer(skb, off, 4, buf);
+		if (!l4)
+			return false;
+		rec->sport = get_unaligned_be16(l4);
+		rec->dport = get_unaligned_be16(l4 + 2);
+		rec->flags |= NFWATCH_F_PORTS;
+	} else if ((rec->family == AF_INET && rec->proto == IPPROTO_ICMP) ||
+		   (rec->family == AF_INET6 && rec->proto == IPPROTO_ICMPV6)) {
+		l4 = skb_header_pointer(skb, off, 2, buf);
+		if (!l4)
+			return false;
+		rec->icmp_type = l4[0];
+		rec->icmp_code = l4[1];
+		rec->flags |= NFWATCH_F_ICMP;
+	}
+	return true;
+}
+
+/* Source address only: what matching needs, read before anything else. */
+static bool parse_src(const struct sk_buff *skb, u8 family, u8 saddr[16])
+{
+	int nhoff = skb_network_offset(skb);
+	int off = family == AF_INET ? offsetof(struct iphdr, saddr) :
+				      offsetof(struct ipv6hdr, saddr);
+	int len = family == AF_INET ? 4 : 16;
+	const u8 *p = skb_header_pointer(skb, nhoff + off, len, saddr);
+
+	if (!p)
+		return false;
+	if (p != saddr)
+		memcpy(saddr, p, len);
+	return true;
+}
+
+/* Returns the L4 offset, or -1 if the IPv4 header is bad. */
+static int parse_ipv4(const struct sk_buff *skb, struct nfwatch_record *rec)
+{
+	int nhoff = skb_network_offset(skb);
+	struct iphdr _iph;
+	const struct iphdr *iph = skb_header_pointer(skb, nhoff, sizeof(_iph), &_iph);
+
+	if (!iph || iph->version != 4 || iph->ihl < 5)
+		return -1;
+	memcpy(rec->daddr, &iph->daddr, 4);
+	rec->proto = iph->protocol;
+	if (ntohs(iph->frag_off) & IP_OFFSET)
+		rec->flags |= NFWATCH_F_FRAG;
+	return nhoff + iph->ihl * 4;
+}
+
+/* Returns the L4 offset, or -1 if the IPv6 header chain is bad. */
+static int parse_ipv6(const struct sk_buff *skb, struct nfwatch_record *rec)
+{
+	int nhoff = skb_network_offset(skb);
+	struct ipv6hdr _ip6h;
+	const struct ipv6hdr *ip6h = skb_header_pointer(skb, nhoff, sizeof(_ip6h), &_ip6h);
+	__be16 frag_off = 0;
+	u8 nexthdr;
+	int off;
+
+	if (!ip6h || ip6h->version != 6)
+		return -1;
+	memcpy(rec->daddr, &ip6h->daddr, 16);
+	nexthdr = ip6h->nexthdr;
+	rec->proto = nexthdr;
+	if (nexthdr == NEXTHDR_NONE)
+		return nhoff + sizeof(*ip6h);
+	off = ipv6_skip_exthdr(skb, nhoff + sizeof(*ip6h), &nexthdr, &frag_off);
+	if (off < 0)
+		return -1;
+	rec->proto = nexthdr;
+	if (ntohs(frag_off) & ~0x7)
+		rec->flags |= NFWATCH_F_FRAG;
+	return off;
+}
+
+static void fill_route(const struct sk_buff *skb, const struct net_device *out,
+		       struct nfwatch_record *rec)
+{
+	const struct dst_entry *dst = skb_dst(skb);
+
+	if (!out && dst)
+		out = dst->dev;
+	if (out) {
+		rec->ifindex = out->ifindex;
+		memcpy(rec->ifname, out->name, sizeof(rec->ifname));
+		rec->ifname[sizeof(rec->ifname) - 1] = '\0';
+	}
+	if (!dst)
+		return;
+	if (rec->family == AF_INET) {
+		rec->nh_family = nfwatch_rt4_gateway(skb_rtable(skb), rec->nexthop);
+		if (!rec->nh_family) {
+			rec->nh_family = AF_INET;
+			memcpy(rec->nexthop, rec->daddr, 4);
+		}
+	} else {
+		const struct in6_addr *nh =
+			rt6_nexthop(nfwatch_dst_rt6(dst), (const struct in6_addr *)rec->daddr);
+
+		rec->nh_family = AF_INET6;
+		memcpy(rec->nexthop, nh, 16);
+	}
+}
+
+enum parse_result {
+	PARSE_OK,
+	PARSE_L4_TRUNCATED,	/* reported, without ports or ICMP fields */
+	PARSE_BAD_IP,		/* not reported */
+};
+
+/* Everything but the source (already read) and the per-subscriber uid/pid. */
+static enum parse_result parse_packet(const struct sk_buff *skb, const struct nf_hook_state *state,
+			 struct nfwatch_packet *pkt)
+{
+	struct nfwatch_record *rec = &pkt->rec;
+	const struct sock *sk;
+	int l4off;
+
+	l4off = rec->family == AF_INET ? parse_ipv4(skb, rec) : parse_ipv6(skb, rec);
+	if (l4off < 0)
+		return PARSE_BAD_IP;
+	rec->ts_ns = ktime_get_real_ns();
+	rec->len = skb->len - skb_network_offset(skb);
+	rec->segs = skb_is_gso(skb) ? max_t(u16, skb_shinfo(skb)->gso_segs, 1) : 1;
+	fill_route(skb, state->out, rec);
+
+	sk = skb_to_full_sk(skb);
+	pkt->sk = sk && sk_fullsock(sk) ? sk : NULL;
+	pkt->in_sender_task = pkt->sk && in_task() && !(current->flags & PF_KTHREAD);
+
+	if (rec->flags & NFWATCH_F_FRAG || parse_l4(skb, l4off, rec))
+		return PARSE_OK;
+	return PARSE_L4_TRUNCATED;
+}
+
+static unsigned int nfwatch_hook(void *priv, struct sk_buff *skb,
+				 const struct nf_hook_state *state)
+{
+	struct nfwatch_net *nn;
+	struct nfwatch_packet pkt;
+	struct nfwatch_sub *sub;
+	bool parsed = false;
+
+	if (!static_branch_unlikely(&nfwatch_active))
+		return NF_ACCEPT;
+	nn = nfwatch_pernet(state->net);
+	if (list_empty(&nn->subs))
+		return NF_ACCEPT;
+
+	this_cpu_inc(nn->stats->seen);
+	memset(&pkt, 0, sizeof(pkt));
+	pkt.rec.family = state->pf == NFPROTO_IPV4 ? AF_INET : AF_INET6;
+	if (!parse_src(skb, pkt.rec.family, pkt.rec.saddr)) {
+		count_malformed(nn);
+		return NF_ACCEPT;
+	}
+
+	rcu_read_lock();
+	list_for_each_entry_rcu(sub, &nn->subs, node) {
+		const struct nfwatch_prefix_set *set = rcu_dereference(sub->set);
+
+		if (!nfwatch_set_contains(set, pkt.rec.family, pkt.rec.saddr))
+			continue;
+		if (!parsed) {
+			enum parse_result res = parse_packet(skb, state, &pkt);
+
+			if (res != PARSE_OK)
+				count_malformed(nn);
+			if (res == PARSE_BAD_IP)
+				break;
+			this_cpu_inc(nn->stats->matched);
+			parsed = true;
+		}
+		nfwatch_deliver(sub, &pkt);
+	}
+	rcu_read_unlock();
+	return NF_ACCEPT;
+}
+
+static const struct nf_hook_ops nfwatch_hook_ops[] = {
+	{
+		.hook = nfwatch_hook,
+		.pf = NFPROTO_IPV4,
+		.hooknum = NF_INET_LOCAL_OUT,
+		.priority = NF_IP_PRI_LAST,
+	},
+	{
+		.hook = nfwatch_hook,
+		.pf = NFPROTO_IPV6,
+		.hooknum = NF_INET_LOCAL_OUT,
+		.priority = NF_IP6_PRI_LAST,
+	},
+};
+
+int nfwatch_hooks_register(struct net *net)
+{
+	return nf_register_net_hooks(net, nfwatch_hook_ops, ARRAY_SIZE(nfwatch_hook_ops));
+}
+
+void nfwatch_hooks_unregister(struct net *net)
+{
+	nf_unregister_net_hooks(net, nfwatch_hook_ops, ARRAY_SIZE(nfwatch_hook_ops));
+}

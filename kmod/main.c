@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * nfwatch: tell subscribers about every packet this host sends from the
+ * source prefixes they watch. Module load/unload and parameters.
+ */
+#include <linux/module.h>
+#include <linux/moduleparam.h>
+#include <net/genetlink.h>
+#include "nfwatch.h"
+
+unsigned int flush_interval_us = 5000;
+module_param(flush_interval_us, uint, 0444);
+MODULE_PARM_DESC(flush_interval_us,
+		 "Longest a record waits in a partly filled batch, in microseconds (100..1000000, default 5000)");
+
+unsigned int batch_bytes = 16384;
+module_param(batch_bytes, uint, 0444);
+MODULE_PARM_DESC(batch_bytes,
+		 "Size of one batch message in bytes (1024..65000, default 16384)");
+
+DEFINE_STATIC_KEY_FALSE(nfwatch_active);
+unsigned int nfwatch_net_id __read_mostly;
+
+static __net_init int nfwatch_net_init(struct net *net)
+{
+	struct nfwatch_net *nn = nfwatch_pernet(net);
+	int err;
+
+	err = nfwatch_pernet_init_subs(nn);
+	if (err)
+		return err;
+	err = nfwatch_hooks_register(net);
+	if (err)
+		nfwatch_pernet_exit_subs(nn);
+	return err;
+}
+
+static __net_exit void nfwatch_net_exit(struct net *net)
+{
+	/* Unhook first: once it returns no hook can reach a subscriber. */
+	nfwatch_hooks_unregister(net);
+	nfwatch_pernet_exit_subs(nfwatch_pernet(net));
+}
+
+static struct pernet_operations nfwatch_net_ops = {
+	.init = nfwatch_net_init,
+	.exit = nfwatch_net_exit,
+	.id = &nfwatch_net_id,
+	.size = sizeof(struct nfwatch_net),
+};
+
+static int __init nfwatch_init(void)
+{
+	int err;
+
+	flush_interval_us = clamp(flush_interval_us, 100U, 1000000U);
+	batch_bytes = clamp(batch_bytes, 1024U, 65000U);
+
+	if (!nfwatch_selftest_prefixset())
+		return -ENOTRECOVERABLE;
+
+	err = register_pernet_subsys(&nfwatch_net_ops);
+	if (err)
+		return err;
+	err = nfwatch_notifier_register();
+	if (err)
+		goto err_pernet;
+	err = nfwatch_genl_register();
+	if (err)
+		goto err_notifier;
+	pr_info("nfwatch: loaded (flush_interval_us=%u batch_bytes=%u)\n",
+		flush_interval_us, batch_bytes);
+	return 0;
+
+err_notifier:
+	nfwatch_notifier_unregister();
+err_pernet:
+	unregister_pernet_subsys(&nfwatch_net_ops);
+	return err;
+}
+
+static void __exit nfwatch_exit(void)
+{
+	/*
+	 * No new requests first, then no socket-release callbacks (they would
+	 * look at per-namespace data the pernet exit frees), then unhook and
+	 * say goodbye to every subscriber, then wait for RCU callbacks that
+	 * run this module's code.
+	 */
+	nfwatch_genl_unregister();
+	nfwatch_notifier_unregister();
+	unregister_pernet_subsys(&nfwatch_net_ops);
+	rcu_barrier();
+	pr_info("nfwatch: unloaded\n");
+}
+
+module_init(nfwatch_init);
+module_exit(nfwatch_exit);
+
+MODULE_LICENSE("GPL");
+MODULE_AUTHOR("nfwatch developers");
+MODULE_DESCRIPTION("Record packets sent from watched source prefixes, over Generic Netlink");
+MODULE_ALIAS_GENL_FAMILY(NFWATCH_GENL_NAME);

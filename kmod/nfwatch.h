@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* nfwatch: what the parts of the module share. */
+#ifndef _NFWATCH_H
+#define _NFWATCH_H
+
+#include <linux/hrtimer.h>
+#include <linux/list.h>
+#include <linux/mutex.h>
+#include <linux/netlink.h>
+#include <linux/percpu.h>
+#include <linux/skbuff.h>
+#include <linux/spinlock.h>
+#include <linux/jump_label.h>
+#include <net/net_namespace.h>
+#include <net/netns/generic.h>
+#include <uapi/linux/nfwatch.h>
+
+struct nfwatch_prefix_set;
+
+/* Counters of one network namespace, per CPU so the hook never shares a line. */
+struct nfwatch_ns_stats {
+	u64 seen;
+	u64 matched;
+	u64 delivered;
+	u64 lost;
+	u64 malformed;
+	u64 batches;
+};
+
+/* One network namespace: its hooks' view of who is subscribed. */
+struct nfwatch_net {
+	struct list_head subs;		/* of nfwatch_sub; RCU readers, writers hold @lock */
+	struct mutex lock;
+	unsigned int nsubs;
+	bool dying;			/* pernet exit ran: no new subscribers */
+	struct nfwatch_ns_stats __percpu *stats;
+};
+
+/* A subscriber's counters, as reported to it. */
+struct nfwatch_sub_stats {
+	u64 matched;
+	u64 delivered;
+	u64 lost;
+	u64 batches;
+	u64 prefixes;
+};
+
+/*
+ * One subscribing netlink socket. Found by the hook under RCU; delivery
+ * state is under @lock, which is taken with bottom halves off because the
+ * hook runs in process and softirq context and the flush timer in softirq.
+ */
+struct nfwatch_sub {
+	struct list_head node;
+	struct nfwatch_net *nn;
+	struct net *net;
+	u32 portid;
+	struct nfwatch_prefix_set __rcu *set;
+	struct user_namespace *user_ns;	/* to show uids as the subscriber sees them */
+	struct pid_namespace *pid_ns;	/* likewise pids */
+
+	spinlock_t lock;
+	struct sk_buff *batch;		/* being filled, or NULL */
+	struct nlattr *batch_seq;
+	struct nlattr *batch_lost;
+	struct nlattr *batch_records;
+	u32 batch_count;
+	u64 seq;
+	u64 lost_unreported;		/* lost since the last delivered batch */
+	struct nfwatch_sub_stats stats;	/* .prefixes under nn->lock */
+	struct hrtimer flush_timer;
+};
+
+/* A packet as the hook parsed it, before it is fitted to one subscriber. */
+struct nfwatch_packet {
+	struct nfwatch_record rec;	/* uid and pid still unset */
+	const struct sock *sk;		/* full socket owning the packet, or NULL */
+	bool in_sender_task;		/* hook runs in the sending process */
+};
+
+DECLARE_STATIC_KEY_FALSE(nfwatch_active);
+extern unsigned int nfwatch_net_id;
+extern unsigned int flush_interval_us;
+extern unsigned int batch_bytes;
+
+static inline struct nfwatch_net *nfwatch_pernet(const struct net *net)
+{
+	return net_generic(net, nfwatch_net_id);
+}
+
+/* hook.c */
+int nfwatch_hooks_register(struct net *net);
+void nfwatch_hooks_unregister(struct net *net);
+
+/* prefixset.c */
+struct nfwatch_prefix {
+	u8 family;
+	u8 len;
+	u8 addr[16];
+};
+struct nfwatch_prefix_set *nfwatch_set_build(const struct nfwatch_prefix *prefixes,
+					     unsigned int n);
+unsigned int nfwatch_set_size(const struct nfwatch_prefix_set *set);
+bool nfwatch_set_contains(const struct nfwatch_prefix_set *set, u8 family,
+			  const u8 *addr);
+bool nfwatch_prefix_has_host_bits(const struct nfwatch_prefix *prefix);
+void nfwatch_set_free(struct nfwatch_prefix_set *set);
+void nfwatch_set_free_rcu(struct nfwatch_prefix_set *set);
+
+/* subscriber.c */
+int nfwatch_subscribe(struct net *net, u32 portid, struct nfwatch_prefix_set *set,
+		      struct netlink_ext_ack *extack);
+int nfwatch_unsubscribe(struct net *net, u32 portid, struct nfwatch_sub_stats *final);
+bool nfwatch_own_stats(struct net *net, u32 portid, struct nfwatch_sub_stats *out);
+void nfwatch_ns_stats(struct net *net, struct nfwatch_ns_stats *sum, unsigned int *nsubs);
+int nfwatch_pernet_init_subs(struct nfwatch_net *nn);
+void nfwatch_pernet_exit_subs(struct nfwatch_net *nn);
+int nfwatch_notifier_register(void);
+void nfwatch_notifier_unregister(void);
+
+/* delivery.c */
+void nfwatch_delivery_init(struct nfwatch_sub *sub);
+void nfwatch_deliver(struct nfwatch_sub *sub, const struct nfwatch_packet *pkt);
+void nfwatch_delivery_stop(struct nfwatch_sub *sub, bool flush);
+
+/* netlink.c */
+int nfwatch_genl_register(void);
+void nfwatch_genl_unregister(void);
+struct sk_buff *nfwatch_batch_new(u32 portid, gfp_t gfp, struct nlattr **seq,
+				  struct nlattr **lost, struct nlattr **records);
+int nfwatch_batch_send(struct net *net, struct sk_buff *skb, u32 portid,
+		       struct nlattr *seq_attr, u64 seq, struct nlattr *lost_attr,
+		       u64 lost, struct nlattr *records);
+void nfwatch_notify_shutdown(struct net *net, u32 portid,
+			     const struct nfwatch_sub_stats *final);
+
+#ifdef CONFIG_NFWATCH_SELFTEST
+bool nfwatch_selftest_prefixset(void);
+#else
+static inline bool nfwatch_selftest_prefixset(void) { return true; }
+#endif
+
+#endif /* _NFWATCH_H */

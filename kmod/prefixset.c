@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * A subscriber's set of source prefixes.
+ *
+ * Sets are built once per SUBSCRIBE and never changed after, so readers
+ * need no lock: the hook finds the set under RCU and a new SUBSCRIBE swaps
+ * the pointer. Every address is a 128-bit number (IPv4 in the top 32
+ * bits); per family the prefixes are grouped by length, each group a
+ * sorted array of masked addresses. A lookup masks the address once per
+ * distinct length and binary-searches that group: O(L log n) for L
+ * distinct lengths, a few dozen compares for 1024 prefixes.
+ */
+#include <linux/bsearch.h>
+#include <linux/rcupdate.h>
+#include <linux/slab.h>
+#include <linux/sort.h>
+#include "compat.h"
+#include "nfwatch.h"
+
+struct nfwatch_key {
+	u64 hi;
+	u64 lo;
+};
+
+struct nfwatch_group {
+	u8 len;
+	u16 start;
+	u16 count;
+};
+
+struct nfwatch_table {
+	unsigned int ngroups;
+	struct nfwatch_group groups[129];
+};
+
+struct nfwatch_prefix_set {
+	struct rcu_head rcu;
+	unsigned int count;
+	struct nfwatch_table tables[2];	/* [0] IPv4, [1] IPv6 */
+	struct nfwatch_key keys[];
+};
+
+/* Sorting entry: the key plus what to group by. */
+struct nfwatch_entry {
+	struct nfwatch_key key;
+	u8 table;
+	u8 len;
+};
+
+static unsigned int family_table(u8 family)
+{
+	return family == AF_INET6;
+}
+
+static struct nfwatch_key addr_key(u8 family, const u8 *addr)
+{
+	struct nfwatch_key key = {};
+
+	if (family == AF_INET) {
+		key.hi = (u64)get_unaligned_be32(addr) << 32;
+	} else {
+		key.hi = get_unaligned_be64(addr);
+		key.lo = get_unaligned_be64(addr + 8);
+	}
+	return key;
+}
+
+static struct nfwatch_key mask_key(struct nfwatch_key key, unsigned int len)
+{
+	if (len == 0)
+		return (struct nfwatch_key){};
+	if (len <= 64)
+		return (struct nfwatch_key){ .hi = key.hi & (~0ULL << (64 - len)) };
+	key.lo &= ~0ULL << (128 - len);
+	return key;
+}
+
+static int key_cmp(const struct nfwatch_key *a, const struct nfwatch_key *b)
+{
+	if (a->hi != b->hi)
+		return a->hi < b->hi ? -1 : 1;
+	if (a->lo != b->lo)
+		return a->lo < b->lo ? -1 : 1;
+	return 0;
+}
+
+static int entry_cmp(const void *pa, const void *pb)
+{
+	const struct nfwatch_entry *a = pa, *b = pb;
+
+	if (a->table != b->table)
+		return a->table < b->table ? -1 : 1;
+	if (a->len != b->len)
+		return a->len > b->len ? -1 : 1;	/* longest first */
+	return key_cmp(&a->key, &b->key);
+}
+
+static int key_search_cmp(const void *key, const void *elt)
+{
+	return key_cmp(key, elt);
+}
+
+bool nfwatch_prefix_has_host_bits(const struct nfwatch_prefix *prefix)
+{
+	struct nfwatch_key key = addr_key(prefix->family, prefix->addr);
+	struct nfwatch_key masked = mask_key(key, prefix->len);
+
+	return key_cmp(&key, &masked) != 0;
+}
+
+/* Sorted, de-duplicated entries, cut into per-(family, length) groups. */
+static void set_fill(struct nfwatch_prefix_set *set, struct nfwatch_entry *entries,
+		     unsigned int n)
+{
+	unsigned int i;
+
+	sort(entries, n, sizeof(*entries), entry_cmp, NULL);
+	for (i = 0; i < n; i++) {
+		struct nfwatch_entry *e = &entries[i];
+		struct nfwatch_table *t = &set->tables[e->table];
+		struct nfwatch_group *g = t->ngroups ? &t->groups[t->ngroups - 1] : NULL;
+
+		if (i && !entry_cmp(e, &entries[i - 1]))
+			continue;
+		if (!g || g->len != e->len) {
+			g = &t->groups[t->ngroups++];
+			g->len = e->len;
+			g->start = set->count;
+			g->count = 0;
+		}
+		set->keys[set->count++] = e->key;
+		g->count++;
+	}
+}
+
+/* @prefixes are valid (lengths in range, no host bits); GFP_KERNEL context. */
+struct nfwatch_prefix_set *nfwatch_set_build(const struct nfwatch_prefix *prefixes,
+					     unsigned int n)
+{
+	struct nfwatch_prefix_set *set;
+	struct nfwatch_entry *entries;
+	unsigned int i;
+
+	entries = kvmalloc_array(n, sizeof(*entries), GFP_KERNEL);
+	if (!entries)
+		return NULL;
+	set = kvzalloc(struct_size(set, keys, n), GFP_KERNEL);
+	if (!set)
+		goto out;
+	for (i = 0; i < n; i++) {
+		entries[i].table = family_table(prefixes[i].family);
+		entries[i].len = prefixes[i].len;
+		entries[i].key = addr_key(prefixes[i].family, prefixes[i].addr);
+	}
+	set_fill(set, entries, n);
+out:
+	kvfree(entries);
+	return set;
+}
+
+unsigned int nfwatch_set_size(const struct nfwatch_prefix_set *set)
+{
+	return set->count;
+}
+
+bool nfwatch_set_contains(const struct nfwatch_prefix_set *set, u8 family,
+			  const u8 *addr)
+{
+	const struct nfwatch_table *t = &set->tables[family_table(family)];
+	struct nfwatch_key key = addr_key(family, addr);
+	unsigned int i;
+
+	for (i = 0; i < t->ngroups; i++) {
+		const struct nfwatch_group *g = &t->groups[i];
+		struct nfwatch_key masked = mask_key(key, g->len);
+
+		if (bsearch(&masked, &set->keys[g->start], g->count,
+			    sizeof(masked), key_search_cmp))
+			return true;
+	}
+	return false;
+}
+
+void nfwatch_set_free(struct nfwatch_prefix_set *set)
+{
+	kvfree(set);
+}
+
+static void set_free_rcu_cb(struct rcu_head *head)
+{
+	kvfree(container_of(head, struct nfwatch_prefix_set, rcu));
+}
+
+/* After readers are done; module exit waits with rcu_barrier(). */
+void nfwatch_set_free_rcu(struct nfwatch_prefix_set *set)
+{
+	if (set)
+		call_rcu(&set->rcu, set_free_rcu_cb);
+}
+
+#ifdef CONFIG_NFWATCH_SELFTEST
+#include "selftest/prefixset.c"
+#endif

@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Subscribers: one per subscribing netlink socket (its portid), kept per
+ * network namespace, freed when the socket goes (NETLINK_URELEASE), when
+ * it unsubscribes, or when the module or the namespace goes away.
+ *
+ * Removal always runs the same steps: unlink under nn->lock, wait an RCU
+ * grace period so no hook still holds the subscriber, stop delivery, free.
+ */
+#include <linux/netlink.h>
+#include <linux/notifier.h>
+#include <linux/pid_namespace.h>
+#include <linux/rculist.h>
+#include <linux/slab.h>
+#include <linux/user_namespace.h>
+#include <net/genetlink.h>
+#include "nfwatch.h"
+
+/* Under nn->lock. */
+static struct nfwatch_sub *sub_find(struct nfwatch_net *nn, u32 portid)
+{
+	struct nfwatch_sub *sub;
+
+	list_for_each_entry(sub, &nn->subs, node)
+		if (sub->portid == portid)
+			return sub;
+	return NULL;
+}
+
+static struct nfwatch_sub *sub_new(struct nfwatch_net *nn, struct net *net, u32 portid,
+				   struct nfwatch_prefix_set *set)
+{
+	struct nfwatch_sub *sub = kzalloc(sizeof(*sub), GFP_KERNEL);
+
+	if (!sub)
+		return NULL;
+	sub->nn = nn;
+	sub->net = net;
+	sub->portid = portid;
+	RCU_INIT_POINTER(sub->set, set);
+	sub->stats.prefixes = nfwatch_set_size(set);
+	/* The requester's namespaces: SUBSCRIBE runs in its sendmsg(). */
+	sub->user_ns = get_user_ns(current_user_ns());
+	sub->pid_ns = get_pid_ns(task_active_pid_ns(current));
+	nfwatch_delivery_init(sub);
+	return sub;
+}
+
+static void sub_free(struct nfwatch_sub *sub)
+{
+	nfwatch_set_free(rcu_dereference_protected(sub->set, true));
+	put_pid_ns(sub->pid_ns);
+	put_user_ns(sub->user_ns);
+	kfree(sub);
+	static_branch_dec(&nfwatch_active);
+}
+
+/* Under nn->lock. */
+static void sub_unlink(struct nfwatch_net *nn, struct nfwatch_sub *sub)
+{
+	list_del_rcu(&sub->node);
+	nn->nsubs--;
+}
+
+int nfwatch_subscribe(struct net *net, u32 portid, struct nfwatch_prefix_set *set,
+		      struct netlink_ext_ack *extack)
+{
+	struct nfwatch_net *nn = nfwatch_pernet(net);
+	struct nfwatch_sub *sub;
+	int err = 0;
+
+	mutex_lock(&nn->lock);
+	if (nn->dying) {
+		NL_SET_ERR_MSG(extack, "nfwatch is going away in this network namespace");
+		err = -ESHUTDOWN;
+		goto out;
+	}
+	sub = sub_find(nn, portid);
+	if (sub) {
+		struct nfwatch_prefix_set *old = rcu_replace_pointer(sub->set, set,
+								     lockdep_is_held(&nn->lock));
+
+		sub->stats.prefixes = nfwatch_set_size(set);
+		nfwatch_set_free_rcu(old);
+		goto out;
+	}
+	sub = sub_new(nn, net, portid, set);
+	if (!sub) {
+		err = -ENOMEM;
+		goto out;
+	}
+	static_branch_inc(&nfwatch_active);
+	list_add_tail_rcu(&sub->node, &nn->subs);
+	nn->nsubs++;
+out:
+	mutex_unlock(&nn->lock);
+	return err;
+}
+
+/* Unsubscribe: the open batch is sent, so it arrives before the reply. */
+int nfwatch_unsubscribe(struct net *net, u32 portid, struct nfwatch_sub_stats *final)
+{
+	struct nfwatch_net *nn = nfwatch_pernet(net);
+	struct nfwatch_sub *sub;
+
+	mutex_lock(&nn->lock);
+	sub = sub_find(nn, portid);
+	if (sub)
+		sub_unlink(nn, sub);
+	mutex_unlock(&nn->lock);
+	if (!sub)
+		return -ENOENT;
+	synchronize_rcu();
+	nfwatch_delivery_stop(sub, true);
+	*final = sub->stats;
+	sub_free(sub);
+	return 0;
+}
+
+/* The socket is gone: nobody to send the open batch to. */
+static void sub_release(struct net *net, u32 portid)
+{
+	struct nfwatch_net *nn = nfwatch_pernet(net);
+	struct nfwatch_sub *sub;
+
+	mutex_lock(&nn->lock);
+	sub = sub_find(nn, portid);
+	if (sub)
+		sub_unlink(nn, sub);
+	mutex_unlock(&nn->lock);
+	if (!sub)
+		return;
+	synchronize_rcu();
+	nfwatch_delivery_stop(sub, false);
+	sub_free(sub);
+}
+
+bool nfwatch_own_stats(struct net *net, u32 portid, struct nfwatch_sub_stats *out)
+{
+	struct nfwatch_net *nn = nfwatch_pernet(net);
+	struct nfwatch_sub *sub;
+
+	mutex_lock(&nn->lock);
+	sub = sub_find(nn, portid);
+	if (sub) {
+		spin_lock_bh(&sub->lock);
+		*out = sub->stats;
+		spin_unlock_bh(&sub->lock);
+	}
+	mutex_unlock(&nn->lock);
+	return sub;
+}
+
+void nfwatch_ns_stats(struct net *net, struct nfwatch_ns_stats *sum, unsigned int *nsubs)
+{
+	struct nfwatch_net *nn = nfwatch_pernet(net);
+	int cpu;
+
+	memset(sum, 0, sizeof(*sum));
+	for_each_possible_cpu(cpu) {
+		const struct nfwatch_ns_stats *s = per_cpu_ptr(nn->stats, cpu);
+
+		sum->seen += READ_ONCE(s->seen);
+		sum->matched += READ_ONCE(s->matched);
+		sum->delivered += READ_ONCE(s->delivered);
+		sum->lost += READ_ONCE(s->lost);
+		sum->malformed += READ_ONCE(s->malformed);
+		sum->batches += READ_ONCE(s->batches);
+	}
+	*nsubs = READ_ONCE(nn->nsubs);
+}
+
+int nfwatch_pernet_init_subs(struct nfwatch_net *nn)
+{
+	INIT_LIST_HEAD(&nn->subs);
+	mutex_init(&nn->lock);
+	nn->stats = alloc_percpu(struct nfwatch_ns_stats);
+	return nn->stats ? 0 : -ENOMEM;
+}
+
+/*
+ * The namespace or the module is going away, hooks already gone: send each
+ * subscriber its last batch and a SHUTDOWN with its final counters.
+ */
+void nfwatch_pernet_exit_subs(struct nfwatch_net *nn)
+{
+	struct nfwatch_sub *sub, *tmp;
+	LIST_HEAD(gone);
+
+	mutex_lock(&nn->lock);
+	nn->dying = true;
+	list_for_each_entry_safe(sub, tmp, &nn->subs, node) {
+		sub_unlink(nn, sub);
+		list_add_tail(&sub->node, &gone);
+	}
+	mutex_unlock(&nn->lock);
+
+	if (!list_empty(&gone))
+		synchronize_rcu();
+	list_for_each_entry_safe(sub, tmp, &gone, node) {
+		nfwatch_delivery_stop(sub, true);
+		nfwatch_notify_shutdown(sub->net, sub->portid, &sub->stats);
+		sub_free(sub);
+	}
+	free_percpu(nn->stats);
+}
+
+static int nfwatch_netlink_event(struct notifier_block *nb, unsigned long event, void *ptr)
+{
+	const struct netlink_notify *n = ptr;
+
+	if (event == NETLINK_URELEASE && n->protocol == NETLINK_GENERIC)
+		sub_release(n->net, n->portid);
+	return NOTIFY_DONE;
+}
+
+static struct notifier_block nfwatch_netlink_notifier = {
+	.notifier_call = nfwatch_netlink_event,
+};
+
+int nfwatch_notifier_register(void)
+{
+	return netlink_register_notifier(&nfwatch_netlink_notifier);
+}
+
+void nfwatch_notifier_unregister(void)
+{
+	netlink_unregister_notifier(&nfwatch_netlink_notifier);
+}
