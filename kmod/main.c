@@ -18,6 +18,10 @@ module_param(batch_bytes, uint, 0444);
 MODULE_PARM_DESC(batch_bytes,
 		 "Size of one batch message in bytes (1024..65000, default 16384)");
 
+static bool selftest;
+module_param(selftest, bool, 0444);
+MODULE_PARM_DESC(selftest, "Run the self-tests at load and refuse to load if one fails");
+
 DEFINE_STATIC_KEY_FALSE(nfwatch_active);
 unsigned int nfwatch_net_id __read_mostly;
 
@@ -56,7 +60,7 @@ static int __init nfwatch_init(void)
 	flush_interval_us = clamp(flush_interval_us, 100U, 1000000U);
 	batch_bytes = clamp(batch_bytes, 1024U, 65000U);
 
-	if (!nfwatch_selftest_prefixset())
+	if (selftest && !nfwatch_selftest_prefixset())
 		return -ENOTRECOVERABLE;
 
 	err = register_pernet_subsys(&nfwatch_net_ops);

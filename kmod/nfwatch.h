@@ -134,10 +134,7 @@ int nfwatch_batch_send(struct net *net, struct sk_buff *skb, u32 portid,
 void nfwatch_notify_shutdown(struct net *net, u32 portid,
 			     const struct nfwatch_sub_stats *final);
 
-#ifdef CONFIG_NFWATCH_SELFTEST
+/* selftest/ */
 bool nfwatch_selftest_prefixset(void);
-#else
-static inline bool nfwatch_selftest_prefixset(void) { return true; }
-#endif
 
 #endif /* _NFWATCH_H */

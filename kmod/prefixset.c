@@ -198,6 +198,4 @@ void nfwatch_set_free_rcu(struct nfwatch_prefix_set *set)
 		call_rcu(&set->rcu, set_free_rcu_cb);
 }
 
-#ifdef CONFIG_NFWATCH_SELFTEST
 #include "selftest/prefixset.c"
-#endif

@@ -8,6 +8,11 @@
  * nfwatch_record, one per locally sent packet whose source is in the set.
  * The subscription lives as long as the socket does.
  *
+ * Requests are validated strictly: unknown attributes are rejected, and
+ * nested attributes (NFWATCH_A_PREFIXES and each NFWATCH_A_PREFIX entry)
+ * must carry NLA_F_NESTED. Subscribing and reading stats need
+ * CAP_NET_ADMIN over the socket's network namespace.
+ *
  * Everything here is the single source of truth: the Rust mirror in
  * crates/nfwatch-proto is checked against this file by a test.
  */
