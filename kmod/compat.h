@@ -13,6 +13,7 @@
 
 #include <linux/version.h>
 #include <linux/hrtimer.h>
+#include <linux/rcupdate.h>
 #include <net/genetlink.h>
 #include <net/route.h>
 #include <net/ip6_fib.h>
@@ -42,6 +43,16 @@
 #define NFWATCH_GENL_RESV_START_OP(first_cmd) .resv_start_op = (first_cmd),
 #else
 #define NFWATCH_GENL_RESV_START_OP(first_cmd)
+#endif
+
+/* 5.5 added rcu_replace_pointer() (rcu_swap_protected() before). */
+#ifndef rcu_replace_pointer
+#define rcu_replace_pointer(rcu_ptr, ptr, c)					\
+({										\
+	typeof(ptr) __old = rcu_dereference_protected((rcu_ptr), (c));		\
+	rcu_assign_pointer((rcu_ptr), (ptr));					\
+	__old;									\
+})
 #endif
 
 /* 6.13 replaced hrtimer_init() + .function by hrtimer_setup(). */

@@ -14,6 +14,7 @@
 #include <linux/slab.h>
 #include <linux/user_namespace.h>
 #include <net/genetlink.h>
+#include "compat.h"
 #include "nfwatch.h"
 
 /* Under nn->lock. */
