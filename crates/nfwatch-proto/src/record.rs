@@ -1,0 +1,284 @@
+//! `struct nfwatch_record` parsed into Rust types.
+
+use std::borrow::Cow;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::consts::record_layout as layout;
+use crate::consts::*;
+use crate::ProtoError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// The egress device name, kept inline so parsing a record never allocates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IfName {
+    bytes: [u8; layout::IFNAME_LEN],
+    len: usize,
+}
+
+impl IfName {
+    /// Up to the first NUL (the kernel NUL-pads; a full 16 bytes has none).
+    pub fn from_padded(padded: [u8; layout::IFNAME_LEN]) -> Self {
+        let len = padded.iter().position(|&b| b == 0).unwrap_or(padded.len());
+        Self { bytes: padded, len }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// Lossy UTF-8; borrows (no allocation) when the name is valid UTF-8.
+    pub fn to_str_lossy(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(self.as_bytes())
+    }
+}
+
+/// One packet the kernel reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub ts_ns: u64,
+    pub family: Family,
+    pub proto: u8,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// None when the packet had no route (nh_family == 0).
+    pub nexthop: Option<IpAddr>,
+    pub ifname: IfName,
+    pub len: u32,
+    pub ifindex: u32,
+    pub uid: Option<u32>,
+    pub pid: Option<u32>,
+    /// (source, destination) port.
+    pub ports: Option<(u16, u16)>,
+    /// (type, code).
+    pub icmp: Option<(u8, u8)>,
+    /// A non-first fragment.
+    pub frag: bool,
+    pub segs: u16,
+}
+
+fn array<const N: usize>(bytes: &[u8], offset: usize) -> [u8; N] {
+    // Callers checked bytes.len() >= layout::SIZE, and every field lies
+    // inside it, so the fallback is unreachable.
+    bytes
+        .get(offset..offset + N)
+        .and_then(|field| field.try_into().ok())
+        .unwrap_or([0; N])
+}
+
+fn family_of(what: &'static str, family: u8) -> Result<Family, ProtoError> {
+    match family {
+        AF_INET => Ok(Family::V4),
+        AF_INET6 => Ok(Family::V6),
+        _ => Err(ProtoError::UnknownFamily { what, family }),
+    }
+}
+
+fn address(family: Family, bytes: [u8; layout::ADDR_LEN]) -> IpAddr {
+    match family {
+        Family::V4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+        Family::V6 => IpAddr::V6(Ipv6Addr::from(bytes)),
+    }
+}
+
+impl Record {
+    /// Parses the first `record_layout::SIZE` bytes of `bytes`; longer
+    /// records (a newer kernel appending fields) are accepted.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ProtoError> {
+        if bytes.len() < layout::SIZE {
+            return Err(ProtoError::Truncated {
+                what: "record",
+                need: layout::SIZE,
+                have: bytes.len(),
+            });
+        }
+        let u8_at = |offset: usize| array::<1>(bytes, offset)[0];
+        let u16_at = |offset: usize| u16::from_ne_bytes(array(bytes, offset));
+        let u32_at = |offset: usize| u32::from_ne_bytes(array(bytes, offset));
+        let flags = u16_at(layout::FLAGS);
+        let has = |flag: u16| flags & flag != 0;
+
+        let family = family_of("family", u8_at(layout::FAMILY))?;
+        let nexthop = match u8_at(layout::NH_FAMILY) {
+            0 => None,
+            nh => Some(address(
+                family_of("nh_family", nh)?,
+                array(bytes, layout::NEXTHOP),
+            )),
+        };
+        Ok(Self {
+            ts_ns: u64::from_ne_bytes(array(bytes, layout::TS_NS)),
+            family,
+            proto: u8_at(layout::PROTO),
+            src: address(family, array(bytes, layout::SADDR)),
+            dst: address(family, array(bytes, layout::DADDR)),
+            nexthop,
+            ifname: IfName::from_padded(array(bytes, layout::IFNAME)),
+            len: u32_at(layout::LEN),
+            ifindex: u32_at(layout::IFINDEX),
+            uid: has(NFWATCH_F_UID).then(|| u32_at(layout::UID)),
+            pid: has(NFWATCH_F_PID).then(|| u32_at(layout::PID)),
+            ports: has(NFWATCH_F_PORTS).then(|| (u16_at(layout::SPORT), u16_at(layout::DPORT))),
+            icmp: has(NFWATCH_F_ICMP).then(|| (u8_at(layout::ICMP_TYPE), u8_at(layout::ICMP_CODE))),
+            frag: has(NFWATCH_F_FRAG),
+            segs: u16_at(layout::SEGS),
+        })
+    }
+
+    /// The wire bytes of this record (what the kernel would send); for
+    /// tests and fakes.
+    pub fn to_bytes(&self) -> [u8; layout::SIZE] {
+        let mut bytes = [0u8; layout::SIZE];
+        let mut put = |offset: usize, field: &[u8]| {
+            bytes[offset..offset + field.len()].copy_from_slice(field)
+        };
+        let family_byte = |addr: IpAddr| match addr {
+            IpAddr::V4(_) => AF_INET,
+            IpAddr::V6(_) => AF_INET6,
+        };
+        let addr_bytes = |addr: IpAddr| match addr {
+            IpAddr::V4(v4) => {
+                let mut padded = [0u8; layout::ADDR_LEN];
+                padded[..4].copy_from_slice(&v4.octets());
+                padded
+            }
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        let mut flags = 0;
+        let flag_if = |cond: bool, flag: u16| if cond { flag } else { 0 };
+        flags |= flag_if(self.ports.is_some(), NFWATCH_F_PORTS);
+        flags |= flag_if(self.icmp.is_some(), NFWATCH_F_ICMP);
+        flags |= flag_if(self.frag, NFWATCH_F_FRAG);
+        flags |= flag_if(self.uid.is_some(), NFWATCH_F_UID);
+        flags |= flag_if(self.pid.is_some(), NFWATCH_F_PID);
+        let (sport, dport) = self.ports.unwrap_or_default();
+        let (icmp_type, icmp_code) = self.icmp.unwrap_or_default();
+
+        put(layout::TS_NS, &self.ts_ns.to_ne_bytes());
+        put(layout::SADDR, &addr_bytes(self.src));
+        put(layout::DADDR, &addr_bytes(self.dst));
+        if let Some(nexthop) = self.nexthop {
+            put(layout::NEXTHOP, &addr_bytes(nexthop));
+            put(layout::NH_FAMILY, &[family_byte(nexthop)]);
+        }
+        put(layout::IFNAME, self.ifname.as_bytes());
+        put(layout::LEN, &self.len.to_ne_bytes());
+        put(layout::IFINDEX, &self.ifindex.to_ne_bytes());
+        put(layout::UID, &self.uid.unwrap_or(0).to_ne_bytes());
+        put(layout::PID, &self.pid.unwrap_or(0).to_ne_bytes());
+        put(layout::SPORT, &sport.to_ne_bytes());
+        put(layout::DPORT, &dport.to_ne_bytes());
+        put(layout::SEGS, &self.segs.to_ne_bytes());
+        put(layout::FLAGS, &flags.to_ne_bytes());
+        put(layout::FAMILY, &[family_byte(self.src)]);
+        put(layout::PROTO, &[self.proto]);
+        put(layout::ICMP_TYPE, &[icmp_type]);
+        put(layout::ICMP_CODE, &[icmp_code]);
+        bytes
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample_v4() -> Record {
+        Record {
+            ts_ns: 1_795_660_556_123_456_789,
+            family: Family::V4,
+            proto: 6,
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+            nexthop: Some("10.0.0.254".parse().unwrap()),
+            ifname: IfName::from_padded(*b"eth0\0\0\0\0\0\0\0\0\0\0\0\0"),
+            len: 60,
+            ifindex: 2,
+            uid: Some(1000),
+            pid: None,
+            ports: Some((4242, 80)),
+            icmp: None,
+            frag: false,
+            segs: 1,
+        }
+    }
+
+    #[test]
+    fn round_trips_through_wire_bytes() {
+        let record = sample_v4();
+        assert_eq!(Record::parse(&record.to_bytes()).unwrap(), record);
+        let v6 = Record {
+            family: Family::V6,
+            proto: 58,
+            src: "fd00::1".parse().unwrap(),
+            dst: "fd00::2".parse().unwrap(),
+            nexthop: None,
+            ports: None,
+            icmp: Some((128, 0)),
+            uid: None,
+            pid: Some(77),
+            frag: true,
+            ..record
+        };
+        assert_eq!(Record::parse(&v6.to_bytes()).unwrap(), v6);
+    }
+
+    #[test]
+    fn reads_fields_at_their_offsets() {
+        let mut bytes = sample_v4().to_bytes();
+        bytes[layout::SADDR..layout::SADDR + 4].copy_from_slice(&[192, 0, 2, 7]);
+        bytes[layout::LEN..layout::LEN + 4].copy_from_slice(&1500u32.to_ne_bytes());
+        bytes[layout::FLAGS..layout::FLAGS + 2].copy_from_slice(&0u16.to_ne_bytes());
+        let record = Record::parse(&bytes).unwrap();
+        assert_eq!(record.src, "192.0.2.7".parse::<IpAddr>().unwrap());
+        assert_eq!(record.len, 1500);
+        assert_eq!((record.ports, record.uid, record.frag), (None, None, false));
+    }
+
+    #[test]
+    fn ifname_stops_at_nul_and_tolerates_full_and_invalid_names() {
+        assert_eq!(
+            IfName::from_padded(*b"eth0\0x\0\0\0\0\0\0\0\0\0\0").to_str_lossy(),
+            "eth0"
+        );
+        assert_eq!(
+            IfName::from_padded(*b"abcdefghijklmnop").to_str_lossy(),
+            "abcdefghijklmnop"
+        );
+        let mut invalid = [0u8; 16];
+        invalid[0] = 0xff;
+        assert_eq!(IfName::from_padded(invalid).to_str_lossy(), "\u{fffd}");
+    }
+
+    #[test]
+    fn rejects_short_records_and_unknown_families() {
+        let bytes = sample_v4().to_bytes();
+        assert!(matches!(
+            Record::parse(&bytes[..103]),
+            Err(ProtoError::Truncated {
+                need: 104,
+                have: 103,
+                ..
+            })
+        ));
+        let mut bad = bytes;
+        bad[layout::FAMILY] = 7;
+        assert_eq!(
+            Record::parse(&bad).unwrap_err().to_string(),
+            "record family has unknown address family 7"
+        );
+        let mut bad_nh = bytes;
+        bad_nh[layout::NH_FAMILY] = 99;
+        assert!(Record::parse(&bad_nh).is_err());
+    }
+
+    #[test]
+    fn accepts_longer_records() {
+        let mut longer = sample_v4().to_bytes().to_vec();
+        longer.extend_from_slice(&[0xaa; 24]);
+        assert_eq!(Record::parse(&longer).unwrap(), sample_v4());
+    }
+}

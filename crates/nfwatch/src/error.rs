@@ -1,0 +1,74 @@
+//! Every way nfwatch can fail, each rendered as one line after "nfwatch: ".
+
+use std::fmt;
+use std::io;
+
+use nfwatch_proto::ProtoError;
+
+#[derive(Debug)]
+pub enum Error {
+    ModuleNotLoaded,
+    NotPermitted,
+    /// A request the kernel rejected; `extack` is its explanation, if any.
+    Kernel {
+        request: &'static str,
+        errno: i32,
+        extack: Option<String>,
+    },
+    /// The kernel did not answer a request in time.
+    NoReply(&'static str),
+    /// An I/O failure; `context` names what was being done.
+    Io {
+        context: String,
+        source: io::Error,
+    },
+    /// Bytes from the kernel that do not follow the contract.
+    Malformed(ProtoError),
+    /// A bad command-line value; the message names the argument.
+    Usage(String),
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ModuleNotLoaded => f.write_str(
+                "the nfwatch kernel module is not loaded (load it with: sudo insmod kmod/nfwatch.ko)",
+            ),
+            Self::NotPermitted => f.write_str(
+                "not permitted: subscribing needs root or CAP_NET_ADMIN in this network namespace",
+            ),
+            Self::Kernel {
+                request,
+                errno,
+                extack,
+            } => {
+                let cause = io::Error::from_raw_os_error(*errno);
+                match extack {
+                    Some(text) => write!(f, "{request} failed: {cause}: {text}"),
+                    None => write!(f, "{request} failed: {cause}"),
+                }
+            }
+            Self::NoReply(request) => write!(f, "no reply from the kernel to {request}"),
+            Self::Io { context, source } => write!(f, "{context}: {source}"),
+            Self::Malformed(cause) => write!(f, "malformed message from the kernel: {cause}"),
+            Self::Usage(message) => f.write_str(message),
+        }
+    }
+}
+
+impl From<ProtoError> for Error {
+    fn from(cause: ProtoError) -> Self {
+        Self::Malformed(cause)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

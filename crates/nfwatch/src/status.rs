@@ -1,0 +1,195 @@
+//! Running counts: the live status line, SIGUSR1 reports and the summary.
+
+use std::io::{self, IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use nfwatch_proto::Stats;
+
+/// Everything counted while watching.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub received: u64,
+    pub written: u64,
+    /// Received after --count was reached.
+    pub not_written: u64,
+    /// Sum of NFWATCH_A_BATCH_LOST.
+    pub batch_lost: u64,
+    /// ENOBUFS errors from recv.
+    pub overruns: u64,
+    /// Batches missing from the sequence.
+    pub seq_gaps: u64,
+    pub last_seq: Option<u64>,
+    /// Our subscription's final counters (UNSUBSCRIBE reply or SHUTDOWN).
+    pub final_own: Option<Stats>,
+}
+
+impl Counters {
+    pub fn batch_seen(&mut self, seq: u64, lost: u64) {
+        if let Some(last) = self.last_seq {
+            self.seq_gaps += seq.saturating_sub(last).saturating_sub(1);
+        }
+        self.last_seq = Some(seq);
+        self.batch_lost += lost;
+    }
+
+    /// Records lost in the kernel: its final count when known.
+    pub fn lost(&self) -> u64 {
+        self.final_own.map_or(self.batch_lost, |own| own.lost)
+    }
+}
+
+/// The summary lines, without trailing newlines.
+pub fn summary(counters: &Counters, path: &str, elapsed: Duration) -> Vec<String> {
+    let mut lines = vec![
+        format!(
+            "nfwatch: wrote {} records to {path} in {:.3} s",
+            counters.written,
+            elapsed.as_secs_f64()
+        ),
+        format!(
+            "nfwatch: lost {} records in the kernel, {} socket overruns (ENOBUFS), {} batch sequence gaps",
+            counters.lost(),
+            counters.overruns,
+            counters.seq_gaps
+        ),
+    ];
+    if let Some(own) = counters.final_own {
+        lines.push(format!(
+            "nfwatch: kernel counted {} matched, {} delivered, {} lost",
+            own.matched, own.delivered, own.lost
+        ));
+    }
+    if counters.not_written > 0 {
+        lines.push(format!(
+            "nfwatch: {} records not written (--count reached)",
+            counters.not_written
+        ));
+    }
+    lines
+}
+
+/// One line for SIGUSR1, like tcpdump's.
+pub fn progress_line(counters: &Counters) -> String {
+    format!(
+        "nfwatch: {} records received, {} written, {} lost in the kernel, {} socket overruns, {} batch sequence gaps",
+        counters.received,
+        counters.written,
+        counters.lost(),
+        counters.overruns,
+        counters.seq_gaps
+    )
+}
+
+const REFRESH: Duration = Duration::from_millis(250);
+
+/// Writes to stderr; the live line (only on a terminal) is cleared before
+/// any other message so they never mix.
+pub struct Status {
+    live: bool,
+    shown: bool,
+    last_refresh: Instant,
+    received_at_refresh: u64,
+}
+
+impl Status {
+    pub fn new() -> Self {
+        Self {
+            live: io::stderr().is_terminal(),
+            shown: false,
+            last_refresh: Instant::now(),
+            received_at_refresh: 0,
+        }
+    }
+
+    /// How long poll may sleep before the live line wants refreshing.
+    pub fn next_refresh(&self) -> Option<Duration> {
+        self.live
+            .then(|| REFRESH.saturating_sub(self.last_refresh.elapsed()))
+    }
+
+    pub fn refresh(&mut self, counters: &Counters) {
+        let elapsed = self.last_refresh.elapsed();
+        if !self.live || elapsed < REFRESH {
+            return;
+        }
+        let rate = (counters.received - self.received_at_refresh) as f64 / elapsed.as_secs_f64();
+        let _ = write!(
+            io::stderr(),
+            "\r\x1b[Knfwatch: {rate:.0} records/s, {} total, {} lost",
+            counters.received,
+            counters.lost()
+        );
+        self.shown = true;
+        self.last_refresh = Instant::now();
+        self.received_at_refresh = counters.received;
+    }
+
+    pub fn say(&mut self, line: &str) {
+        self.clear();
+        let _ = writeln!(io::stderr(), "{line}");
+    }
+
+    fn clear(&mut self) {
+        if self.shown {
+            let _ = write!(io::stderr(), "\r\x1b[K");
+            self.shown = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_uses_final_kernel_counts_and_balances() {
+        let mut counters = Counters {
+            received: 12,
+            written: 10,
+            not_written: 2,
+            batch_lost: 3,
+            overruns: 1,
+            ..Counters::default()
+        };
+        counters.batch_seen(1, 0);
+        counters.batch_seen(4, 0);
+        assert_eq!(counters.seq_gaps, 2);
+        counters.final_own = Some(Stats {
+            matched: 17,
+            delivered: 12,
+            lost: 5,
+            ..Stats::default()
+        });
+        let lines = summary(&counters, "out.txt", Duration::from_millis(1234));
+        assert_eq!(
+            lines,
+            [
+                "nfwatch: wrote 10 records to out.txt in 1.234 s",
+                "nfwatch: lost 5 records in the kernel, 1 socket overruns (ENOBUFS), 2 batch sequence gaps",
+                "nfwatch: kernel counted 17 matched, 12 delivered, 5 lost",
+                "nfwatch: 2 records not written (--count reached)",
+            ]
+        );
+        let own = counters.final_own.unwrap();
+        assert_eq!(
+            counters.written + counters.lost() + counters.not_written,
+            own.matched
+        );
+    }
+
+    #[test]
+    fn summary_without_kernel_counts_uses_batch_losses() {
+        let mut counters = Counters::default();
+        counters.batch_seen(5, 2);
+        counters.batch_seen(6, 1);
+        counters.written = 4;
+        let lines = summary(&counters, "stdout", Duration::ZERO);
+        assert_eq!(
+            lines,
+            [
+                "nfwatch: wrote 4 records to stdout in 0.000 s",
+                "nfwatch: lost 3 records in the kernel, 0 socket overruns (ENOBUFS), 0 batch sequence gaps",
+            ]
+        );
+    }
+}

@@ -1,0 +1,584 @@
+//! Output formats and the committing file sink. Lines are formatted into a
+//! reused buffer: no allocation per record.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::net::IpAddr;
+
+use clap::ValueEnum;
+use nfwatch_proto::{Family, Record};
+use time::macros::format_description;
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Csv,
+    Jsonl,
+    Legacy,
+}
+
+pub const CSV_HEADER: &str =
+    "ts,family,proto,src,dst,sport,dport,icmp_type,icmp_code,len,ifindex,ifname,nexthop,uid,pid,frag,segs";
+
+/// (number, name in JSON/CSV, name in text/legacy).
+const PROTOCOLS: [(u8, &str, &str); 11] = [
+    (1, "icmp", "ICMP"),
+    (2, "igmp", "IGMP"),
+    (6, "tcp", "TCP"),
+    (17, "udp", "UDP"),
+    (33, "dccp", "DCCP"),
+    (47, "gre", "GRE"),
+    (50, "esp", "ESP"),
+    (51, "ah", "AH"),
+    (58, "icmpv6", "ICMPV6"),
+    (132, "sctp", "SCTP"),
+    (136, "udplite", "UDPLITE"),
+];
+
+fn protocol(number: u8) -> Option<(&'static str, &'static str)> {
+    PROTOCOLS
+        .iter()
+        .find(|(n, _, _)| *n == number)
+        .map(|&(_, lower, upper)| (lower, upper))
+}
+
+fn write_proto(out: &mut Vec<u8>, number: u8, upper: bool) -> io::Result<()> {
+    match protocol(number) {
+        Some((lower, upper_name)) => {
+            out.write_all(if upper { upper_name } else { lower }.as_bytes())
+        }
+        None => write!(out, "{number}"),
+    }
+}
+
+/// RFC 3339 in UTC with exactly nine fractional digits.
+fn write_ts(out: &mut Vec<u8>, ts_ns: u64) -> io::Result<()> {
+    let format =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
+    // Every u64 of nanoseconds is a representable date, so this only fails
+    // on a write error.
+    let time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts_ns))
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    time.format_into(out, format)
+        .map(|_| ())
+        .map_err(|e| io::Error::other(e.to_string()))
+}
+
+fn family_name(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "ipv4",
+        Family::V6 => "ipv6",
+    }
+}
+
+/// Appends one line (with '\n') for `record` to `out`.
+pub fn format_record(out: &mut Vec<u8>, format: Format, record: &Record) -> io::Result<()> {
+    match format {
+        Format::Text => format_text(out, record),
+        Format::Csv => format_csv(out, record),
+        Format::Jsonl => format_json(out, record),
+        Format::Legacy => format_legacy(out, record),
+    }?;
+    out.push(b'\n');
+    Ok(())
+}
+
+fn write_endpoint(out: &mut Vec<u8>, addr: IpAddr, port: Option<u16>) -> io::Result<()> {
+    match (addr, port) {
+        (IpAddr::V6(v6), Some(port)) => write!(out, "[{v6}]:{port}"),
+        (addr, Some(port)) => write!(out, "{addr}:{port}"),
+        (addr, None) => write!(out, "{addr}"),
+    }
+}
+
+fn format_text(out: &mut Vec<u8>, r: &Record) -> io::Result<()> {
+    write_ts(out, r.ts_ns)?;
+    out.push(b' ');
+    write_proto(out, r.proto, true)?;
+    out.push(b' ');
+    write_endpoint(out, r.src, r.ports.map(|p| p.0))?;
+    out.write_all(b" -> ")?;
+    write_endpoint(out, r.dst, r.ports.map(|p| p.1))?;
+    if let Some((icmp_type, icmp_code)) = r.icmp {
+        write!(out, " type {icmp_type} code {icmp_code}")?;
+    }
+    write!(out, " dev {}", r.ifname.to_str_lossy())?;
+    if let Some(nexthop) = r.nexthop {
+        write!(out, " via {nexthop}")?;
+    }
+    write!(out, " len {}", r.len)?;
+    if r.frag {
+        out.write_all(b" frag")?;
+    }
+    if let Some(uid) = r.uid {
+        write!(out, " uid {uid}")?;
+    }
+    if let Some(pid) = r.pid {
+        write!(out, " pid {pid}")?;
+    }
+    Ok(())
+}
+
+fn format_legacy(out: &mut Vec<u8>, r: &Record) -> io::Result<()> {
+    let (sport, dport) = r.ports.unwrap_or_default();
+    write!(
+        out,
+        "srcIP:{} dstIP:{} srcPORT:{sport} dstPORT:{dport} PROTOCOL:",
+        r.src, r.dst
+    )?;
+    write_proto(out, r.proto, true)
+}
+
+/// A JSON string; escapes what RFC 8259 requires.
+fn write_json_str(out: &mut Vec<u8>, text: &str) -> io::Result<()> {
+    out.push(b'"');
+    for c in text.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if u32::from(c) < 0x20 => write!(out, "\\u{:04x}", u32::from(c))?,
+            c => write!(out, "{c}")?,
+        }
+    }
+    out.push(b'"');
+    Ok(())
+}
+
+fn write_json_opt<T: std::fmt::Display>(out: &mut Vec<u8>, value: Option<T>) -> io::Result<()> {
+    match value {
+        Some(value) => write!(out, "{value}"),
+        None => out.write_all(b"null"),
+    }
+}
+
+fn format_json(out: &mut Vec<u8>, r: &Record) -> io::Result<()> {
+    out.extend_from_slice(b"{\"ts\":\"");
+    write_ts(out, r.ts_ns)?;
+    write!(
+        out,
+        "\",\"family\":\"{}\",\"proto\":\"",
+        family_name(r.family)
+    )?;
+    write_proto(out, r.proto, false)?;
+    write!(
+        out,
+        "\",\"src\":\"{}\",\"dst\":\"{}\",\"sport\":",
+        r.src, r.dst
+    )?;
+    write_json_opt(out, r.ports.map(|p| p.0))?;
+    out.extend_from_slice(b",\"dport\":");
+    write_json_opt(out, r.ports.map(|p| p.1))?;
+    out.extend_from_slice(b",\"icmp_type\":");
+    write_json_opt(out, r.icmp.map(|i| i.0))?;
+    out.extend_from_slice(b",\"icmp_code\":");
+    write_json_opt(out, r.icmp.map(|i| i.1))?;
+    write!(
+        out,
+        ",\"len\":{},\"ifindex\":{},\"ifname\":",
+        r.len, r.ifindex
+    )?;
+    write_json_str(out, &r.ifname.to_str_lossy())?;
+    out.extend_from_slice(b",\"nexthop\":");
+    match r.nexthop {
+        Some(nexthop) => write!(out, "\"{nexthop}\"")?,
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"uid\":");
+    write_json_opt(out, r.uid)?;
+    out.extend_from_slice(b",\"pid\":");
+    write_json_opt(out, r.pid)?;
+    write!(out, ",\"frag\":{},\"segs\":{}}}", r.frag, r.segs)
+}
+
+/// A CSV field, quoted when it holds a separator, quote or line break.
+fn write_csv_str(out: &mut Vec<u8>, text: &str) {
+    if text.contains([',', '"', '\n', '\r']) {
+        out.push(b'"');
+        for byte in text.bytes() {
+            if byte == b'"' {
+                out.push(b'"');
+            }
+            out.push(byte);
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(text.as_bytes());
+    }
+}
+
+fn write_csv_opt<T: std::fmt::Display>(out: &mut Vec<u8>, value: Option<T>) -> io::Result<()> {
+    if let Some(value) = value {
+        write!(out, "{value}")?;
+    }
+    out.push(b',');
+    Ok(())
+}
+
+fn format_csv(out: &mut Vec<u8>, r: &Record) -> io::Result<()> {
+    write_ts(out, r.ts_ns)?;
+    write!(out, ",{},", family_name(r.family))?;
+    write_proto(out, r.proto, false)?;
+    write!(out, ",{},{},", r.src, r.dst)?;
+    write_csv_opt(out, r.ports.map(|p| p.0))?;
+    write_csv_opt(out, r.ports.map(|p| p.1))?;
+    write_csv_opt(out, r.icmp.map(|i| i.0))?;
+    write_csv_opt(out, r.icmp.map(|i| i.1))?;
+    write!(out, "{},{},", r.len, r.ifindex)?;
+    write_csv_str(out, &r.ifname.to_str_lossy());
+    out.push(b',');
+    write_csv_opt(out, r.nexthop)?;
+    write_csv_opt(out, r.uid)?;
+    write_csv_opt(out, r.pid)?;
+    write!(out, "{},{}", r.frag, r.segs)
+}
+
+/// Where lines go, and how much of them is known to be on disk.
+pub enum Destination {
+    Stdout(io::Stdout),
+    /// A file, with its length when we opened it (non-zero when appending).
+    File {
+        file: File,
+        start: u64,
+    },
+}
+
+/// Buffers whole lines and writes them out; after a failed write it knows
+/// where the last complete line ends so a file can be cut back to it.
+pub struct LineSink {
+    destination: Destination,
+    pending: Vec<u8>,
+    pending_lines: u64,
+    /// Bytes and lines of complete lines that reached the destination.
+    committed_bytes: u64,
+    committed_lines: u64,
+}
+
+const SINK_BUFFER_BYTES: usize = 256 * 1024;
+
+impl LineSink {
+    pub fn new(destination: Destination) -> Self {
+        Self {
+            destination,
+            pending: Vec::with_capacity(SINK_BUFFER_BYTES + 4096),
+            pending_lines: 0,
+            committed_bytes: 0,
+            committed_lines: 0,
+        }
+    }
+
+    /// The buffer to append exactly one complete line to, then `line_added`.
+    pub fn line_buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.pending
+    }
+
+    /// Counts the line just appended and writes out a full buffer.
+    pub fn line_added(&mut self) -> io::Result<()> {
+        self.pending_lines += 1;
+        if self.pending.len() >= SINK_BUFFER_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Drops a partially formatted line (after a formatting error).
+    pub fn discard_partial(&mut self, keep: usize) {
+        self.pending.truncate(keep);
+    }
+
+    /// Writes a header line now; it is kept on truncation but is not a record.
+    pub fn write_header(&mut self, header: &str) -> io::Result<()> {
+        self.pending.extend_from_slice(header.as_bytes());
+        self.pending.push(b'\n');
+        let written = self.flush();
+        self.committed_lines = 0;
+        written
+    }
+
+    /// Lines that reached the destination.
+    pub fn lines_written(&self) -> u64 {
+        self.committed_lines
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        let mut done = 0;
+        let result = loop {
+            if done == self.pending.len() {
+                break Ok(());
+            }
+            match self.write_some(done) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        if result.is_ok() {
+            self.commit(self.pending.len() as u64, self.pending_lines);
+            self.pending.clear();
+            self.pending_lines = 0;
+            return self.flush_destination();
+        }
+        // Keep the complete lines that made it; forget the rest.
+        let written = &self.pending[..done];
+        let whole = written
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let lines = written[..whole].iter().filter(|&&b| b == b'\n').count() as u64;
+        self.commit(whole as u64, lines);
+        self.pending.clear();
+        self.pending_lines = 0;
+        result
+    }
+
+    fn commit(&mut self, bytes: u64, lines: u64) {
+        self.committed_bytes += bytes;
+        self.committed_lines += lines;
+    }
+
+    fn write_some(&mut self, from: usize) -> io::Result<usize> {
+        let bytes = &self.pending[from..];
+        match &mut self.destination {
+            Destination::Stdout(stdout) => stdout.write(bytes),
+            Destination::File { file, .. } => file.write(bytes),
+        }
+    }
+
+    fn flush_destination(&mut self) -> io::Result<()> {
+        match &mut self.destination {
+            Destination::Stdout(stdout) => stdout.flush(),
+            Destination::File { .. } => Ok(()),
+        }
+    }
+
+    /// Flushes and makes the file durable.
+    pub fn finish(&mut self) -> io::Result<()> {
+        self.flush()?;
+        match &self.destination {
+            Destination::Stdout(_) => Ok(()),
+            Destination::File { file, .. } => file.sync_all(),
+        }
+    }
+
+    /// After a write error: cut a regular file back to its last complete
+    /// line so it never ends in half a record.
+    pub fn truncate_to_committed(&mut self) -> io::Result<()> {
+        match &self.destination {
+            Destination::File { file, start } if file.metadata()?.is_file() => {
+                file.set_len(start + self.committed_bytes)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nfwatch_proto::IfName;
+
+    fn ifname(name: &[u8]) -> IfName {
+        let mut padded = [0u8; 16];
+        padded[..name.len()].copy_from_slice(name);
+        IfName::from_padded(padded)
+    }
+
+    fn tcp_v4() -> Record {
+        Record {
+            ts_ns: 1_795_660_556_123_456_789,
+            family: Family::V4,
+            proto: 6,
+            src: "10.0.0.1".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+            nexthop: Some("10.0.0.254".parse().unwrap()),
+            ifname: ifname(b"eth0"),
+            len: 60,
+            ifindex: 2,
+            uid: Some(1000),
+            pid: Some(4321),
+            ports: Some((4242, 80)),
+            icmp: None,
+            frag: false,
+            segs: 1,
+        }
+    }
+
+    fn icmp_v4() -> Record {
+        Record {
+            ts_ns: 1_000_000_000,
+            proto: 1,
+            nexthop: None,
+            uid: None,
+            pid: None,
+            ports: None,
+            icmp: Some((8, 0)),
+            ifname: ifname(b"lo"),
+            ..tcp_v4()
+        }
+    }
+
+    fn udp_v6_frag() -> Record {
+        Record {
+            family: Family::V6,
+            proto: 17,
+            src: "fd00::1".parse().unwrap(),
+            dst: "fd00::2".parse().unwrap(),
+            nexthop: Some("fe80::1".parse().unwrap()),
+            ports: None,
+            frag: true,
+            uid: None,
+            pid: None,
+            segs: 3,
+            ..tcp_v4()
+        }
+    }
+
+    fn line(format: Format, record: &Record) -> String {
+        let mut out = Vec::new();
+        format_record(&mut out, format, record).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn text_lines() {
+        assert_eq!(
+            line(Format::Text, &tcp_v4()),
+            "2026-11-26T02:35:56.123456789Z TCP 10.0.0.1:4242 -> 10.0.0.2:80 dev eth0 via 10.0.0.254 len 60 uid 1000 pid 4321\n"
+        );
+        assert_eq!(
+            line(Format::Text, &icmp_v4()),
+            "1970-01-01T00:00:01.000000000Z ICMP 10.0.0.1 -> 10.0.0.2 type 8 code 0 dev lo len 60\n"
+        );
+        assert_eq!(
+            line(Format::Text, &udp_v6_frag()),
+            "2026-11-26T02:35:56.123456789Z UDP fd00::1 -> fd00::2 dev eth0 via fe80::1 len 60 frag\n"
+        );
+        let v6_ports = Record {
+            ports: Some((4242, 53)),
+            frag: false,
+            ..udp_v6_frag()
+        };
+        assert!(line(Format::Text, &v6_ports).contains(" UDP [fd00::1]:4242 -> [fd00::2]:53 dev"));
+    }
+
+    #[test]
+    fn legacy_lines() {
+        assert_eq!(
+            line(Format::Legacy, &tcp_v4()),
+            "srcIP:10.0.0.1 dstIP:10.0.0.2 srcPORT:4242 dstPORT:80 PROTOCOL:TCP\n"
+        );
+        assert_eq!(
+            line(Format::Legacy, &icmp_v4()),
+            "srcIP:10.0.0.1 dstIP:10.0.0.2 srcPORT:0 dstPORT:0 PROTOCOL:ICMP\n"
+        );
+        let unknown = Record {
+            proto: 253,
+            ..icmp_v4()
+        };
+        assert!(line(Format::Legacy, &unknown).ends_with("PROTOCOL:253\n"));
+        let v6 = Record {
+            proto: 58,
+            ..udp_v6_frag()
+        };
+        assert_eq!(
+            line(Format::Legacy, &v6),
+            "srcIP:fd00::1 dstIP:fd00::2 srcPORT:0 dstPORT:0 PROTOCOL:ICMPV6\n"
+        );
+    }
+
+    #[test]
+    fn jsonl_lines() {
+        assert_eq!(
+            line(Format::Jsonl, &tcp_v4()),
+            concat!(
+                r#"{"ts":"2026-11-26T02:35:56.123456789Z","family":"ipv4","proto":"tcp","src":"10.0.0.1","dst":"10.0.0.2","#,
+                r#""sport":4242,"dport":80,"icmp_type":null,"icmp_code":null,"len":60,"ifindex":2,"ifname":"eth0","#,
+                r#""nexthop":"10.0.0.254","uid":1000,"pid":4321,"frag":false,"segs":1}"#,
+                "\n"
+            )
+        );
+        assert_eq!(
+            line(Format::Jsonl, &icmp_v4()),
+            concat!(
+                r#"{"ts":"1970-01-01T00:00:01.000000000Z","family":"ipv4","proto":"icmp","src":"10.0.0.1","dst":"10.0.0.2","#,
+                r#""sport":null,"dport":null,"icmp_type":8,"icmp_code":0,"len":60,"ifindex":2,"ifname":"lo","#,
+                r#""nexthop":null,"uid":null,"pid":null,"frag":false,"segs":1}"#,
+                "\n"
+            )
+        );
+        let v6 = line(
+            Format::Jsonl,
+            &Record {
+                proto: 253,
+                ..udp_v6_frag()
+            },
+        );
+        assert!(
+            v6.contains(r#""family":"ipv6","proto":"253","src":"fd00::1""#),
+            "{v6}"
+        );
+        assert!(
+            v6.contains(r#""nexthop":"fe80::1","uid":null,"pid":null,"frag":true,"segs":3}"#),
+            "{v6}"
+        );
+        let odd = line(
+            Format::Jsonl,
+            &Record {
+                ifname: ifname(b"a\"b\\c\x01"),
+                ..tcp_v4()
+            },
+        );
+        assert!(odd.contains(r#""ifname":"a\"b\\c\u0001""#), "{odd}");
+    }
+
+    #[test]
+    fn csv_lines() {
+        assert_eq!(
+            line(Format::Csv, &tcp_v4()),
+            "2026-11-26T02:35:56.123456789Z,ipv4,tcp,10.0.0.1,10.0.0.2,4242,80,,,60,2,eth0,10.0.0.254,1000,4321,false,1\n"
+        );
+        assert_eq!(
+            line(Format::Csv, &icmp_v4()),
+            "1970-01-01T00:00:01.000000000Z,ipv4,icmp,10.0.0.1,10.0.0.2,,,8,0,60,2,lo,,,,false,1\n"
+        );
+        assert_eq!(
+            line(Format::Csv, &udp_v6_frag()),
+            "2026-11-26T02:35:56.123456789Z,ipv6,udp,fd00::1,fd00::2,,,,,60,2,eth0,fe80::1,,,true,3\n"
+        );
+        let odd = line(
+            Format::Csv,
+            &Record {
+                ifname: ifname(b"a,b\"c"),
+                ..tcp_v4()
+            },
+        );
+        assert!(odd.contains(",2,\"a,b\"\"c\",10.0.0.254,"), "{odd}");
+        assert_eq!(
+            CSV_HEADER.split(',').count(),
+            line(Format::Csv, &tcp_v4()).split(',').count()
+        );
+    }
+
+    #[test]
+    fn protocol_names() {
+        let name = |n| {
+            let mut out = Vec::new();
+            write_proto(&mut out, n, false).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let names: Vec<String> = [6, 17, 1, 58, 132, 33, 136, 2, 47, 50, 51, 253]
+            .map(name)
+            .into();
+        assert_eq!(
+            names,
+            [
+                "tcp", "udp", "icmp", "icmpv6", "sctp", "dccp", "udplite", "igmp", "gre", "esp",
+                "ah", "253"
+            ]
+        );
+    }
+}
