@@ -1,0 +1,219 @@
+//! A bare Generic Netlink client for sending requests the CLI never would;
+//! the attributes come from nfwatch-proto's raw builder.
+
+use anyhow::{bail, ensure, Context, Result};
+use nfwatch_proto::{emit_attrs, walk_attrs, RawAttr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const GENL_ID_CTRL: u16 = 0x10;
+const CTRL_CMD_GETFAMILY: u8 = 3;
+const CTRL_ATTR_FAMILY_ID: u16 = 1;
+const CTRL_ATTR_FAMILY_NAME: u16 = 2;
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
+const NLM_F_CAPPED: u16 = 0x100;
+const NLM_F_ACK_TLVS: u16 = 0x200;
+const NLMSGERR_ATTR_MSG: u16 = 1;
+const NETLINK_EXT_ACK: libc::c_int = 11;
+const HDR: usize = 16;
+/// Replies never take longer than this (TCG is slow).
+const RECV_TIMEOUT_SECS: libc::time_t = 60;
+
+/// One message received.
+struct Message {
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    payload: Vec<u8>,
+}
+
+/// The kernel's answer to a request that failed.
+#[derive(Debug)]
+pub struct NlError {
+    pub errno: i32,
+    pub extack: Option<String>,
+}
+
+pub struct Genl {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+fn check(ret: libc::c_int, what: &str) -> Result<()> {
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error()).context(what.to_string());
+    }
+    Ok(())
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_ne_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+impl Genl {
+    pub fn open() -> Result<Self> {
+        // SAFETY: plain socket(2); the fd is owned right away.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_GENERIC,
+            )
+        };
+        check(raw, "socket(NETLINK_GENERIC)")?;
+        // SAFETY: raw is a fresh valid fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let one: libc::c_int = 1;
+        let timeout = libc::timeval {
+            tv_sec: RECV_TIMEOUT_SECS,
+            tv_usec: 0,
+        };
+        // SAFETY: the option values point to live locals of the sizes given.
+        unsafe {
+            check(
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_NETLINK,
+                    NETLINK_EXT_ACK,
+                    (&one as *const libc::c_int).cast(),
+                    4,
+                ),
+                "NETLINK_EXT_ACK",
+            )?;
+            check(
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&timeout as *const libc::timeval).cast(),
+                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                ),
+                "SO_RCVTIMEO",
+            )?;
+        }
+        Ok(Self { fd, seq: 0 })
+    }
+
+    fn send(&mut self, family: u16, cmd: u8, attrs: &[u8]) -> Result<u32> {
+        self.seq += 1;
+        let len = HDR + 4 + attrs.len();
+        let mut msg = Vec::with_capacity(len);
+        msg.extend_from_slice(&u32::try_from(len)?.to_ne_bytes());
+        msg.extend_from_slice(&family.to_ne_bytes());
+        msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        msg.extend_from_slice(&self.seq.to_ne_bytes());
+        msg.extend_from_slice(&0u32.to_ne_bytes());
+        msg.extend_from_slice(&[cmd, nfwatch_proto::NFWATCH_GENL_VERSION, 0, 0]);
+        msg.extend_from_slice(attrs);
+        // SAFETY: msg is a live buffer of msg.len() bytes; the kernel is the peer (default address).
+        let sent = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+        ensure!(
+            sent == msg.len() as isize,
+            "netlink send: {}",
+            std::io::Error::last_os_error()
+        );
+        Ok(self.seq)
+    }
+
+    fn recv(&self) -> Result<Vec<Message>> {
+        let mut buf = vec![0u8; 1 << 17];
+        // SAFETY: buf is a live, writable buffer of buf.len() bytes.
+        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error()).context("netlink recv");
+        }
+        let buf = &buf[..n as usize];
+        let mut msgs = Vec::new();
+        let mut at = 0;
+        while at + HDR <= buf.len() {
+            let len = u32_at(buf, at) as usize;
+            ensure!(
+                len >= HDR && at + len <= buf.len(),
+                "bad netlink message length {len}"
+            );
+            msgs.push(Message {
+                kind: u16_at(buf, at + 4),
+                flags: u16_at(buf, at + 6),
+                seq: u32_at(buf, at + 8),
+                payload: buf[at + HDR..at + len].to_vec(),
+            });
+            at += align4(len);
+        }
+        Ok(msgs)
+    }
+
+    /// Sends a request and returns (the replies before the ack, the ack's errno and extack).
+    fn transact(&mut self, family: u16, cmd: u8, attrs: &[u8]) -> Result<(Vec<Vec<u8>>, NlError)> {
+        let seq = self.send(family, cmd, attrs)?;
+        let mut replies = Vec::new();
+        loop {
+            for msg in self.recv()?.into_iter().filter(|m| m.seq == seq) {
+                if msg.kind == NLMSG_ERROR {
+                    return Ok((replies, parse_error(&msg)?));
+                }
+                replies.push(msg.payload);
+            }
+        }
+    }
+
+    /// The id of Generic Netlink family `name`.
+    pub fn resolve(&mut self, name: &str) -> Result<u16> {
+        let mut cname = name.as_bytes().to_vec();
+        cname.push(0);
+        let attrs = emit_attrs(&[RawAttr::bytes(CTRL_ATTR_FAMILY_NAME, cname)]);
+        let (replies, ack) = self.transact(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, &attrs)?;
+        ensure!(
+            ack.errno == 0,
+            "resolving family {name}: errno {} (is the module loaded?)",
+            ack.errno
+        );
+        for reply in &replies {
+            for attr in walk_attrs(reply.get(4..).unwrap_or_default()) {
+                let (kind, value) = attr?;
+                if kind == CTRL_ATTR_FAMILY_ID && value.len() == 2 {
+                    return Ok(u16_at(value, 0));
+                }
+            }
+        }
+        bail!("no family id in the reply for {name}")
+    }
+
+    /// Sends `cmd` with `attrs` to `family`; returns the ack (errno 0 = accepted).
+    pub fn request(&mut self, family: u16, cmd: u8, attrs: &[RawAttr]) -> Result<NlError> {
+        self.transact(family, cmd, &emit_attrs(attrs))
+            .map(|(_, ack)| ack)
+    }
+}
+
+/// errno and extack message of an NLMSG_ERROR.
+fn parse_error(msg: &Message) -> Result<NlError> {
+    let p = &msg.payload;
+    ensure!(p.len() >= 4 + HDR, "short NLMSG_ERROR");
+    let errno = i32::from_ne_bytes([p[0], p[1], p[2], p[3]]);
+    let mut extack = None;
+    if msg.flags & NLM_F_ACK_TLVS != 0 {
+        let echoed = if msg.flags & NLM_F_CAPPED != 0 {
+            HDR
+        } else {
+            u32_at(p, 4) as usize
+        };
+        let tlvs = p.get(4 + align4(echoed)..).unwrap_or_default();
+        for attr in walk_attrs(tlvs) {
+            let (kind, value) = attr?;
+            if kind == NLMSGERR_ATTR_MSG {
+                let text = value.split(|&b| b == 0).next().unwrap_or_default();
+                extack = Some(String::from_utf8_lossy(text).into_owned());
+            }
+        }
+    }
+    Ok(NlError { errno, extack })
+}

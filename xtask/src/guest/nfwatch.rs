@@ -1,0 +1,294 @@
+//! Driving the nfwatch CLI: start a subscriber, stop it, check its summary,
+//! read its records; `nfwatch stats --json`.
+
+use super::proc::Spawned;
+use super::Ctx;
+use crate::util::stdout_of;
+use anyhow::{bail, ensure, Context, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// How long the CLI may take to subscribe or to exit (TCG is slow).
+pub const DEADLINE: Duration = Duration::from_secs(90);
+
+pub const SUBSCRIBED: &str = "nfwatch: subscribed to ";
+
+/// The jsonl keys, in the order the CLI writes them.
+const KEYS: &[&str] = &[
+    "ts",
+    "family",
+    "proto",
+    "src",
+    "dst",
+    "sport",
+    "dport",
+    "icmp_type",
+    "icmp_code",
+    "len",
+    "ifindex",
+    "ifname",
+    "nexthop",
+    "uid",
+    "pid",
+    "frag",
+    "segs",
+];
+
+/// One jsonl record.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub ts: String,
+    pub family: String,
+    pub proto: String,
+    pub src: String,
+    pub dst: String,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    pub icmp_type: Option<u8>,
+    pub icmp_code: Option<u8>,
+    pub len: u32,
+    pub ifindex: u32,
+    pub ifname: String,
+    pub nexthop: Option<String>,
+    pub uid: Option<u32>,
+    pub pid: Option<u32>,
+    pub frag: bool,
+    pub segs: u16,
+}
+
+impl Record {
+    /// Field formats the contract fixes: RFC3339 UTC with nanoseconds, and a
+    /// family that agrees with the addresses.
+    fn check(&self) -> Result<()> {
+        let frac = self.ts.rsplit_once('.').map(|(_, f)| f);
+        ensure!(
+            self.ts.contains('T') && frac.is_some_and(|f| f.len() == 10 && f.ends_with('Z')),
+            "ts {:?} is not RFC3339 UTC with nanoseconds",
+            self.ts
+        );
+        let v6 = self.src.contains(':');
+        let family = if v6 { "ipv6" } else { "ipv4" };
+        ensure!(
+            self.family == family && self.dst.contains(':') == v6,
+            "family {} for {} -> {}",
+            self.family,
+            self.src,
+            self.dst
+        );
+        Ok(())
+    }
+}
+
+/// What the CLI prints when it stops.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub written: u64,
+    pub lost_in_kernel: u64,
+    pub overruns: u64,
+    pub gaps: u64,
+    /// matched, delivered, lost as counted by the kernel, when received.
+    pub kernel: Option<[u64; 3]>,
+    /// The summary lines as printed.
+    pub text: String,
+}
+
+/// The integers among the whitespace-separated words of `text`.
+fn numbers(text: &str) -> Vec<u64> {
+    text.split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
+impl Summary {
+    pub fn parse(lines: &[String]) -> Result<Self> {
+        let find = |prefix: &str| lines.iter().find_map(|l| l.strip_prefix(prefix));
+        let wrote = find("nfwatch: wrote ").context("no `nfwatch: wrote` line")?;
+        let written = numbers(wrote.split(' ').next().unwrap_or_default());
+        let lost = numbers(find("nfwatch: lost ").context("no `nfwatch: lost` line")?);
+        let (&[written], &[l, e, g]) = (written.as_slice(), lost.as_slice()) else {
+            bail!("cannot parse the summary lines");
+        };
+        let kernel = match find("nfwatch: kernel counted ").map(numbers).as_deref() {
+            None => None,
+            Some(&[m, d, k]) => Some([m, d, k]),
+            Some(_) => bail!("cannot parse the `kernel counted` line"),
+        };
+        let text = lines
+            .iter()
+            .filter(|l| {
+                ["wrote ", "lost ", "kernel counted "]
+                    .iter()
+                    .any(|p| l.starts_with(&format!("nfwatch: {p}")))
+            })
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n");
+        Ok(Self {
+            written,
+            lost_in_kernel: l,
+            overruns: e,
+            gaps: g,
+            kernel,
+            text,
+        })
+    }
+
+    /// Consistency that holds however the CLI stopped.
+    pub fn check_consistent(&self, records: usize) -> Result<()> {
+        ensure!(
+            self.written == records as u64,
+            "summary says {} written, file has {records}",
+            self.written
+        );
+        if let Some([matched, delivered, lost]) = self.kernel {
+            ensure!(
+                matched == delivered + lost,
+                "kernel: matched {matched} != delivered {delivered} + lost {lost}"
+            );
+        }
+        Ok(())
+    }
+
+    /// After a small amount of traffic and a normal stop: nothing lost, and
+    /// the kernel's final counters agree with the file.
+    pub fn check_lossless(&self, records: usize) -> Result<()> {
+        self.check_consistent(records)?;
+        ensure!(
+            self.lost_in_kernel == 0 && self.overruns == 0 && self.gaps == 0,
+            "losses reported: {self:?}"
+        );
+        let [_, delivered, _] = self
+            .kernel
+            .context("no `kernel counted` line after unsubscribe")?;
+        ensure!(
+            delivered == self.written,
+            "kernel delivered {delivered}, CLI wrote {}",
+            self.written
+        );
+        Ok(())
+    }
+}
+
+/// A running `nfwatch watch`.
+pub struct Watcher {
+    proc: Spawned,
+    pub out: PathBuf,
+}
+
+impl Watcher {
+    /// Starts `nfwatch watch` for `srcs` writing jsonl to `<scenario dir>/<tag>.jsonl`,
+    /// and waits until it is subscribed.
+    pub fn start(ctx: &Ctx, tag: &str, srcs: &[&str]) -> Result<Self> {
+        Self::start_with(ctx, tag, srcs, "jsonl")
+    }
+
+    pub fn start_with(ctx: &Ctx, tag: &str, srcs: &[&str], format: &str) -> Result<Self> {
+        let out = ctx.path(&format!("{tag}.{format}"));
+        let mut cmd = Command::new(&ctx.guest.nfwatch);
+        cmd.arg("watch")
+            .args(["--format", format])
+            .arg("-o")
+            .arg(&out);
+        for src in srcs {
+            cmd.args(["--src", src]);
+        }
+        ctx.log(&format!("{tag}: nfwatch watch {}", srcs.join(" ")));
+        let mut proc = Spawned::start(&mut cmd, &ctx.path(&format!("{tag}.stderr")))?;
+        proc.wait_line("the `subscribed to` line", DEADLINE, |l| {
+            l.starts_with(SUBSCRIBED)
+        })?;
+        Ok(Self { proc, out })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.proc.pid()
+    }
+
+    pub fn kill(mut self) -> Result<()> {
+        self.proc.signal(libc::SIGKILL)?;
+        self.proc.wait_exit(DEADLINE).map(|_| ())
+    }
+
+    /// Waits for the CLI to exit 0 by itself; returns its summary.
+    pub fn finish(mut self) -> Result<Summary> {
+        self.proc.wait_success(DEADLINE)?;
+        Summary::parse(&self.proc.lines())
+    }
+
+    /// SIGTERM, exit 0 and summary.
+    pub fn stop(self) -> Result<Summary> {
+        self.proc.signal(libc::SIGTERM)?;
+        self.finish()
+    }
+
+    /// Stops the CLI, checks a lossless summary and returns the records.
+    pub fn collect(self) -> Result<Vec<Record>> {
+        let out = self.out.clone();
+        let summary = self.stop()?;
+        let records = read_records(&out)?;
+        summary.check_lossless(records.len())?;
+        Ok(records)
+    }
+}
+
+/// Fails unless the keys of a jsonl line appear in the contract's order.
+fn check_key_order(line: &str) -> Result<()> {
+    let mut at = 0;
+    for key in KEYS {
+        let quoted = format!("\"{key}\":");
+        let pos = line[at..]
+            .find(&quoted)
+            .with_context(|| format!("key {key} missing or out of order"))?;
+        at += pos + quoted.len();
+    }
+    Ok(())
+}
+
+/// Reads a jsonl output file: complete lines, each a full record.
+pub fn read_records(path: &Path) -> Result<Vec<Record>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    ensure!(
+        text.is_empty() || text.ends_with('\n'),
+        "{} does not end with a newline",
+        path.display()
+    );
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| {
+            check_key_order(line)
+                .and_then(|()| serde_json::from_str::<Record>(line).map_err(Into::into))
+                .and_then(|record| record.check().map(|()| record))
+                .with_context(|| format!("{}:{}: bad record: {line}", path.display(), i + 1))
+        })
+        .collect()
+}
+
+/// The global counters (all read by scenarios or shown in their logs).
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)]
+pub struct Global {
+    pub seen: u64,
+    pub matched: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub malformed: u64,
+    pub batches: u64,
+    pub subscribers: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Stats {
+    global: Global,
+}
+
+/// `nfwatch stats --json`.
+pub fn stats(ctx: &Ctx) -> Result<Global> {
+    let text = stdout_of(Command::new(&ctx.guest.nfwatch).args(["stats", "--json"]))?;
+    let stats: Stats =
+        serde_json::from_str(text.trim()).with_context(|| format!("bad stats output: {text}"))?;
+    Ok(stats.global)
+}

@@ -1,0 +1,559 @@
+//! The scenarios: each sends known traffic and asserts on what nfwatch wrote.
+
+use super::genl::Genl;
+use super::net::*;
+use super::nfwatch::{read_records, stats, Record, Watcher, DEADLINE};
+use super::proc::Spawned;
+use super::traffic::{self, ip, tcp_exchange, udp_batch, Flood, Flow};
+use super::{dmesg, dmesg_problems, insmod, rmmod, Ctx};
+use crate::util::{capture, wait_until};
+use anyhow::{bail, ensure, Context, Result};
+use nfwatch_proto::*;
+use std::collections::BTreeMap;
+use std::process::Command;
+
+pub type Scenario = fn(&Ctx) -> Result<()>;
+
+const ALL: &[(&str, Scenario)] = &[
+    ("two_addresses", two_addresses),
+    ("protocols", protocols),
+    ("prefix", prefix),
+    ("two_subscribers", two_subscribers),
+    ("tcpdump_oracle", tcpdump_oracle),
+    ("nexthop", nexthop),
+    ("fragment", fragment),
+    ("kill9", kill9),
+    ("malformed_requests", malformed_requests),
+    ("rmmod_under_traffic", rmmod_under_traffic),
+    ("unprivileged", unprivileged),
+];
+
+/// The scenarios named (all when none), in the canonical order.
+pub fn select(names: &[String]) -> Result<Vec<(&'static str, Scenario)>> {
+    for name in names {
+        if !ALL.iter().any(|(n, _)| n == name) {
+            let known: Vec<_> = ALL.iter().map(|(n, _)| *n).collect();
+            bail!("unknown scenario {name}; known: {}", known.join(", "));
+        }
+    }
+    Ok(ALL
+        .iter()
+        .filter(|(n, _)| names.is_empty() || names.iter().any(|m| m == n))
+        .copied()
+        .collect())
+}
+
+/// Datagrams per source in the batch scenarios.
+const BATCH: u16 = 20;
+/// UDP payload bytes in the batch scenarios.
+const PAYLOAD: usize = 32;
+
+fn flows(records: &[Record]) -> Result<Vec<Flow>> {
+    records.iter().map(Flow::of).collect()
+}
+
+/// The records of `flow`.
+fn matching<'r>(records: &'r [Record], flow: &Flow) -> Result<Vec<&'r Record>> {
+    let mut found = Vec::new();
+    for record in records {
+        if Flow::of(record)? == *flow {
+            found.push(record);
+        }
+    }
+    Ok(found)
+}
+
+/// The only record of `flow`.
+fn the_one<'r>(records: &'r [Record], flow: &Flow) -> Result<&'r Record> {
+    match matching(records, flow)?.as_slice() {
+        [one] => Ok(one),
+        found => bail!("expected 1 record of {flow:?}, found {}", found.len()),
+    }
+}
+
+fn expect_each_once(records: &[Record], sent: &[Flow]) -> Result<()> {
+    for flow in sent {
+        the_one(records, flow)?;
+    }
+    Ok(())
+}
+
+fn expect_none_from(records: &[Record], src: &str) -> Result<()> {
+    let src = ip(src)?;
+    let from = flows(records)?.into_iter().filter(|f| f.src == src).count();
+    ensure!(from == 0, "{from} record(s) from unwatched {src}");
+    Ok(())
+}
+
+/// A batch of datagrams from each of `srcs` to the peer (same family), on
+/// ports that tell the sources apart.
+fn udp_from(srcs: &[&str], first_port: u16) -> Result<Vec<Vec<Flow>>> {
+    srcs.iter()
+        .zip(0..)
+        .map(|(src, i)| {
+            let dst = if ip(src)?.is_ipv4() { PEER4 } else { PEER6 };
+            udp_batch(src, dst, first_port + i * 100, BATCH, PAYLOAD)
+        })
+        .collect()
+}
+
+fn two_addresses(ctx: &Ctx) -> Result<()> {
+    let watcher = Watcher::start(ctx, "watch", &[WATCHED4])?;
+    let sent = udp_from(&[WATCHED4, OTHER4], 20000)?;
+    let records = watcher.collect()?;
+    ctx.log(&format!("{} records", records.len()));
+    expect_each_once(&records, &sent[0])?;
+    expect_none_from(&records, OTHER4)
+}
+
+fn check_tcp(records: &[Record], flow: &Flow, family: &str) -> Result<()> {
+    let found = matching(records, flow)?;
+    // SYN, data, FIN at least.
+    ensure!(
+        found.len() >= 3,
+        "{} records of {flow:?}, expected >= 3",
+        found.len()
+    );
+    for r in found {
+        ensure!(
+            r.family == family && r.icmp_type.is_none() && !r.frag,
+            "bad TCP record {r:?}"
+        );
+    }
+    Ok(())
+}
+
+fn check_udp(records: &[Record], flow: &Flow, family: &str, header: u32) -> Result<()> {
+    let r = the_one(records, flow)?;
+    let len = header + 8 + PAYLOAD as u32;
+    ensure!(
+        r.family == family && r.len == len,
+        "expected {family} len {len}: {r:?}"
+    );
+    ensure!(
+        r.icmp_type.is_none() && r.icmp_code.is_none() && r.segs == 1,
+        "bad UDP record {r:?}"
+    );
+    ensure!(
+        r.uid == Some(0) && r.pid == Some(std::process::id()),
+        "expected uid 0, our pid: {r:?}"
+    );
+    Ok(())
+}
+
+fn check_ping(
+    records: &[Record],
+    (pid, flow): &(u32, Flow),
+    pings: usize,
+    icmp_type: u8,
+) -> Result<()> {
+    let found = matching(records, flow)?;
+    ensure!(
+        found.len() == pings,
+        "{} records of {flow:?}, expected {pings}",
+        found.len()
+    );
+    for r in found {
+        ensure!(
+            r.icmp_type == Some(icmp_type) && r.icmp_code == Some(0),
+            "bad echo request {r:?}"
+        );
+        ensure!(
+            r.pid.is_none() || r.pid == Some(*pid),
+            "echo request with pid not ping's ({pid}): {r:?}"
+        );
+    }
+    Ok(())
+}
+
+fn protocols(ctx: &Ctx) -> Result<()> {
+    const PINGS: u32 = 3;
+    let watcher = Watcher::start(ctx, "watch", &[WATCHED4, WATCHED6])?;
+    let tcp4 = tcp_exchange(WATCHED4, PEER4, TCP_PORT, b"protocols v4\n")?;
+    let tcp6 = tcp_exchange(WATCHED6, PEER6, TCP_PORT, b"protocols v6\n")?;
+    let udp4 = udp_batch(WATCHED4, PEER4, 5002, 1, PAYLOAD)?;
+    let udp6 = udp_batch(WATCHED6, PEER6, 5002, 1, PAYLOAD)?;
+    let ping4 = traffic::ping(WATCHED4, PEER4, PINGS)?;
+    let ping6 = traffic::ping(WATCHED6, PEER6, PINGS)?;
+    let records = watcher.collect()?;
+    ctx.log(&format!("{} records", records.len()));
+    check_tcp(&records, &tcp4, "ipv4")?;
+    check_tcp(&records, &tcp6, "ipv6")?;
+    check_udp(&records, &udp4[0], "ipv4", 20)?;
+    check_udp(&records, &udp6[0], "ipv6", 40)?;
+    check_ping(&records, &ping4, PINGS as usize, 8)?;
+    check_ping(&records, &ping6, PINGS as usize, 128)
+}
+
+fn prefix(ctx: &Ctx) -> Result<()> {
+    let watcher = Watcher::start(ctx, "watch", &["10.10.0.0/24", "fd10::/64"])?;
+    let sent = udp_from(
+        &[WATCHED4, OTHER4, WATCHED6, OTHER6, OUTSIDE4, OUTSIDE6],
+        22000,
+    )?;
+    let records = watcher.collect()?;
+    ctx.log(&format!("{} records", records.len()));
+    for inside in &sent[..4] {
+        expect_each_once(&records, inside)?;
+    }
+    expect_none_from(&records, OUTSIDE4)?;
+    expect_none_from(&records, OUTSIDE6)
+}
+
+fn two_subscribers(ctx: &Ctx) -> Result<()> {
+    let first = Watcher::start(ctx, "first", &[WATCHED4, WATCHED6])?;
+    let second = Watcher::start(ctx, "second", &[OTHER4, OTHER6])?;
+    let sent = udp_from(&[WATCHED4, WATCHED6, OTHER4, OTHER6], 23000)?;
+    let (first, second) = (first.collect()?, second.collect()?);
+    ctx.log(&format!("{} and {} records", first.len(), second.len()));
+    for (records, own, others) in [
+        (&first, 0, [OTHER4, OTHER6]),
+        (&second, 2, [WATCHED4, WATCHED6]),
+    ] {
+        ensure!(
+            records.len() == 2 * usize::from(BATCH),
+            "{} records, expected {}",
+            records.len(),
+            2 * BATCH
+        );
+        expect_each_once(records, &sent[own])?;
+        expect_each_once(records, &sent[own + 1])?;
+        for other in others {
+            expect_none_from(records, other)?;
+        }
+    }
+    Ok(())
+}
+
+/// How many times each flow occurs.
+fn multiset(flows: Vec<Flow>) -> BTreeMap<Flow, usize> {
+    let mut counts = BTreeMap::new();
+    for flow in flows {
+        *counts.entry(flow).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn tcpdump_oracle(ctx: &Ctx) -> Result<()> {
+    let pcap = ctx.path("tcpdump.pcap");
+    let filter = format!("src host {WATCHED4} or src host {WATCHED6}");
+    let mut tcpdump = Command::new("tcpdump");
+    tcpdump
+        .args([
+            "-i",
+            DEV,
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-Z",
+            "root",
+            "-w",
+        ])
+        .arg(&pcap)
+        .arg(&filter);
+    let mut tcpdump = Spawned::start(&mut tcpdump, &ctx.path("tcpdump.log"))?;
+    tcpdump.wait_line("tcpdump's `listening on` line", DEADLINE, |l| {
+        l.contains("listening on")
+    })?;
+    let watcher = Watcher::start(ctx, "watch", &[WATCHED4, WATCHED6])?;
+    udp_from(&[WATCHED4, WATCHED6], 24000)?;
+    tcp_exchange(WATCHED4, PEER4, TCP_PORT, b"oracle v4\n")?;
+    tcp_exchange(WATCHED6, PEER6, TCP_PORT, b"oracle v6\n")?;
+    traffic::ping(WATCHED4, PEER4, 2)?;
+    traffic::ping(WATCHED6, PEER6, 2)?;
+    let ours = multiset(flows(&watcher.collect()?)?);
+    let total: usize = ours.values().sum();
+    // tcpdump got every packet synchronously; wait until it has written them.
+    let captured = wait_until(
+        "tcpdump to write as many packets as nfwatch recorded",
+        DEADLINE,
+        || Ok((traffic_count(&pcap)? >= total).then_some(())),
+    );
+    tcpdump.signal(libc::SIGINT)?;
+    tcpdump.wait_success(DEADLINE)?;
+    let theirs = multiset(super::pcap::flows(&pcap)?);
+    ctx.log(&format!(
+        "nfwatch {total} records, tcpdump {} packets",
+        theirs.values().sum::<usize>()
+    ));
+    if ours != theirs {
+        let mut diff = Vec::new();
+        for flow in ours.keys().chain(theirs.keys()) {
+            let (a, b) = (ours.get(flow).unwrap_or(&0), theirs.get(flow).unwrap_or(&0));
+            if a != b && !diff.iter().any(|(f, _, _)| f == flow) {
+                diff.push((flow.clone(), *a, *b));
+            }
+        }
+        bail!("nfwatch and tcpdump disagree (flow, nfwatch, tcpdump): {diff:?}");
+    }
+    captured
+}
+
+fn traffic_count(pcap: &std::path::Path) -> Result<usize> {
+    Ok(super::pcap::flows(pcap)?.len())
+}
+
+fn nexthop(ctx: &Ctx) -> Result<()> {
+    // (source, destination, expected next hop)
+    let cases = [
+        (WATCHED4, ROUTED4, PEER4),
+        (WATCHED4, PEER4, PEER4),
+        (WATCHED4, ONLINK4, ONLINK4),
+        (WATCHED6, ROUTED6, PEER6),
+        (WATCHED6, PEER6, PEER6),
+        (WATCHED6, ONLINK6, ONLINK6),
+    ];
+    let watcher = Watcher::start(ctx, "watch", &[WATCHED4, WATCHED6])?;
+    let mut sent = Vec::new();
+    for ((src, dst, hop), port) in cases.iter().zip(25000..) {
+        sent.push((udp_batch(src, dst, port, 1, PAYLOAD)?.remove(0), ip(hop)?));
+    }
+    let records = watcher.collect()?;
+    for (flow, hop) in sent {
+        let r = the_one(&records, &flow)?;
+        let got = r.nexthop.as_deref().map(ip).transpose()?;
+        ensure!(
+            got == Some(hop),
+            "to {}: nexthop {:?}, expected {hop}",
+            flow.dst,
+            r.nexthop
+        );
+        ensure!(
+            r.ifname == DEV && r.ifindex == ctx.guest.ifindex,
+            "expected {DEV} #{}: {r:?}",
+            ctx.guest.ifindex
+        );
+    }
+    Ok(())
+}
+
+fn fragment(ctx: &Ctx) -> Result<()> {
+    let watcher = Watcher::start(ctx, "watch", &[WATCHED4])?;
+    traffic::ipv4_fragment(WATCHED4, PEER4, PAYLOAD)?;
+    let records = watcher.collect()?;
+    let [r] = records.as_slice() else {
+        bail!(
+            "expected exactly 1 record, got {}: {records:?}",
+            records.len()
+        );
+    };
+    ensure!(
+        r.frag && r.sport.is_none() && r.dport.is_none(),
+        "not a bare fragment: {r:?}"
+    );
+    ensure!(
+        r.proto == "udp" && r.src == WATCHED4 && r.dst == PEER4,
+        "wrong packet: {r:?}"
+    );
+    ensure!(
+        r.len == 20 + PAYLOAD as u32,
+        "len {}, expected {}",
+        r.len,
+        20 + PAYLOAD
+    );
+    Ok(())
+}
+
+fn wait_subscribers(ctx: &Ctx, wanted: u64) -> Result<()> {
+    wait_until(
+        &format!("{wanted} subscriber(s) in nfwatch stats"),
+        DEADLINE,
+        || Ok((stats(ctx)?.subscribers == wanted).then_some(())),
+    )
+}
+
+/// A new subscriber records a fresh batch: the module still works.
+fn still_records(ctx: &Ctx, first_port: u16) -> Result<()> {
+    let watcher = Watcher::start(ctx, "after", &[WATCHED4])?;
+    let sent = udp_from(&[WATCHED4], first_port)?;
+    expect_each_once(&watcher.collect()?, &sent[0])
+}
+
+fn kill9(ctx: &Ctx) -> Result<()> {
+    let victim = Watcher::start(ctx, "victim", &[WATCHED4])?;
+    let before = stats(ctx)?;
+    ctx.log(&format!("with the victim: {before:?}"));
+    ensure!(
+        before.subscribers == 1,
+        "{} subscribers, expected 1",
+        before.subscribers
+    );
+    ctx.log(&format!("kill -9 {}", victim.pid()));
+    victim.kill()?;
+    wait_subscribers(ctx, 0)?;
+    still_records(ctx, 26000)
+}
+
+/// A prefix entry from raw parts.
+fn entry(parts: Vec<RawAttr>) -> RawAttr {
+    RawAttr::nested(NFWATCH_A_PREFIX, parts)
+}
+
+fn v4(bytes: &[u8]) -> RawAttr {
+    RawAttr::bytes(NFWATCH_PREFIX_A_IPV4, bytes.to_vec())
+}
+
+fn v6() -> RawAttr {
+    let addr: std::net::Ipv6Addr = WATCHED6.parse().unwrap_or(std::net::Ipv6Addr::LOCALHOST);
+    RawAttr::bytes(NFWATCH_PREFIX_A_IPV6, addr.octets().to_vec())
+}
+
+fn len(bits: u8) -> RawAttr {
+    RawAttr::u8(NFWATCH_PREFIX_A_LEN, bits)
+}
+
+fn prefixes(entries: Vec<RawAttr>) -> Vec<RawAttr> {
+    vec![RawAttr::nested(NFWATCH_A_PREFIXES, entries)]
+}
+
+/// (what, command, attributes, extack required)
+fn malformed() -> Vec<(&'static str, u8, Vec<RawAttr>, bool)> {
+    let ip4 = [10, 10, 0, 1];
+    let too_many = (0..=NFWATCH_MAX_PREFIXES)
+        .map(|i| entry(vec![v4(&[10, (i >> 8) as u8, i as u8, 1]), len(32)]))
+        .collect();
+    vec![
+        (
+            "IPv4 prefix length 33",
+            NFWATCH_CMD_SUBSCRIBE,
+            prefixes(vec![entry(vec![v4(&ip4), len(33)])]),
+            true,
+        ),
+        (
+            "IPv6 prefix length 129",
+            NFWATCH_CMD_SUBSCRIBE,
+            prefixes(vec![entry(vec![v6(), len(129)])]),
+            true,
+        ),
+        (
+            "IPV4 attribute of 5 bytes",
+            NFWATCH_CMD_SUBSCRIBE,
+            prefixes(vec![entry(vec![v4(&[10, 10, 0, 1, 0]), len(32)])]),
+            true,
+        ),
+        (
+            "SUBSCRIBE without PREFIXES",
+            NFWATCH_CMD_SUBSCRIBE,
+            vec![],
+            true,
+        ),
+        (
+            "prefix without LEN",
+            NFWATCH_CMD_SUBSCRIBE,
+            prefixes(vec![entry(vec![v4(&ip4)])]),
+            true,
+        ),
+        (
+            "prefix with IPV4 and IPV6",
+            NFWATCH_CMD_SUBSCRIBE,
+            prefixes(vec![entry(vec![v4(&ip4), v6(), len(32)])]),
+            true,
+        ),
+        (
+            "NFWATCH_MAX_PREFIXES + 1 prefixes",
+            NFWATCH_CMD_SUBSCRIBE,
+            prefixes(too_many),
+            true,
+        ),
+        ("unknown command 99", 99, vec![], false),
+    ]
+}
+
+fn malformed_requests(ctx: &Ctx) -> Result<()> {
+    let mut genl = Genl::open()?;
+    let family = genl.resolve(NFWATCH_GENL_NAME)?;
+    ctx.log(&format!("family {NFWATCH_GENL_NAME} = {family}"));
+    let mut failures = Vec::new();
+    for (what, cmd, attrs, needs_extack) in malformed() {
+        let ack = genl
+            .request(family, cmd, &attrs)
+            .with_context(|| what.to_string())?;
+        ctx.log(&format!(
+            "{what}: errno {} extack {:?}",
+            ack.errno, ack.extack
+        ));
+        if ack.errno >= 0 {
+            failures.push(format!("{what}: accepted (errno {})", ack.errno));
+        } else if needs_extack && ack.extack.as_deref().is_none_or(str::is_empty) {
+            failures.push(format!(
+                "{what}: errno {} without an extack message",
+                ack.errno
+            ));
+        }
+    }
+    drop(genl);
+    ensure!(failures.is_empty(), "{}", failures.join("; "));
+    still_records(ctx, 27000)
+}
+
+fn rmmod_under_traffic(ctx: &Ctx) -> Result<()> {
+    let watcher = Watcher::start(ctx, "watch", &[WATCHED4])?;
+    let out = watcher.out.clone();
+    let flood = Flood::start(WATCHED4, PEER4);
+    wait_until("200 records delivered", DEADLINE, || {
+        Ok((stats(ctx)?.delivered >= 200).then_some(()))
+    })?;
+    ctx.log("rmmod nfwatch");
+    rmmod()?;
+    let summary = watcher.finish();
+    let sent = flood.stop()?;
+    let summary = summary?;
+    ctx.log(&format!(
+        "{sent} datagrams sent; the CLI said:\n{}",
+        summary.text
+    ));
+    let records = read_records(&out)?;
+    summary.check_consistent(records.len())?;
+    ensure!(
+        summary.kernel.is_some(),
+        "no `kernel counted` line after the module went away"
+    );
+    ensure!(!records.is_empty(), "no records");
+    let problems = dmesg_problems(&dmesg()?);
+    ensure!(problems.is_empty(), "kernel log: {}", problems.join("\n"));
+    insmod(&ctx.guest.module)
+}
+
+/// Runs nfwatch as nobody without capabilities: it must fail with `not permitted`.
+fn unprivileged(ctx: &Ctx) -> Result<()> {
+    let scratch = std::path::Path::new("/tmp/nfwatch-unprivileged");
+    std::fs::create_dir_all(scratch)?;
+    let writable = std::os::unix::fs::PermissionsExt::from_mode(0o777);
+    std::fs::set_permissions(scratch, writable)?;
+    let out = scratch.join("out.jsonl").display().to_string();
+    for args in [vec!["watch", "--src", WATCHED4, "-o", &out], vec!["stats"]] {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(&ctx.guest.nfwatch)
+        .args(&args);
+        let result = capture(&mut cmd)?;
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        ctx.log(&format!(
+            "nfwatch {}: {} {stderr}",
+            args.join(" "),
+            result.status
+        ));
+        ensure!(
+            !result.status.success(),
+            "nfwatch {} succeeded as nobody",
+            args[0]
+        );
+        ensure!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("nfwatch: ") && l.contains("not permitted")),
+            "nfwatch {}: no `nfwatch: ... not permitted` line in: {stderr}",
+            args[0]
+        );
+    }
+    ensure!(
+        stats(ctx)?.subscribers == 0,
+        "an unprivileged subscription exists"
+    );
+    Ok(())
+}

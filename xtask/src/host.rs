@@ -1,0 +1,234 @@
+//! Host-side commands: test, demo, build-kmod.
+
+use crate::kernels::{self, Kernel};
+use crate::results::{Outcome, Results};
+use crate::util::{self, run, step};
+use crate::{deps, kmod, vm};
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// One VM boot may take this long (TCG is slow) before it is killed.
+const TEST_BOOT_DEADLINE: Duration = Duration::from_secs(25 * 60);
+const DEMO_BOOT_DEADLINE: Duration = Duration::from_secs(10 * 60);
+
+pub struct TestOpts {
+    pub kernel: Option<String>,
+    pub scenarios: Vec<String>,
+    pub skip_static: bool,
+}
+
+/// The programs the guest runs, built on the host.
+struct Binaries {
+    xtask: PathBuf,
+    nfwatch: PathBuf,
+}
+
+/// What every boot needs.
+struct Env {
+    vng_bin: PathBuf,
+    bins: Binaries,
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(util::workspace_root());
+    cmd
+}
+
+fn static_checks() -> Result<()> {
+    step("cargo fmt --check");
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    step("cargo clippy");
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    step("cargo test");
+    run(cargo().args(["test", "--workspace"]))
+}
+
+fn build_binaries() -> Result<Binaries> {
+    step("build nfwatch and xtask");
+    run(cargo().args(["build", "--package", "nfwatch", "--package", "xtask"]))?;
+    let debug = util::target_dir().join("debug");
+    let bins = Binaries {
+        xtask: debug.join("xtask"),
+        nfwatch: debug.join("nfwatch"),
+    };
+    for bin in [&bins.xtask, &bins.nfwatch] {
+        if !bin.exists() {
+            bail!("{} was not built", bin.display());
+        }
+    }
+    Ok(bins)
+}
+
+fn path_arg(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Boots `kernel` running `guest_cmd` with its module and binaries, writing to `out`.
+fn boot_guest(
+    env: &Env,
+    kernel: &Kernel,
+    ko: &Path,
+    guest_cmd: &str,
+    out: &Path,
+    extra: &[String],
+    deadline: Duration,
+) -> Result<std::process::ExitStatus> {
+    util::remove_dir(out)?;
+    std::fs::create_dir_all(out)?;
+    let mut argv = vec![
+        path_arg(&env.bins.xtask),
+        guest_cmd.to_string(),
+        "--module".into(),
+        path_arg(ko),
+        "--nfwatch".into(),
+        path_arg(&env.bins.nfwatch),
+        "--out".into(),
+        path_arg(out),
+    ];
+    argv.extend_from_slice(extra);
+    vm::boot(&vm::Boot {
+        kernel,
+        vng_bin: &env.vng_bin,
+        argv,
+        log: out.with_extension("console.log"),
+        deadline,
+    })
+}
+
+fn failure(name: &str, detail: String) -> Outcome {
+    Outcome {
+        name: name.into(),
+        passed: false,
+        detail,
+        seconds: 0.0,
+    }
+}
+
+/// Runs the guest scenarios on one kernel and returns their outcomes.
+fn test_kernel(env: &Env, kernel: &Kernel, ko: &Path, opts: &TestOpts) -> Vec<Outcome> {
+    step(&format!(
+        "VM tests on {} ({}, QEMU TCG)",
+        kernel.series, kernel.version
+    ));
+    let out = util::target_dir().join("vm").join(&kernel.version);
+    let extra: Vec<String> = opts
+        .scenarios
+        .iter()
+        .flat_map(|s| ["--scenario".to_string(), s.clone()])
+        .collect();
+    let booted = boot_guest(
+        env,
+        kernel,
+        ko,
+        "guest-scenarios",
+        &out,
+        &extra,
+        TEST_BOOT_DEADLINE,
+    );
+    let mut outcomes = match Results::read(&out) {
+        Ok(results) => results.outcomes,
+        Err(e) => vec![failure("results", format!("{e:#}"))],
+    };
+    match booted {
+        Err(e) => outcomes.push(failure("vm", format!("{e:#}"))),
+        Ok(status) if !status.success() && outcomes.iter().all(|o| o.passed) => {
+            outcomes.push(failure("vm", format!("guest command exited with {status}")))
+        }
+        Ok(_) => {}
+    }
+    outcomes
+}
+
+fn print_outcomes(kernel: &Kernel, outcomes: &[Outcome]) -> (usize, usize) {
+    for o in outcomes {
+        if o.passed {
+            println!("  PASS {} ({:.1} s)", o.name, o.seconds);
+        } else {
+            println!("  FAIL {} ({:.1} s): {}", o.name, o.seconds, o.detail);
+        }
+    }
+    let passed = outcomes.iter().filter(|o| o.passed).count();
+    let failed = outcomes.len() - passed;
+    println!("{}: {passed} passed, {failed} failed", kernel.version);
+    (passed, failed)
+}
+
+/// `cargo xtask test`; returns whether everything passed. The last line
+/// printed is `N passed, N failed`.
+pub fn test(opts: &TestOpts) -> Result<bool> {
+    let vng_bin = deps::ensure()?;
+    if !opts.skip_static {
+        static_checks()?;
+    }
+    let kernels = kernels::tested(opts.kernel.as_deref())?;
+    let mut modules = Vec::new();
+    for kernel in &kernels {
+        modules.push(kmod::build(kernel)?);
+    }
+    let env = Env {
+        vng_bin,
+        bins: build_binaries()?,
+    };
+    let mut results = Vec::new();
+    for (kernel, ko) in kernels.iter().zip(&modules) {
+        let outcomes = test_kernel(&env, kernel, ko, opts);
+        results.push((kernel, outcomes));
+    }
+    step("summary");
+    let (mut passed, mut failed) = (0, 0);
+    for (kernel, outcomes) in &results {
+        let (p, f) = print_outcomes(kernel, outcomes);
+        passed += p;
+        failed += f;
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(failed == 0 && passed > 0)
+}
+
+/// `cargo xtask demo`.
+pub fn demo() -> Result<()> {
+    let vng_bin = deps::ensure()?;
+    let kernel = kernels::tested(Some(kernels::DEMO_SERIES))?.remove(0);
+    let ko = kmod::build(&kernel)?;
+    let env = Env {
+        vng_bin,
+        bins: build_binaries()?,
+    };
+    step(&format!("demo VM on {} (QEMU TCG)", kernel.version));
+    let out = util::target_dir().join("vm").join("demo");
+    let status = boot_guest(
+        &env,
+        &kernel,
+        &ko,
+        "guest-demo",
+        &out,
+        &[],
+        DEMO_BOOT_DEADLINE,
+    )?;
+    if !status.success() {
+        bail!(
+            "the demo failed in the guest ({status}); see {}",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// `cargo xtask build-kmod`.
+pub fn build_kmod(kernel: Option<&str>) -> Result<()> {
+    deps::ensure()?;
+    for kernel in kernels::tested(kernel)? {
+        println!("{}", kmod::build(&kernel)?.display());
+    }
+    Ok(())
+}

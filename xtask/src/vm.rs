@@ -1,0 +1,106 @@
+//! Boots a kernel under QEMU (TCG, through virtme-ng) running one command in
+//! the guest, with a hard deadline.
+
+use crate::kernels::Kernel;
+use crate::util::{self, describe};
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+/// Guest PATH: the guest runs commands as root from the host's filesystem.
+const GUEST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+pub struct Boot<'a> {
+    pub kernel: &'a Kernel,
+    /// The virtme-ng venv's bin directory.
+    pub vng_bin: &'a Path,
+    /// Program and arguments to run in the guest (absolute paths).
+    pub argv: Vec<String>,
+    /// Where the console output is saved (it is also printed).
+    pub log: PathBuf,
+    pub deadline: Duration,
+}
+
+fn shell_quote(arg: &str) -> String {
+    format!("'{}'", arg.replace('\'', r"'\''"))
+}
+
+/// Copies each line of `from` to stdout and to the shared log.
+fn tee(from: impl Read + Send + 'static, log: Arc<Mutex<std::fs::File>>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            println!("  | {line}");
+            if let Ok(mut file) = log.lock() {
+                let _ = writeln!(file, "{line}");
+            }
+        }
+    })
+}
+
+/// Boots the VM and returns the guest command's exit status; the VM (the
+/// whole process group) is killed when the deadline passes.
+pub fn boot(boot: &Boot) -> Result<ExitStatus> {
+    let vm_dir = util::target_dir().join("vm");
+    std::fs::create_dir_all(&vm_dir)?;
+    let script = format!(
+        "export PATH={GUEST_PATH}; exec {}",
+        boot.argv
+            .iter()
+            .map(|a| shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let path = format!(
+        "{}:{}",
+        boot.vng_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new(boot.vng_bin.join("vng"));
+    cmd.env("PATH", path)
+        .arg("--run")
+        .arg(boot.kernel.vmlinuz())
+        .args([
+            "--disable-kvm",
+            "--force-9p",
+            "--memory",
+            "2G",
+            "--cpus",
+            "2",
+        ])
+        .arg(format!("--rwdir={}", vm_dir.display()))
+        .arg("--")
+        .arg(&script)
+        .current_dir(util::workspace_root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let log = std::fs::File::create(&boot.log)
+        .with_context(|| format!("cannot create {}", boot.log.display()))?;
+    let log = Arc::new(Mutex::new(log));
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run `{}`", describe(&cmd)))?;
+    let readers = [
+        child.stdout.take().map(|s| tee(s, log.clone())),
+        child.stderr.take().map(|s| tee(s, log.clone())),
+    ];
+    let waited = util::wait_until("the VM to finish", boot.deadline, || Ok(child.try_wait()?));
+    if waited.is_err() {
+        // SAFETY: kill(2) on the process group we created; no memory involved.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+        let _ = child.wait();
+    }
+    for reader in readers.into_iter().flatten() {
+        let _ = reader.join();
+    }
+    match waited {
+        Ok(status) => Ok(status),
+        Err(e) => bail!("{e}: killed the VM (console: {})", boot.log.display()),
+    }
+}
