@@ -19,6 +19,9 @@ use crate::writers::{format_record, Destination, Format, LineSink, CSV_HEADER};
 /// Datagrams read per wakeup before timers and signals are looked at again.
 const DATAGRAMS_PER_WAKEUP: usize = 64;
 
+/// How long to wait for SHUTDOWN after the family disappeared.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// SUBSCRIBE sent, not yet acked.
@@ -29,6 +32,11 @@ enum Phase {
     /// UNSUBSCRIBE sent; records keep coming until its reply.
     Unsubscribing {
         seq: u32,
+        deadline: Instant,
+    },
+    /// The family is gone (DELFAMILY); the module's last batch and its
+    /// SHUTDOWN with the final counters follow unless our buffer was full.
+    Draining {
         deadline: Instant,
     },
     Done,
@@ -194,8 +202,10 @@ impl Session {
                 ..
             } => {
                 let removed = CtrlFamily::parse(attrs)?;
-                if removed.name.as_deref() == Some(NFWATCH_GENL_NAME) {
-                    self.phase = Phase::Done;
+                if removed.name.as_deref() == Some(NFWATCH_GENL_NAME) && self.phase != Phase::Done {
+                    self.phase = Phase::Draining {
+                        deadline: Instant::now() + SHUTDOWN_GRACE,
+                    };
                 }
             }
             Message::Genl {
@@ -264,9 +274,9 @@ impl Session {
     fn poll_timeout(&self) -> Option<Duration> {
         let now = Instant::now();
         let phase_deadline = match self.phase {
-            Phase::Subscribing { deadline } | Phase::Unsubscribing { deadline, .. } => {
-                Some(deadline)
-            }
+            Phase::Subscribing { deadline }
+            | Phase::Unsubscribing { deadline, .. }
+            | Phase::Draining { deadline } => Some(deadline),
             Phase::Running => self.deadline,
             Phase::Done => None,
         };
@@ -291,6 +301,7 @@ impl Session {
                     .say("nfwatch: no reply from the kernel to UNSUBSCRIBE, giving up waiting");
                 self.phase = Phase::Done;
             }
+            Phase::Draining { deadline } if now >= deadline => self.phase = Phase::Done,
             _ => {}
         }
         Ok(())
@@ -335,6 +346,10 @@ impl Session {
             self.status.say(&format!("nfwatch: {failure}"));
         }
         self.counters.written = self.sink.lines_written();
+        if !self.subscribed_line.is_empty() {
+            // Never subscribed: there is nothing to sum up.
+            return Ok(ExitCode::FAILURE);
+        }
         for line in summary(&self.counters, path, self.started.elapsed()) {
             self.status.say(&line);
         }
