@@ -35,6 +35,7 @@ static void batch_send(struct nfwatch_sub *sub)
 		return;
 	sub->batch = NULL;
 	sub->batch_count = 0;
+	atomic_dec(&nfwatch_live.batches);
 	err = nfwatch_batch_send(sub->net, skb, sub->portid, sub->batch_seq, ++sub->seq,
 				 sub->batch_lost, sub->lost_unreported, sub->batch_records);
 	if (err) {
@@ -87,6 +88,7 @@ static struct sk_buff *batch_open(struct nfwatch_sub *sub)
 					       &sub->batch_lost, &sub->batch_records);
 		if (!sub->batch)
 			return NULL;
+		atomic_inc(&nfwatch_live.batches);
 		hrtimer_start(&sub->flush_timer, ns_to_ktime(flush_interval_us * NSEC_PER_USEC),
 			      HRTIMER_MODE_REL_SOFT);
 	}
@@ -109,8 +111,8 @@ void nfwatch_deliver(struct nfwatch_sub *sub, const struct nfwatch_packet *pkt)
 	slot = skb_put(skb, sizeof(*slot));
 	*slot = pkt->rec;
 	fit_to_subscriber(sub, pkt, slot);
-	sub->batch_count++;
-	if (skb_tailroom(skb) < sizeof(*slot))
+	/* By count, not tailroom: the skb may be bigger than asked for. */
+	if (++sub->batch_count >= nfwatch_batch_records)
 		batch_send(sub);
 out:
 	spin_unlock_bh(&sub->lock);
@@ -129,6 +131,7 @@ void nfwatch_delivery_stop(struct nfwatch_sub *sub, bool flush)
 	} else if (sub->batch) {
 		count_lost(sub, sub->batch_count);
 		kfree_skb(sub->batch);
+		atomic_dec(&nfwatch_live.batches);
 		sub->batch = NULL;
 		sub->batch_count = 0;
 	}

@@ -132,8 +132,8 @@ static void fill_route(const struct sk_buff *skb, const struct net_device *out,
 		out = dst->dev;
 	if (out) {
 		rec->ifindex = out->ifindex;
-		memcpy(rec->ifname, out->name, sizeof(rec->ifname));
-		rec->ifname[sizeof(rec->ifname) - 1] = '\0';
+		/* _pad: no stale bytes of an older name leave the kernel. */
+		strscpy_pad(rec->ifname, out->name, sizeof(rec->ifname));
 	}
 	if (!dst)
 		return;

@@ -23,6 +23,8 @@ module_param(selftest, bool, 0444);
 MODULE_PARM_DESC(selftest, "Run the self-tests at load and refuse to load if one fails");
 
 DEFINE_STATIC_KEY_FALSE(nfwatch_active);
+struct nfwatch_live nfwatch_live;
+unsigned int nfwatch_batch_records __read_mostly;
 unsigned int nfwatch_net_id __read_mostly;
 
 static __net_init int nfwatch_net_init(struct net *net)
@@ -59,6 +61,7 @@ static int __init nfwatch_init(void)
 
 	flush_interval_us = clamp(flush_interval_us, 100U, 1000000U);
 	batch_bytes = clamp(batch_bytes, 1024U, 65000U);
+	nfwatch_batch_records = nfwatch_batch_capacity(batch_bytes);
 
 	if (selftest && !nfwatch_selftest_prefixset())
 		return -ENOTRECOVERABLE;
@@ -72,8 +75,8 @@ static int __init nfwatch_init(void)
 	err = nfwatch_genl_register();
 	if (err)
 		goto err_notifier;
-	pr_info("nfwatch: loaded (flush_interval_us=%u batch_bytes=%u)\n",
-		flush_interval_us, batch_bytes);
+	pr_info("nfwatch: loaded (flush_interval_us=%u batch_bytes=%u, %u records a batch)\n",
+		flush_interval_us, batch_bytes, nfwatch_batch_records);
 	return 0;
 
 err_notifier:

@@ -154,6 +154,11 @@ static int put_global_stats(struct sk_buff *skb, struct net *net)
 	    put_stat(skb, NFWATCH_STAT_BATCHES, s.batches) ||
 	    put_stat(skb, NFWATCH_STAT_SUBSCRIBERS, nsubs))
 		return -EMSGSIZE;
+	if (net_eq(net, &init_net) &&
+	    (put_stat(skb, NFWATCH_STAT_LIVE_SUBSCRIBERS, atomic_read(&nfwatch_live.subscribers)) ||
+	     put_stat(skb, NFWATCH_STAT_LIVE_SETS, atomic_read(&nfwatch_live.sets)) ||
+	     put_stat(skb, NFWATCH_STAT_LIVE_BATCHES, atomic_read(&nfwatch_live.batches))))
+		return -EMSGSIZE;
 	nla_nest_end(skb, nest);
 	return 0;
 }
@@ -238,6 +243,15 @@ int nfwatch_genl_register(void)
 void nfwatch_genl_unregister(void)
 {
 	genl_unregister_family(&nfwatch_family);
+}
+
+/* Records that fit a batch of @bytes next to its header attributes. */
+unsigned int nfwatch_batch_capacity(unsigned int bytes)
+{
+	unsigned int header = 2 * nla_total_size_64bit(sizeof(u64)) +
+			      nla_total_size(sizeof(u32)) + NLA_HDRLEN;
+
+	return (bytes - header) / sizeof(struct nfwatch_record);
 }
 
 /*

@@ -78,7 +78,16 @@ struct nfwatch_packet {
 	bool in_sender_task;		/* hook runs in the sending process */
 };
 
+/* The module's live objects, all namespaces: what a leak check compares. */
+struct nfwatch_live {
+	atomic_t subscribers;
+	atomic_t sets;
+	atomic_t batches;
+};
+
 DECLARE_STATIC_KEY_FALSE(nfwatch_active);
+extern struct nfwatch_live nfwatch_live;
+extern unsigned int nfwatch_batch_records;
 extern unsigned int nfwatch_net_id;
 extern unsigned int flush_interval_us;
 extern unsigned int batch_bytes;
@@ -124,6 +133,7 @@ void nfwatch_deliver(struct nfwatch_sub *sub, const struct nfwatch_packet *pkt);
 void nfwatch_delivery_stop(struct nfwatch_sub *sub, bool flush);
 
 /* netlink.c */
+unsigned int nfwatch_batch_capacity(unsigned int bytes);
 int nfwatch_genl_register(void);
 void nfwatch_genl_unregister(void);
 struct sk_buff *nfwatch_batch_new(u32 portid, gfp_t gfp, struct nlattr **seq,

@@ -153,6 +153,7 @@ struct nfwatch_prefix_set *nfwatch_set_build(const struct nfwatch_prefix *prefix
 		entries[i].key = addr_key(prefixes[i].family, prefixes[i].addr);
 	}
 	set_fill(set, entries, n);
+	atomic_inc(&nfwatch_live.sets);
 out:
 	kvfree(entries);
 	return set;
@@ -183,12 +184,15 @@ bool nfwatch_set_contains(const struct nfwatch_prefix_set *set, u8 family,
 
 void nfwatch_set_free(struct nfwatch_prefix_set *set)
 {
+	if (!set)
+		return;
 	kvfree(set);
+	atomic_dec(&nfwatch_live.sets);
 }
 
 static void set_free_rcu_cb(struct rcu_head *head)
 {
-	kvfree(container_of(head, struct nfwatch_prefix_set, rcu));
+	nfwatch_set_free(container_of(head, struct nfwatch_prefix_set, rcu));
 }
 
 /* After readers are done; module exit waits with rcu_barrier(). */

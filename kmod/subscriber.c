@@ -44,6 +44,7 @@ static struct nfwatch_sub *sub_new(struct nfwatch_net *nn, struct net *net, u32 
 	sub->user_ns = get_user_ns(current_user_ns());
 	sub->pid_ns = get_pid_ns(task_active_pid_ns(current));
 	nfwatch_delivery_init(sub);
+	atomic_inc(&nfwatch_live.subscribers);
 	return sub;
 }
 
@@ -53,6 +54,7 @@ static void sub_free(struct nfwatch_sub *sub)
 	put_pid_ns(sub->pid_ns);
 	put_user_ns(sub->user_ns);
 	kfree(sub);
+	atomic_dec(&nfwatch_live.subscribers);
 	static_branch_dec(&nfwatch_active);
 }
 

@@ -11,6 +11,6 @@ mod record;
 pub use attr::{emit_attrs, walk_attrs, RawAttr, RawPayload};
 pub use consts::*;
 pub use error::ProtoError;
-pub use message::{prefixes_attr, Batch, KernelMessage, Request, Stats, StatsReply};
+pub use message::{prefixes_attr, Batch, KernelMessage, LiveObjects, Request, Stats, StatsReply};
 pub use prefix::{Prefix, PrefixError};
 pub use record::{Family, IfName, Record};

@@ -100,6 +100,16 @@ pub struct Stats {
     pub batches: u64,
     pub subscribers: u64,
     pub prefixes: u64,
+    /// The module's live objects in all namespaces (initial namespace only).
+    pub live: Option<LiveObjects>,
+}
+
+/// NFWATCH_STAT_LIVE_*: what a leak check compares before and after.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveObjects {
+    pub subscribers: u64,
+    pub sets: u64,
+    pub batches: u64,
 }
 
 impl Stats {
@@ -116,6 +126,13 @@ impl Stats {
                 NFWATCH_STAT_BATCHES => &mut stats.batches,
                 NFWATCH_STAT_SUBSCRIBERS => &mut stats.subscribers,
                 NFWATCH_STAT_PREFIXES => &mut stats.prefixes,
+                NFWATCH_STAT_LIVE_SUBSCRIBERS => {
+                    &mut stats.live.get_or_insert_with(Default::default).subscribers
+                }
+                NFWATCH_STAT_LIVE_SETS => &mut stats.live.get_or_insert_with(Default::default).sets,
+                NFWATCH_STAT_LIVE_BATCHES => {
+                    &mut stats.live.get_or_insert_with(Default::default).batches
+                }
                 // PAD and counters newer than this program.
                 _ => continue,
             };

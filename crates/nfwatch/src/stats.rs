@@ -36,8 +36,14 @@ pub fn stats(args: StatsArgs) -> Result<()> {
 }
 
 fn json_object(stats: &Stats) -> String {
+    let live = stats.live.map_or(String::new(), |live| {
+        format!(
+            r#","live":{{"subscribers":{},"sets":{},"batches":{}}}"#,
+            live.subscribers, live.sets, live.batches
+        )
+    });
     format!(
-        r#"{{"seen":{},"matched":{},"delivered":{},"lost":{},"malformed":{},"batches":{},"subscribers":{}}}"#,
+        r#"{{"seen":{},"matched":{},"delivered":{},"lost":{},"malformed":{},"batches":{},"subscribers":{}{live}}}"#,
         stats.seen,
         stats.matched,
         stats.delivered,
@@ -69,7 +75,14 @@ fn human_block(out: &mut String, stats: &Stats) {
         ("batches delivered", stats.batches),
         ("subscribers", stats.subscribers),
     ];
-    for (name, value) in rows {
+    let live = stats.live.map(|live| {
+        [
+            ("live subscribers", live.subscribers),
+            ("live prefix sets", live.sets),
+            ("live batches", live.batches),
+        ]
+    });
+    for (name, value) in rows.into_iter().chain(live.into_iter().flatten()) {
         let _ = writeln!(out, "{name:<18} {value:>12}");
     }
 }
@@ -100,6 +113,7 @@ mod tests {
             batches: 5,
             subscribers: 1,
             prefixes: 0,
+            live: None,
         }
     }
 
@@ -118,6 +132,21 @@ mod tests {
             own: Some(Stats::default()),
         };
         assert!(json(&both).contains(r#"},"own":{"seen":0,"#));
+        let live = StatsReply {
+            global: Some(Stats {
+                live: Some(nfwatch_proto::LiveObjects {
+                    subscribers: 1,
+                    sets: 2,
+                    batches: 3,
+                }),
+                ..sample()
+            }),
+            own: None,
+        };
+        assert!(json(&live).ends_with(
+            r#""subscribers":1,"live":{"subscribers":1,"sets":2,"batches":3}}}
+"#
+        ));
     }
 
     #[test]

@@ -100,6 +100,13 @@ enum nfwatch_stat {
 	NFWATCH_STAT_BATCHES,	/* batches delivered */
 	NFWATCH_STAT_SUBSCRIBERS, /* global: subscribers in this network namespace */
 	NFWATCH_STAT_PREFIXES,	/* own: prefixes in the set (after removing duplicates) */
+	/*
+	 * global, and only to callers in the initial network namespace: the
+	 * module's live objects in all namespaces, for leak checks.
+	 */
+	NFWATCH_STAT_LIVE_SUBSCRIBERS,
+	NFWATCH_STAT_LIVE_SETS,
+	NFWATCH_STAT_LIVE_BATCHES,
 	__NFWATCH_STAT_MAX,
 };
 #define NFWATCH_STAT_MAX (__NFWATCH_STAT_MAX - 1)
