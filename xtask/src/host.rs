@@ -100,7 +100,7 @@ fn boot_guest(
         kernel,
         vng_bin: &env.vng_bin,
         argv,
-        log: out.with_extension("console.log"),
+        log: out.join("console.log"),
         deadline,
     })
 }
@@ -166,6 +166,7 @@ fn print_outcomes(kernel: &Kernel, outcomes: &[Outcome]) -> (usize, usize) {
 /// `cargo xtask test`; returns whether everything passed. The last line
 /// printed is `N passed, N failed`.
 pub fn test(opts: &TestOpts) -> Result<bool> {
+    crate::guest::check_scenario_names(&opts.scenarios)?;
     let vng_bin = deps::ensure()?;
     if !opts.skip_static {
         static_checks()?;
