@@ -43,7 +43,7 @@ fn installed() -> Result<Vec<String>> {
     Ok(versions)
 }
 
-/// Numeric parts of a version, for ordering ("6.12.117+deb12" -> [6, 12, 117, 12]).
+/// Numeric parts of a version, for ordering ("6.12.117+deb12-amd64" -> [6, 12, 117, 12, 64]).
 fn version_key(version: &str) -> Vec<u64> {
     version
         .split(|c: char| !c.is_ascii_digit())
@@ -79,4 +79,16 @@ pub fn tested(filter: Option<&str>) -> Result<Vec<Kernel>> {
         );
     }
     Ok(kernels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_key;
+
+    #[test]
+    fn versions_order_numerically() {
+        assert_eq!(version_key("6.12.117+deb12-amd64"), vec![6, 12, 117, 12, 64]);
+        assert!(version_key("6.1.0-56-amd64") > version_key("6.1.0-9-amd64"));
+        assert!(version_key("6.12.9") < version_key("6.12.117"));
+    }
 }

@@ -292,3 +292,78 @@ pub fn stats(ctx: &Ctx) -> Result<Global> {
         serde_json::from_str(text.trim()).with_context(|| format!("bad stats output: {text}"))?;
     Ok(stats.global)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn summary_with_kernel_counters() {
+        let s = Summary::parse(&lines(
+            "nfwatch: subscribed to 10.0.0.1/32\n\
+             nfwatch: wrote 17 records to /tmp/x 2.jsonl in 1.250 s\n\
+             nfwatch: lost 3 records in the kernel, 1 socket overruns (ENOBUFS), 2 batch sequence gaps\n\
+             nfwatch: kernel counted 20 matched, 17 delivered, 3 lost",
+        ))
+        .unwrap();
+        assert_eq!(
+            (s.written, s.lost_in_kernel, s.overruns, s.gaps),
+            (17, 3, 1, 2)
+        );
+        assert_eq!(s.kernel, Some([20, 17, 3]));
+        assert!(s.text.starts_with("nfwatch: wrote 17") && !s.text.contains("subscribed"));
+        s.check_consistent(17).unwrap();
+        assert!(s.check_consistent(16).is_err());
+        assert!(s.check_lossless(17).is_err());
+    }
+
+    #[test]
+    fn summary_without_kernel_counters() {
+        let s = Summary::parse(&lines(
+            "nfwatch: wrote 0 records to out in 0.010 s\n\
+             nfwatch: lost 0 records in the kernel, 0 socket overruns (ENOBUFS), 0 batch sequence gaps",
+        ))
+        .unwrap();
+        assert_eq!(s.kernel, None);
+        assert!(
+            s.check_lossless(0).is_err(),
+            "the final counters are required"
+        );
+        assert!(Summary::parse(&lines("nfwatch: lost 0 records")).is_err());
+    }
+
+    const LINE: &str = r#"{"ts":"2024-05-01T10:00:00.123456789Z","family":"ipv4","proto":"udp","src":"10.0.0.1","dst":"10.0.0.2","sport":1,"dport":2,"icmp_type":null,"icmp_code":null,"len":40,"ifindex":2,"ifname":"eth0","nexthop":"10.0.0.2","uid":0,"pid":null,"frag":false,"segs":1}"#;
+
+    #[test]
+    fn records_are_read_and_checked() {
+        let dir = std::env::temp_dir().join(format!("xtask-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ok.jsonl");
+        std::fs::write(&file, format!("{LINE}\n{LINE}\n")).unwrap();
+        let records = read_records(&file).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!((records[0].sport, records[0].pid), (Some(1), None));
+        std::fs::write(&file, format!("{LINE}\n{LINE}")).unwrap();
+        assert!(read_records(&file).is_err(), "no final newline");
+        let swapped = LINE.replace(
+            r#""src":"10.0.0.1","dst":"10.0.0.2""#,
+            r#""dst":"10.0.0.2","src":"10.0.0.1""#,
+        );
+        std::fs::write(&file, format!("{swapped}\n")).unwrap();
+        assert!(read_records(&file).is_err(), "keys out of order");
+        let v6_family = LINE.replace(r#""family":"ipv4""#, r#""family":"ipv6""#);
+        std::fs::write(&file, format!("{v6_family}\n")).unwrap();
+        assert!(
+            read_records(&file).is_err(),
+            "family disagrees with addresses"
+        );
+        let micros = LINE.replace(".123456789Z", ".123456Z");
+        std::fs::write(&file, format!("{micros}\n")).unwrap();
+        assert!(read_records(&file).is_err(), "ts without nanoseconds");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

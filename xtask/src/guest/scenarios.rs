@@ -502,9 +502,10 @@ fn malformed_requests(ctx: &Ctx) -> Result<()> {
 fn rmmod_under_traffic(ctx: &Ctx) -> Result<()> {
     let watcher = Watcher::start(ctx, "watch", &[WATCHED4])?;
     let out = watcher.out.clone();
+    let baseline = stats(ctx)?.delivered;
     let flood = Flood::start(WATCHED4, PEER4);
-    wait_until("200 records delivered", DEADLINE, || {
-        Ok((stats(ctx)?.delivered >= 200).then_some(()))
+    wait_until("200 more records delivered", DEADLINE, || {
+        Ok((stats(ctx)?.delivered >= baseline + 200).then_some(()))
     })?;
     ctx.log("rmmod nfwatch");
     rmmod()?;
