@@ -8,7 +8,8 @@ use nfwatch_proto::ProtoError;
 #[derive(Debug)]
 pub enum Error {
     ModuleNotLoaded,
-    NotPermitted,
+    /// EPERM for `request` (SUBSCRIBE, GET_STATS, ...).
+    NotPermitted(&'static str),
     /// A request the kernel rejected; `extack` is its explanation, if any.
     Kernel {
         request: &'static str,
@@ -43,8 +44,9 @@ impl fmt::Display for Error {
             Self::ModuleNotLoaded => f.write_str(
                 "the nfwatch kernel module is not loaded (load it with: sudo insmod kmod/nfwatch.ko)",
             ),
-            Self::NotPermitted => f.write_str(
-                "not permitted: subscribing needs root or CAP_NET_ADMIN in this network namespace",
+            Self::NotPermitted(request) => write!(
+                f,
+                "not permitted: {request} needs root or CAP_NET_ADMIN in this network namespace"
             ),
             Self::Kernel {
                 request,
