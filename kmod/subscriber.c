@@ -100,8 +100,8 @@ out:
 	return err;
 }
 
-/* Unsubscribe: the open batch is sent, so it arrives before the reply. */
-int nfwatch_unsubscribe(struct net *net, u32 portid, struct nfwatch_sub_stats *final)
+/* Unlink @portid's subscriber and wait until no hook can still reach it. */
+static struct nfwatch_sub *sub_take(struct net *net, u32 portid)
 {
 	struct nfwatch_net *nn = nfwatch_pernet(net);
 	struct nfwatch_sub *sub;
@@ -111,9 +111,18 @@ int nfwatch_unsubscribe(struct net *net, u32 portid, struct nfwatch_sub_stats *f
 	if (sub)
 		sub_unlink(nn, sub);
 	mutex_unlock(&nn->lock);
+	if (sub)
+		synchronize_rcu();
+	return sub;
+}
+
+/* Unsubscribe: the open batch is sent, so it arrives before the reply. */
+int nfwatch_unsubscribe(struct net *net, u32 portid, struct nfwatch_sub_stats *final)
+{
+	struct nfwatch_sub *sub = sub_take(net, portid);
+
 	if (!sub)
 		return -ENOENT;
-	synchronize_rcu();
 	nfwatch_delivery_stop(sub, true);
 	*final = sub->stats;
 	sub_free(sub);
@@ -123,17 +132,10 @@ int nfwatch_unsubscribe(struct net *net, u32 portid, struct nfwatch_sub_stats *f
 /* The socket is gone: nobody to send the open batch to. */
 static void sub_release(struct net *net, u32 portid)
 {
-	struct nfwatch_net *nn = nfwatch_pernet(net);
-	struct nfwatch_sub *sub;
+	struct nfwatch_sub *sub = sub_take(net, portid);
 
-	mutex_lock(&nn->lock);
-	sub = sub_find(nn, portid);
-	if (sub)
-		sub_unlink(nn, sub);
-	mutex_unlock(&nn->lock);
 	if (!sub)
 		return;
-	synchronize_rcu();
 	nfwatch_delivery_stop(sub, false);
 	sub_free(sub);
 }
