@@ -78,6 +78,7 @@ static bool parse_src(const struct sk_buff *skb, u8 family, u8 saddr[16])
 		return false;
 	if (p != saddr)
 		memcpy(saddr, p, len);
+	memset(saddr + len, 0, 16 - len);
 	return true;
 }
 
@@ -186,10 +187,12 @@ static enum parse_result parse_packet(const struct sk_buff *skb, const struct nf
 static unsigned int nfwatch_hook(void *priv, struct sk_buff *skb,
 				 const struct nf_hook_state *state)
 {
-	struct nfwatch_net *nn;
+	u8 family = state->pf == NFPROTO_IPV4 ? AF_INET : AF_INET6;
 	struct nfwatch_packet pkt;
 	struct nfwatch_sub *sub;
+	struct nfwatch_net *nn;
 	bool parsed = false;
+	u8 saddr[16];
 
 	if (!static_branch_unlikely(&nfwatch_active))
 		return NF_ACCEPT;
@@ -198,9 +201,7 @@ static unsigned int nfwatch_hook(void *priv, struct sk_buff *skb,
 		return NF_ACCEPT;
 
 	this_cpu_inc(nn->stats->seen);
-	memset(&pkt, 0, sizeof(pkt));
-	pkt.rec.family = state->pf == NFPROTO_IPV4 ? AF_INET : AF_INET6;
-	if (!parse_src(skb, pkt.rec.family, pkt.rec.saddr)) {
+	if (!parse_src(skb, family, saddr)) {
 		count_malformed(nn);
 		return NF_ACCEPT;
 	}
@@ -209,11 +210,16 @@ static unsigned int nfwatch_hook(void *priv, struct sk_buff *skb,
 	list_for_each_entry_rcu(sub, &nn->subs, node) {
 		const struct nfwatch_prefix_set *set = rcu_dereference(sub->set);
 
-		if (!nfwatch_set_contains(set, pkt.rec.family, pkt.rec.saddr))
+		if (!nfwatch_set_contains(set, family, saddr))
 			continue;
+		/* Only a match pays for parsing, once for all subscribers. */
 		if (!parsed) {
-			enum parse_result res = parse_packet(skb, state, &pkt);
+			enum parse_result res;
 
+			memset(&pkt, 0, sizeof(pkt));
+			pkt.rec.family = family;
+			memcpy(pkt.rec.saddr, saddr, sizeof(saddr));
+			res = parse_packet(skb, state, &pkt);
 			if (res != PARSE_OK)
 				count_malformed(nn);
 			if (res == PARSE_BAD_IP)
