@@ -1,6 +1,7 @@
 //! Output formats and the committing file sink. Lines are formatted into a
 //! reused buffer: no allocation per record.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -52,17 +53,27 @@ fn write_proto(out: &mut Vec<u8>, number: u8, upper: bool) -> io::Result<()> {
     }
 }
 
+thread_local! {
+    /// The last second formatted and its "YYYY-MM-DDTHH:MM:SS": records come
+    /// in time order, so nearly all share it and skip the calendar maths.
+    static LAST_SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+}
+
 /// RFC 3339 in UTC with exactly nine fractional digits.
 fn write_ts(out: &mut Vec<u8>, ts_ns: u64) -> io::Result<()> {
-    let format =
-        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
-    // Every u64 of nanoseconds is a representable date, so this only fails
-    // on a write error.
-    let time = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts_ns))
-        .map_err(|e| io::Error::other(e.to_string()))?;
-    time.format_into(out, format)
-        .map(|_| ())
-        .map_err(|e| io::Error::other(e.to_string()))
+    let (second, nanos) = (ts_ns / 1_000_000_000, ts_ns % 1_000_000_000);
+    let (cached, mut text) = LAST_SECOND.get();
+    if cached != second {
+        let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+        // u64 seconds since 1970 stay below year 10000: always 19 bytes.
+        let time = OffsetDateTime::from_unix_timestamp(second as i64)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        time.format_into(&mut &mut text[..], format)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        LAST_SECOND.set((second, text));
+    }
+    out.extend_from_slice(&text);
+    write!(out, ".{nanos:09}Z")
 }
 
 fn family_name(family: Family) -> &'static str {
@@ -441,6 +452,28 @@ mod tests {
         let mut out = Vec::new();
         format_record(&mut out, format, record).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn timestamps_across_seconds() {
+        let ts = |ns: u64| {
+            let mut out = Vec::new();
+            write_ts(&mut out, ns).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(
+            ts(1_795_660_556_123_456_789),
+            "2026-11-26T02:35:56.123456789Z"
+        );
+        assert_eq!(
+            ts(1_795_660_557_000_000_001),
+            "2026-11-26T02:35:57.000000001Z"
+        );
+        assert_eq!(
+            ts(1_795_660_556_999_999_999),
+            "2026-11-26T02:35:56.999999999Z"
+        );
+        assert_eq!(ts(0), "1970-01-01T00:00:00.000000000Z");
     }
 
     #[test]
