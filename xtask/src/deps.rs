@@ -35,8 +35,14 @@ const VIRTME_NG: &str = "virtme-ng==1.42";
 /// Ensures packages and the virtme-ng venv; returns the venv's bin directory.
 pub fn ensure() -> Result<PathBuf> {
     step("ensure dependencies");
-    ensure_packages()?;
+    ensure_packages(PACKAGES)?;
     ensure_vng()
+}
+
+/// Ensures more packages, for modes that need them (`--debug-kernel`).
+pub fn ensure_extra(packages: &[&str]) -> Result<()> {
+    step("ensure dependencies of this mode");
+    ensure_packages(packages)
 }
 
 fn is_installed(package: &str) -> Result<bool> {
@@ -44,9 +50,9 @@ fn is_installed(package: &str) -> Result<bool> {
     Ok(out.status.success() && out.stdout == b"installed")
 }
 
-fn ensure_packages() -> Result<()> {
+fn ensure_packages(packages: &[&str]) -> Result<()> {
     let mut missing = Vec::new();
-    for package in PACKAGES {
+    for package in packages {
         if !is_installed(package)? {
             missing.push(*package);
         }

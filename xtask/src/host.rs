@@ -17,6 +17,10 @@ pub struct TestOpts {
     pub kernel: Option<String>,
     pub scenarios: Vec<String>,
     pub skip_static: bool,
+    /// More arguments for `guest-scenarios` (fuzzing settings).
+    pub guest_extra: Vec<String>,
+    /// Test on the KASAN/kmemleak/lockdep kernel instead (debug_kernel.rs).
+    pub debug_kernel: bool,
 }
 
 /// The programs the guest runs, built on the host.
@@ -125,16 +129,15 @@ fn test_kernel(env: &Env, kernel: &Kernel, ko: &Path, opts: &TestOpts) -> Vec<Ou
         .scenarios
         .iter()
         .flat_map(|s| ["--scenario".to_string(), s.clone()])
+        .chain(opts.guest_extra.iter().cloned())
         .collect();
-    let booted = boot_guest(
-        env,
-        kernel,
-        ko,
-        "guest-scenarios",
-        &out,
-        &extra,
-        TEST_BOOT_DEADLINE,
-    );
+    let mut deadline = TEST_BOOT_DEADLINE;
+    let mut extra = extra;
+    if opts.debug_kernel {
+        deadline *= crate::debug_kernel::SLOWDOWN;
+        extra.extend(["--slow".into(), crate::debug_kernel::SLOWDOWN.to_string()]);
+    }
+    let booted = boot_guest(env, kernel, ko, "guest-scenarios", &out, &extra, deadline);
     let mut outcomes = match Results::read(&out) {
         Ok(results) => results.outcomes,
         Err(e) => vec![failure("results", format!("{e:#}"))],
@@ -171,7 +174,12 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
     if !opts.skip_static {
         static_checks()?;
     }
-    let kernels = kernels::tested(opts.kernel.as_deref())?;
+    let kernels = if opts.debug_kernel {
+        deps::ensure_extra(crate::debug_kernel::PACKAGES)?;
+        vec![crate::debug_kernel::ensure(&vng_bin)?]
+    } else {
+        kernels::tested(opts.kernel.as_deref())?
+    };
     let mut modules = Vec::new();
     for kernel in &kernels {
         modules.push(kmod::build(kernel)?);

@@ -13,14 +13,22 @@ pub const DEMO_SERIES: &str = "6.12";
 pub struct Kernel {
     pub series: &'static str,
     pub version: String,
+    /// A kernel built from source (`--debug-kernel`): image and build tree.
+    pub tree: Option<PathBuf>,
 }
 
 impl Kernel {
     pub fn vmlinuz(&self) -> PathBuf {
+        if let Some(tree) = &self.tree {
+            return tree.join("arch/x86/boot/bzImage");
+        }
         PathBuf::from(format!("/boot/vmlinuz-{}", self.version))
     }
 
     pub fn build_dir(&self) -> PathBuf {
+        if let Some(tree) = &self.tree {
+            return tree.clone();
+        }
         PathBuf::from(format!("/lib/modules/{}/build", self.version))
     }
 }
@@ -34,6 +42,7 @@ fn installed() -> Result<Vec<String>> {
             let kernel = Kernel {
                 series: "",
                 version: version.to_string(),
+                tree: None,
             };
             if kernel.build_dir().join("Makefile").exists() {
                 versions.push(kernel.version);
@@ -68,6 +77,7 @@ pub fn tested(filter: Option<&str>) -> Result<Vec<Kernel>> {
             kernels.push(Kernel {
                 series,
                 version: version.clone(),
+                tree: None,
             });
         }
     }
@@ -87,7 +97,10 @@ mod tests {
 
     #[test]
     fn versions_order_numerically() {
-        assert_eq!(version_key("6.12.117+deb12-amd64"), vec![6, 12, 117, 12, 64]);
+        assert_eq!(
+            version_key("6.12.117+deb12-amd64"),
+            vec![6, 12, 117, 12, 64]
+        );
         assert!(version_key("6.1.0-56-amd64") > version_key("6.1.0-9-amd64"));
         assert!(version_key("6.12.9") < version_key("6.12.117"));
     }

@@ -1,5 +1,6 @@
 //! nfwatch's build, test and demo runner: `cargo xtask help`.
 
+mod debug_kernel;
 mod deps;
 mod guest;
 mod host;
@@ -33,6 +34,28 @@ enum Cmd {
         /// Skip cargo fmt, clippy and unit tests.
         #[arg(long)]
         skip_static: bool,
+        /// Test on Debian's 6.12 built with KASAN, kmemleak, lockdep and
+        /// PROVE_RCU (built once into target/debug-kernel/; hours on 2 cores).
+        #[arg(long)]
+        debug_kernel: bool,
+        /// Requests the fuzz_netlink scenario sends.
+        #[arg(long)]
+        fuzz_requests: Option<u64>,
+    },
+    /// Boot a VM and fuzz the nfwatch Generic Netlink family.
+    FuzzNetlink {
+        /// Requests in all (a fifth from an unprivileged process).
+        #[arg(long, default_value_t = guest::fuzz::DEFAULT_REQUESTS)]
+        requests: u64,
+        /// Only this kernel series (e.g. 6.12) or exact version.
+        #[arg(long)]
+        kernel: Option<String>,
+        /// The PRNG seed (default: from the clock; printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// On the debug kernel (see `test --debug-kernel`).
+        #[arg(long)]
+        debug_kernel: bool,
     },
     /// Boot a 6.12 VM and show nfwatch recording live traffic.
     Demo,
@@ -50,6 +73,9 @@ enum Cmd {
     /// (in the VM, peer namespace) TCP listeners that read to EOF.
     #[command(hide = true)]
     GuestPeer(guest::PeerArgs),
+    /// (in the VM) One netlink fuzzing client; prints its tally as JSON.
+    #[command(hide = true)]
+    GuestFuzzClient(guest::fuzz::ClientArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,15 +95,40 @@ fn dispatch(command: Cmd) -> Result<bool> {
             kernel,
             scenario,
             skip_static,
+            debug_kernel,
+            fuzz_requests,
         } => host::test(&host::TestOpts {
             kernel,
             scenarios: scenario,
             skip_static,
+            guest_extra: fuzz_requests
+                .map(|n| vec!["--fuzz-requests".into(), n.to_string()])
+                .unwrap_or_default(),
+            debug_kernel,
         }),
+        Cmd::FuzzNetlink {
+            requests,
+            kernel,
+            seed,
+            debug_kernel,
+        } => {
+            let mut guest_extra = vec!["--fuzz-requests".into(), requests.to_string()];
+            if let Some(seed) = seed {
+                guest_extra.extend(["--fuzz-seed".into(), seed.to_string()]);
+            }
+            host::test(&host::TestOpts {
+                kernel,
+                scenarios: vec!["fuzz_netlink".into()],
+                skip_static: true,
+                guest_extra,
+                debug_kernel,
+            })
+        }
         Cmd::Demo => host::demo().map(|()| true),
         Cmd::BuildKmod { kernel } => host::build_kmod(kernel.as_deref()).map(|()| true),
         Cmd::GuestScenarios(args) => guest::scenarios(&args),
         Cmd::GuestDemo(args) => guest::demo(&args).map(|()| true),
         Cmd::GuestPeer(args) => guest::peer(&args).map(|()| true),
+        Cmd::GuestFuzzClient(args) => guest::fuzz::client(&args).map(|()| true),
     }
 }

@@ -38,6 +38,9 @@ pub struct NlError {
 pub struct Genl {
     fd: OwnedFd,
     seq: u32,
+    /// Messages skipped while waiting for an answer that belonged to
+    /// another request (not seq 0, which the kernel's own messages carry).
+    pub strays: u64,
 }
 
 fn check(ret: libc::c_int, what: &str) -> Result<()> {
@@ -100,11 +103,34 @@ impl Genl {
                 "SO_RCVTIMEO",
             )?;
         }
-        Ok(Self { fd, seq: 0 })
+        Ok(Self {
+            fd,
+            seq: 0,
+            strays: 0,
+        })
+    }
+
+    /// The sequence number for the next request.
+    pub fn next_seq(&mut self) -> u32 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Sends `msg` as it is (header included): for deliberately broken requests.
+    pub fn send_bytes(&mut self, msg: &[u8]) -> Result<()> {
+        // SAFETY: msg is a live buffer of msg.len() bytes; the kernel is the peer (default address).
+        let sent = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+        ensure!(
+            sent == msg.len() as isize,
+            "netlink send of {} bytes: {}",
+            msg.len(),
+            std::io::Error::last_os_error()
+        );
+        Ok(())
     }
 
     fn send(&mut self, family: u16, cmd: u8, attrs: &[u8]) -> Result<u32> {
-        self.seq += 1;
+        self.next_seq();
         let len = HDR + 4 + attrs.len();
         let mut msg = Vec::with_capacity(len);
         msg.extend_from_slice(&u32::try_from(len)?.to_ne_bytes());
@@ -129,7 +155,12 @@ impl Genl {
         // SAFETY: buf is a live, writable buffer of buf.len() bytes.
         let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
-            return Err(std::io::Error::last_os_error()).context("netlink recv");
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOBUFS) {
+                // Record batches overran the buffer; requests' answers still follow.
+                return Ok(Vec::new());
+            }
+            return Err(e).context("netlink recv");
         }
         let buf = &buf[..n as usize];
         let mut msgs = Vec::new();
@@ -154,14 +185,48 @@ impl Genl {
     /// Sends a request and returns (the replies before the ack, the ack's errno and extack).
     fn transact(&mut self, family: u16, cmd: u8, attrs: &[u8]) -> Result<(Vec<Vec<u8>>, NlError)> {
         let seq = self.send(family, cmd, attrs)?;
+        self.answer(seq)
+    }
+
+    /// Waits for the answer to request `seq`: (the replies before the ack,
+    /// the ack's errno and extack). Messages of other requests and record
+    /// batches are skipped.
+    pub fn answer(&mut self, seq: u32) -> Result<(Vec<Vec<u8>>, NlError)> {
         let mut replies = Vec::new();
         loop {
-            for msg in self.recv()?.into_iter().filter(|m| m.seq == seq) {
+            for msg in self.recv()? {
+                if msg.seq != seq {
+                    self.strays += u64::from(msg.seq != 0);
+                    continue;
+                }
                 if msg.kind == NLMSG_ERROR {
                     return Ok((replies, parse_error(&msg)?));
                 }
                 replies.push(msg.payload);
             }
+        }
+    }
+
+    /// Bytes waiting in the socket's receive queue (without reading them).
+    pub fn pending_bytes(&self) -> Result<usize> {
+        let mut buf = [0u8; 64];
+        // SAFETY: buf is a live, writable buffer; MSG_TRUNC makes the call
+        // return the real length of the next message without copying more.
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EAGAIN) => Ok(0),
+            _ => Err(e).context("netlink recv (peek)"),
         }
     }
 

@@ -1,10 +1,12 @@
 //! The guest side: runs inside the VM as root.
 
+pub mod fuzz;
 mod genl;
 mod net;
 mod nfwatch;
 mod pcap;
 mod proc;
+mod reliability;
 mod scenarios;
 mod traffic;
 
@@ -33,6 +35,15 @@ pub struct GuestArgs {
     /// Only these scenarios.
     #[arg(long)]
     scenario: Vec<String>,
+    /// Requests the fuzz_netlink scenario sends.
+    #[arg(long, default_value_t = fuzz::TEST_REQUESTS)]
+    fuzz_requests: u64,
+    /// The fuzzer's seed (default: from the clock, printed).
+    #[arg(long)]
+    fuzz_seed: Option<u64>,
+    /// Multiply the reliability scenarios' deadlines (slow debug kernels).
+    #[arg(long, default_value_t = 1)]
+    slow: u32,
 }
 
 #[derive(clap::Args)]
@@ -43,7 +54,14 @@ pub struct PeerArgs {
 }
 
 /// Kernel log words that fail a run.
-const DMESG_PROBLEMS: &[&str] = &["BUG", "WARNING", "Oops", "leak"];
+const DMESG_PROBLEMS: &[&str] = &[
+    "BUG",
+    "WARNING",
+    "Oops",
+    "leak",
+    "possible circular locking",
+    "suspicious RCU usage",
+];
 
 /// What every scenario can use.
 pub struct Guest {
@@ -51,6 +69,9 @@ pub struct Guest {
     pub module: PathBuf,
     pub out: PathBuf,
     pub ifindex: u32,
+    pub fuzz: fuzz::Settings,
+    /// Deadline multiplier (1, or more on a debug kernel).
+    pub slow: u32,
 }
 
 /// One scenario's context: its directory and log.
@@ -148,6 +169,8 @@ fn prepare(args: &GuestArgs) -> Result<(Guest, Spawned)> {
         module: args.module.clone(),
         out: args.out.clone(),
         ifindex: net::ifindex()?,
+        fuzz: fuzz::Settings::new(args.fuzz_requests, args.fuzz_seed),
+        slow: args.slow.max(1),
     };
     Ok((guest, peer))
 }
@@ -192,7 +215,7 @@ fn final_check(out: &Path) -> Result<()> {
             problems.join("\n")
         );
     }
-    Ok(())
+    crate::debug_kernel::kmemleak_check(out)
 }
 
 fn outcome_of(name: &str, start: Instant, result: Result<()>) -> Outcome {

@@ -186,12 +186,32 @@ impl Watcher {
     }
 
     pub fn start_with(ctx: &Ctx, tag: &str, srcs: &[&str], format: &str) -> Result<Self> {
-        let out = ctx.path(&format!("{tag}.{format}"));
+        Self::start_args(
+            ctx,
+            tag,
+            srcs,
+            format,
+            &ctx.path(&format!("{tag}.{format}")),
+            &[],
+        )
+    }
+
+    /// Like `start_with`, writing to `out`, with more CLI arguments.
+    pub fn start_args(
+        ctx: &Ctx,
+        tag: &str,
+        srcs: &[&str],
+        format: &str,
+        out: &Path,
+        extra: &[&str],
+    ) -> Result<Self> {
+        let out = out.to_path_buf();
         let mut cmd = Command::new(&ctx.guest.nfwatch);
         cmd.arg("watch")
             .args(["--format", format])
             .arg("-o")
-            .arg(&out);
+            .arg(&out)
+            .args(extra);
         for src in srcs {
             cmd.args(["--src", src]);
         }
@@ -205,6 +225,11 @@ impl Watcher {
 
     pub fn pid(&self) -> i32 {
         self.proc.pid()
+    }
+
+    /// The CLI's process, for waiting on it however it ends.
+    pub fn proc(&mut self) -> &mut Spawned {
+        &mut self.proc
     }
 
     pub fn kill(mut self) -> Result<()> {
@@ -278,6 +303,16 @@ pub struct Global {
     pub malformed: u64,
     pub batches: u64,
     pub subscribers: u64,
+    /// Module-wide live objects (shown in the initial network namespace only).
+    pub live: Option<Live>,
+}
+
+/// `"live"` in the global stats: objects the module holds right now.
+#[derive(Debug, Deserialize, PartialEq, Eq, Clone, Copy)]
+pub struct Live {
+    pub subscribers: u64,
+    pub sets: u64,
+    pub batches: u64,
 }
 
 #[derive(Debug, Deserialize)]

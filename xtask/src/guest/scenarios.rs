@@ -26,6 +26,12 @@ const ALL: &[(&str, Scenario)] = &[
     ("malformed_requests", malformed_requests),
     ("rmmod_under_traffic", rmmod_under_traffic),
     ("unprivileged", unprivileged),
+    ("fuzz_netlink", super::fuzz::fuzz_netlink),
+    ("privilege", super::reliability::privilege),
+    ("churn", super::reliability::churn),
+    ("overload", super::reliability::overload),
+    ("output_faults", super::reliability::output_faults),
+    ("unload_under_load", super::reliability::unload_under_load),
 ];
 
 /// The scenarios named (all when none), in the canonical order.
@@ -87,7 +93,7 @@ fn expect_none_from(records: &[Record], src: &str) -> Result<()> {
 
 /// A batch of datagrams from each of `srcs` to the peer (same family), on
 /// ports that tell the sources apart.
-fn udp_from(srcs: &[&str], first_port: u16) -> Result<Vec<Vec<Flow>>> {
+pub(super) fn udp_from(srcs: &[&str], first_port: u16) -> Result<Vec<Vec<Flow>>> {
     srcs.iter()
         .zip(0..)
         .map(|(src, i)| {
@@ -367,7 +373,7 @@ fn fragment(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-fn wait_subscribers(ctx: &Ctx, wanted: u64) -> Result<()> {
+pub(super) fn wait_subscribers(ctx: &Ctx, wanted: u64) -> Result<()> {
     wait_until(
         &format!("{wanted} subscriber(s) in nfwatch stats"),
         DEADLINE,
@@ -376,7 +382,7 @@ fn wait_subscribers(ctx: &Ctx, wanted: u64) -> Result<()> {
 }
 
 /// A new subscriber records a fresh batch: the module still works.
-fn still_records(ctx: &Ctx, first_port: u16) -> Result<()> {
+pub(super) fn still_records(ctx: &Ctx, first_port: u16) -> Result<()> {
     let watcher = Watcher::start(ctx, "after", &[WATCHED4])?;
     let sent = udp_from(&[WATCHED4], first_port)?;
     expect_each_once(&watcher.collect()?, &sent[0])

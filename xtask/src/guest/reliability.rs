@@ -1,0 +1,516 @@
+//! Reliability scenarios (issue #3): privilege boundaries, subscriber churn,
+//! overload accounting, output faults, unloading under load.
+
+use super::fuzz::{wait_live_zero, Rng};
+use super::genl::Genl;
+use super::net::*;
+use super::nfwatch::{read_records, stats, Record, Summary, Watcher, DEADLINE};
+use super::proc::Spawned;
+use super::scenarios::{still_records, udp_from, wait_subscribers};
+use super::traffic::{ip, Flood};
+use super::{dmesg, dmesg_problems, insmod, module_loaded, rmmod, Ctx};
+use crate::util::{capture, run, wait_until};
+use anyhow::{bail, ensure, Context, Result};
+use nfwatch_proto::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Subscribe/unsubscribe cycles in `churn`.
+const CYCLES: u32 = 1000;
+/// Subscriber processes killed with SIGKILL in `churn`, this many alive at once.
+const KILLED: u32 = 200;
+const ALIVE_AT_ONCE: u32 = 10;
+/// insmod/rmmod cycles in `unload_under_load`, with this many CLIs attached.
+const UNLOAD_CYCLES: u32 = 50;
+const ATTACHED: usize = 2;
+/// The one timed assertion the issue asks for: rmmod's guest time.
+const RMMOD_LIMIT: Duration = Duration::from_secs(1);
+/// Stops at random moments in `output_faults`.
+const SIGNAL_STOPS: u32 = 20;
+
+/// The scenario's deadline for waits (longer on slow debug kernels).
+fn deadline(ctx: &Ctx) -> Duration {
+    DEADLINE * ctx.guest.slow
+}
+
+fn kernel_log_clean() -> Result<()> {
+    let problems = dmesg_problems(&dmesg()?);
+    ensure!(problems.is_empty(), "kernel log: {}", problems.join("\n"));
+    Ok(())
+}
+
+/// A world-writable scratch directory outside the 9p share.
+fn scratch(name: &str) -> Result<PathBuf> {
+    let dir = Path::new("/tmp").join(name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let writable = std::os::unix::fs::PermissionsExt::from_mode(0o777);
+    std::fs::set_permissions(&dir, writable)?;
+    Ok(dir)
+}
+
+/// The attributes of SUBSCRIBE for one IPv4 /32.
+fn subscribe_attrs(addr: &str) -> Result<Vec<RawAttr>> {
+    let std::net::IpAddr::V4(v4) = ip(addr)? else {
+        bail!("{addr} is not IPv4");
+    };
+    Ok(vec![RawAttr::nested(
+        NFWATCH_A_PREFIXES,
+        vec![RawAttr::nested(
+            NFWATCH_A_PREFIX,
+            vec![
+                RawAttr::bytes(NFWATCH_PREFIX_A_IPV4, v4.octets().to_vec()),
+                RawAttr::u8(NFWATCH_PREFIX_A_LEN, 32),
+            ],
+        )],
+    )])
+}
+
+/// Runs `nfwatch args` under `wrapper`; it must fail with one clear
+/// `not permitted` line.
+fn refused(ctx: &Ctx, who: &str, wrapper: &[&str], args: &[&str]) -> Result<()> {
+    let mut cmd = Command::new(wrapper[0]);
+    cmd.args(&wrapper[1..]).arg(&ctx.guest.nfwatch).args(args);
+    let result = capture(&mut cmd)?;
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    ctx.log(&format!(
+        "{who}: nfwatch {}: {} {}",
+        args.join(" "),
+        result.status,
+        stderr.trim()
+    ));
+    ensure!(
+        !result.status.success(),
+        "{who}: nfwatch {} succeeded",
+        args[0]
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    ensure!(
+        lines.len() == 1 && lines[0].starts_with("nfwatch: ") && lines[0].contains("not permitted"),
+        "{who}: nfwatch {}: expected one `nfwatch: ... not permitted` line, got: {stderr}",
+        args[0]
+    );
+    Ok(())
+}
+
+/// Records all come from `srcs`; `per_src` of each.
+fn only_from(records: &[Record], srcs: &[&str], per_src: usize) -> Result<()> {
+    for src in srcs {
+        let n = records.iter().filter(|r| r.src == *src).count();
+        ensure!(n == per_src, "{n} records from {src}, expected {per_src}");
+    }
+    ensure!(
+        records.len() == srcs.len() * per_src,
+        "{} records, expected {} (all from {srcs:?})",
+        records.len(),
+        srcs.len() * per_src
+    );
+    Ok(())
+}
+
+/// Refusal for the unprivileged and for root of a user namespace that does
+/// not own the network namespace; isolation between two subscribers and an
+/// idle family socket.
+pub fn privilege(ctx: &Ctx) -> Result<()> {
+    let dir = scratch("nfwatch-privilege")?;
+    // Root in its own user namespace, as the check below shows, but not over init_net.
+    let inside = capture(Command::new("unshare").args(["-U", "-r", "id", "-u"]))?;
+    let uid = String::from_utf8_lossy(&inside.stdout).trim().to_string();
+    ensure!(
+        inside.status.success() && uid == "0",
+        "unshare -U -r id -u: {} {uid:?}",
+        inside.status
+    );
+    let nobody: &[&str] = &[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+    ];
+    let userns: &[&str] = &["unshare", "-U", "-r"];
+    for (who, wrapper) in [
+        ("uid 65534 without capabilities", nobody),
+        ("root of a new user namespace", userns),
+    ] {
+        // Each its own file: one may not write the other's.
+        let out = dir
+            .join(format!("{}.jsonl", wrapper[0]))
+            .display()
+            .to_string();
+        refused(ctx, who, wrapper, &["watch", "--src", WATCHED4, "-o", &out])?;
+        refused(ctx, who, wrapper, &["stats"])?;
+    }
+    ensure!(
+        stats(ctx)?.subscribers == 0,
+        "a refused subscription exists"
+    );
+
+    let mut idle = Genl::open()?;
+    let family = idle.resolve(NFWATCH_GENL_NAME)?;
+    ctx.log(&format!(
+        "idle socket resolved family {family}, never subscribes"
+    ));
+    let first = Watcher::start(ctx, "first", &[WATCHED4, WATCHED6])?;
+    let second = Watcher::start(ctx, "second", &[OTHER4, OTHER6])?;
+    udp_from(&[WATCHED4, WATCHED6, OTHER4, OTHER6], 29000)?;
+    // Unsubscribing sends each its open batch first: after this, every
+    // batch that was ever made has been queued somewhere.
+    let (first, second) = (first.collect()?, second.collect()?);
+    ctx.log(&format!("{} and {} records", first.len(), second.len()));
+    let per_src = 20;
+    only_from(&first, &[WATCHED4, WATCHED6], per_src)?;
+    only_from(&second, &[OTHER4, OTHER6], per_src)?;
+    let queued = idle.pending_bytes()?;
+    ensure!(queued == 0, "the idle socket received {queued} bytes");
+    Ok(())
+}
+
+/// SUBSCRIBE then UNSUBSCRIBE on `genl`; both must succeed.
+fn cycle(genl: &mut Genl, family: u16, attrs: &[RawAttr]) -> Result<()> {
+    let ack = genl.request(family, NFWATCH_CMD_SUBSCRIBE, attrs)?;
+    ensure!(
+        ack.errno == 0,
+        "SUBSCRIBE: errno {} {:?}",
+        ack.errno,
+        ack.extack
+    );
+    let ack = genl.request(family, NFWATCH_CMD_UNSUBSCRIBE, &[])?;
+    ensure!(
+        ack.errno == 0,
+        "UNSUBSCRIBE: errno {} {:?}",
+        ack.errno,
+        ack.extack
+    );
+    Ok(())
+}
+
+/// 1000 subscribe/unsubscribe cycles and 200 `kill -9`ed subscribers while
+/// watched traffic flows; nothing may be left behind.
+pub fn churn(ctx: &Ctx) -> Result<()> {
+    let flood = Flood::start(WATCHED4, PEER4);
+    let attrs = subscribe_attrs(WATCHED4)?;
+    let mut one = Genl::open()?;
+    let family = one.resolve(NFWATCH_GENL_NAME)?;
+    let start = Instant::now();
+    for i in 0..CYCLES {
+        if i % 2 == 0 {
+            cycle(&mut one, family, &attrs)
+        } else {
+            cycle(&mut Genl::open()?, family, &attrs)
+        }
+        .with_context(|| format!("cycle {i}"))?;
+    }
+    drop(one);
+    ctx.log(&format!(
+        "{CYCLES} subscribe/unsubscribe cycles (half on one socket, half on fresh ones) in {:.1} s",
+        start.elapsed().as_secs_f64()
+    ));
+    let dir = scratch("nfwatch-churn")?;
+    let start = Instant::now();
+    for round in 0..KILLED / ALIVE_AT_ONCE {
+        let mut victims = Vec::new();
+        for i in 0..ALIVE_AT_ONCE {
+            let n = round * ALIVE_AT_ONCE + i;
+            let out = dir.join(format!("victim{n}.jsonl"));
+            victims.push(Watcher::start_args(
+                ctx,
+                "victim",
+                &[WATCHED4],
+                "jsonl",
+                &out,
+                &[],
+            )?);
+        }
+        for victim in victims {
+            victim.kill()?;
+        }
+    }
+    ctx.log(&format!(
+        "{KILLED} subscribers started and killed with SIGKILL ({ALIVE_AT_ONCE} at a time) in {:.1} s",
+        start.elapsed().as_secs_f64()
+    ));
+    let sent = flood.stop()?;
+    ctx.log(&format!("{sent} datagrams sent meanwhile"));
+    wait_subscribers(ctx, 0)?;
+    wait_live_zero(ctx)?;
+    kernel_log_clean()?;
+    still_records(ctx, 29500)
+}
+
+/// A tiny receive buffer under a flood: records are lost, and the CLI's
+/// accounting adds up exactly.
+pub fn overload(ctx: &Ctx) -> Result<()> {
+    let out = ctx.path("tiny.jsonl");
+    let watcher = Watcher::start_args(
+        ctx,
+        "tiny",
+        &[WATCHED4],
+        "jsonl",
+        &out,
+        &["--rcvbuf", "4096"],
+    )?;
+    let before = stats(ctx)?.lost;
+    let flood = Flood::start(WATCHED4, PEER4);
+    let lost = wait_until("records lost in the kernel", deadline(ctx), || {
+        let now = stats(ctx)?.lost;
+        Ok((now > before).then_some(now - before))
+    });
+    let sent = flood.stop()?;
+    lost?;
+    let summary = watcher.stop()?;
+    let records = read_records(&out)?;
+    ctx.log(&format!(
+        "{sent} datagrams sent; the CLI said:\n{}",
+        summary.text
+    ));
+    summary.check_consistent(records.len())?;
+    let [matched, delivered, _] = summary
+        .kernel
+        .context("no `kernel counted` line: the final counters were lost")?;
+    ensure!(
+        summary.written + summary.lost_in_kernel == matched,
+        "written {} + lost {} != matched {matched}",
+        summary.written,
+        summary.lost_in_kernel
+    );
+    ensure!(
+        summary.lost_in_kernel > 0,
+        "nothing lost with a 4 KiB buffer"
+    );
+    ensure!(
+        delivered == summary.written,
+        "kernel delivered {delivered}, CLI wrote {}",
+        summary.written
+    );
+    Ok(())
+}
+
+/// Waits for a CLI that must stop by itself on an output fault; returns
+/// its exit status and output lines.
+fn ended(
+    watcher: &mut Watcher,
+    deadline: Duration,
+) -> Result<(std::process::ExitStatus, Vec<String>)> {
+    let status = watcher.proc().wait_exit(deadline)?;
+    Ok((status, watcher.proc().lines()))
+}
+
+fn has_line(lines: &[String], words: &[&str]) -> bool {
+    lines
+        .iter()
+        .any(|l| l.starts_with("nfwatch: ") && words.iter().all(|w| l.contains(w)))
+}
+
+/// The summary and the file agree, and the file holds only whole records.
+fn intact(lines: &[String], out: &Path) -> Result<usize> {
+    let records = read_records(out)?;
+    Summary::parse(lines)?.check_consistent(records.len())?;
+    Ok(records.len())
+}
+
+fn full_filesystem(ctx: &Ctx) -> Result<()> {
+    let mnt = scratch("nfwatch-full")?;
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&mnt))?;
+    let result = (|| -> Result<()> {
+        let out = mnt.join("out.jsonl");
+        let mut watcher = Watcher::start_args(ctx, "full", &[WATCHED4], "jsonl", &out, &[])?;
+        let flood = Flood::start(WATCHED4, PEER4);
+        let ended = ended(&mut watcher, deadline(ctx));
+        flood.stop()?;
+        let (status, lines) = ended?;
+        ensure!(!status.success(), "full filesystem: the CLI exited 0");
+        ensure!(
+            has_line(&lines, &["cannot write to", "No space left on device"]),
+            "full filesystem: no `cannot write to ...: No space left on device` line in:\n{}",
+            lines.join("\n")
+        );
+        let n = intact(&lines, &out)?;
+        ensure!(n > 0, "full filesystem: no record kept");
+        ctx.log(&format!(
+            "full 64 KiB tmpfs: {status}, {n} whole records kept"
+        ));
+        Ok(())
+    })();
+    let unmounted = run(Command::new("umount").arg(&mnt));
+    result.and(unmounted)
+}
+
+fn removed_file(ctx: &Ctx) -> Result<()> {
+    let dir = scratch("nfwatch-removed")?;
+    let out = dir.join("out.jsonl");
+    let mut watcher = Watcher::start_args(ctx, "removed", &[WATCHED4], "jsonl", &out, &[])?;
+    udp_from(&[WATCHED4], 30000)?;
+    std::fs::remove_file(&out)?;
+    udp_from(&[WATCHED4], 30100)?;
+    watcher.proc().signal(libc::SIGTERM)?;
+    let (status, lines) = ended(&mut watcher, deadline(ctx))?;
+    ctx.log(&format!(
+        "output removed while open: {status}\n{}",
+        lines.join("\n")
+    ));
+    ensure!(
+        !status.success() && has_line(&lines, &["removed"]),
+        "output removed while open: expected a non-zero exit and a line saying the file was removed, got {status}:\n{}",
+        lines.join("\n")
+    );
+    Ok(())
+}
+
+fn closed_pipe(ctx: &Ctx) -> Result<()> {
+    let out = ctx.path("head.jsonl");
+    let script = format!(
+        "'{}' watch --src {WATCHED4} --format jsonl | head -1 > '{}'; echo \"exit ${{PIPESTATUS[0]}}\"",
+        ctx.guest.nfwatch.display(),
+        out.display()
+    );
+    let mut shell = Spawned::start(
+        Command::new("bash").args(["-c", &script]),
+        &ctx.path("head.log"),
+    )?;
+    shell.wait_line("the `subscribed to` line", deadline(ctx), |l| {
+        l.starts_with(super::nfwatch::SUBSCRIBED)
+    })?;
+    let flood = Flood::start(WATCHED4, PEER4);
+    let waited = shell.wait_success(deadline(ctx));
+    flood.stop()?;
+    waited?;
+    let lines = shell.lines();
+    ctx.log(&format!("| head -1:\n{}", lines.join("\n")));
+    let exit = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("exit "))
+        .context("no exit status")?;
+    ensure!(exit != "0", "| head -1: nfwatch exited 0");
+    ensure!(
+        has_line(&lines, &["cannot write to stdout", "Broken pipe"]),
+        "| head -1: no `cannot write to stdout: Broken pipe` line"
+    );
+    let records = read_records(&out)?;
+    ensure!(records.len() == 1, "head got {} records", records.len());
+    Ok(())
+}
+
+fn signal_stops(ctx: &Ctx) -> Result<()> {
+    let seed = ctx.guest.fuzz.seed;
+    let mut rng = Rng::new(seed);
+    let dir = scratch("nfwatch-signals")?;
+    let flood = Flood::start(WATCHED4, PEER4);
+    let result = (|| -> Result<usize> {
+        let mut total = 0;
+        for i in 0..SIGNAL_STOPS {
+            let out = dir.join(format!("stop{i}.jsonl"));
+            let watcher = Watcher::start_args(ctx, "stop", &[WATCHED4], "jsonl", &out, &[])?;
+            let (signal, name) = if rng.below(2) == 0 {
+                (libc::SIGTERM, "SIGTERM")
+            } else {
+                (libc::SIGINT, "SIGINT")
+            };
+            // Not a synchronisation: the random moment under test.
+            let delay = Duration::from_millis(rng.below(800));
+            std::thread::sleep(delay);
+            let mut watcher = watcher;
+            watcher.proc().signal(signal)?;
+            watcher.proc().wait_success(deadline(ctx))?;
+            let n = intact(&watcher.proc().lines(), &out)
+                .with_context(|| format!("{name} after {delay:?}"))?;
+            total += n;
+        }
+        Ok(total)
+    })();
+    flood.stop()?;
+    let total = result?;
+    ctx.log(&format!(
+        "{SIGNAL_STOPS} stops by SIGTERM/SIGINT at random moments (seed {seed}) under a flood: \
+         every file whole, {total} records in all"
+    ));
+    ensure!(total > 0, "no records at all");
+    Ok(())
+}
+
+/// Output on a full filesystem, to a removed file, into a closed pipe, and
+/// signals at random moments: never a partial line, and a clear message.
+pub fn output_faults(ctx: &Ctx) -> Result<()> {
+    let mut failures = Vec::new();
+    for (what, check) in [
+        ("full filesystem", full_filesystem as fn(&Ctx) -> Result<()>),
+        ("closed pipe", closed_pipe),
+        ("signals", signal_stops),
+        ("removed file", removed_file),
+    ] {
+        if let Err(e) = check(ctx) {
+            ctx.log(&format!("{what}: FAILED: {e:#}"));
+            failures.push(format!("{what}: {e:#}"));
+        }
+    }
+    ensure!(failures.is_empty(), "{}", failures.join("; "));
+    Ok(())
+}
+
+/// 50 rmmod/insmod cycles with CLIs attached and traffic flowing: each
+/// rmmod under 1 s of guest time, every CLI exits 0 with a whole file.
+pub fn unload_under_load(ctx: &Ctx) -> Result<()> {
+    let dir = scratch("nfwatch-unload")?;
+    let flood = Flood::start(WATCHED4, PEER4);
+    let result = (|| -> Result<(Duration, usize)> {
+        let mut slowest = Duration::ZERO;
+        let mut records = 0;
+        for i in 0..UNLOAD_CYCLES {
+            if !module_loaded() {
+                insmod(&ctx.guest.module)?;
+            }
+            let mut watchers = Vec::new();
+            for j in 0..ATTACHED {
+                let out = dir.join(format!("cycle{i}-{j}.jsonl"));
+                watchers.push(Watcher::start_args(
+                    ctx,
+                    "attached",
+                    &[WATCHED4],
+                    "jsonl",
+                    &out,
+                    &[],
+                )?);
+            }
+            let baseline = stats(ctx)?.delivered;
+            wait_until(
+                "records delivered to the attached CLIs",
+                deadline(ctx),
+                || Ok((stats(ctx)?.delivered > baseline).then_some(())),
+            )?;
+            let start = Instant::now();
+            rmmod().with_context(|| format!("cycle {i}"))?;
+            let took = start.elapsed();
+            slowest = slowest.max(took);
+            ensure!(
+                took < RMMOD_LIMIT,
+                "cycle {i}: rmmod took {:.3} s",
+                took.as_secs_f64()
+            );
+            for watcher in watchers {
+                let out = watcher.out.clone();
+                let summary = watcher.finish().with_context(|| format!("cycle {i}"))?;
+                let n = read_records(&out)?.len();
+                summary.check_consistent(n)?;
+                records += n;
+            }
+        }
+        Ok((slowest, records))
+    })();
+    let sent = flood.stop()?;
+    let reloaded = if module_loaded() {
+        Ok(())
+    } else {
+        insmod(&ctx.guest.module)
+    };
+    let (slowest, records) = result?;
+    reloaded?;
+    ctx.log(&format!(
+        "{UNLOAD_CYCLES} rmmod/insmod cycles with {ATTACHED} CLIs attached, {sent} datagrams: \
+         slowest rmmod {:.3} s, {records} records, all files whole",
+        slowest.as_secs_f64()
+    ));
+    kernel_log_clean()
+}
