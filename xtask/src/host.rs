@@ -24,18 +24,18 @@ pub struct TestOpts {
 }
 
 /// The programs the guest runs, built on the host.
-struct Binaries {
-    xtask: PathBuf,
-    nfwatch: PathBuf,
+pub(crate) struct Binaries {
+    pub(crate) xtask: PathBuf,
+    pub(crate) nfwatch: PathBuf,
 }
 
 /// What every boot needs.
-struct Env {
-    vng_bin: PathBuf,
-    bins: Binaries,
+pub(crate) struct Env {
+    pub(crate) vng_bin: PathBuf,
+    pub(crate) bins: Binaries,
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(util::workspace_root());
     cmd
@@ -78,7 +78,7 @@ fn path_arg(path: &Path) -> String {
 }
 
 /// Boots `kernel` running `guest_cmd` with its module and binaries, writing to `out`.
-fn boot_guest(
+pub(crate) fn boot_guest(
     env: &Env,
     kernel: &Kernel,
     ko: &Path,

@@ -1,5 +1,6 @@
 //! nfwatch's build, test and demo runner: `cargo xtask help`.
 
+mod bench;
 mod debug_kernel;
 mod deps;
 mod guest;
@@ -64,6 +65,21 @@ enum Cmd {
         #[arg(long)]
         kernel: Option<String>,
     },
+    /// Benchmark against tcpdump and NFLOG in one 6.12 VM (not part of `test`).
+    Bench {
+        /// Rounds over all configurations (medians are reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds the generator sends per measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// udp and/or tcp (repeatable; default both).
+        #[arg(long)]
+        proto: Vec<String>,
+        /// Also profile `nfwatch watch` (jsonl, UDP) with perf in the guest.
+        #[arg(long)]
+        perf: bool,
+    },
     /// (in the VM) Run the scenarios.
     #[command(hide = true)]
     GuestScenarios(guest::GuestArgs),
@@ -76,6 +92,12 @@ enum Cmd {
     /// (in the VM) One netlink fuzzing client; prints its tally as JSON.
     #[command(hide = true)]
     GuestFuzzClient(guest::fuzz::ClientArgs),
+    /// (in the VM) The benchmark's measurements.
+    #[command(hide = true)]
+    GuestBench(guest::BenchArgs),
+    /// (in the VM) The benchmark's traffic generator.
+    #[command(hide = true)]
+    GuestGen(guest::GenArgs),
 }
 
 fn main() -> ExitCode {
@@ -130,5 +152,23 @@ fn dispatch(command: Cmd) -> Result<bool> {
         Cmd::GuestDemo(args) => guest::demo(&args).map(|()| true),
         Cmd::GuestPeer(args) => guest::peer(&args).map(|()| true),
         Cmd::GuestFuzzClient(args) => guest::fuzz::client(&args).map(|()| true),
+        Cmd::Bench {
+            rounds,
+            seconds,
+            proto,
+            perf,
+        } => bench::bench(&bench::BenchOpts {
+            rounds,
+            seconds,
+            perf,
+            protos: if proto.is_empty() {
+                vec!["udp".into(), "tcp".into()]
+            } else {
+                proto
+            },
+        })
+        .map(|()| true),
+        Cmd::GuestBench(args) => guest::bench::bench(&args).map(|()| true),
+        Cmd::GuestGen(args) => guest::generator::gen(&args).map(|()| true),
     }
 }

@@ -1,6 +1,8 @@
 //! The guest side: runs inside the VM as root.
 
+pub mod bench;
 pub mod fuzz;
+pub mod generator;
 mod genl;
 mod net;
 mod nfwatch;
@@ -9,6 +11,9 @@ mod proc;
 mod reliability;
 mod scenarios;
 mod traffic;
+
+pub use bench::BenchArgs;
+pub use generator::GenArgs;
 
 use crate::results::{Outcome, Results};
 use crate::util::{run, stdout_of};

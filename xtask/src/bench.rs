@@ -1,0 +1,389 @@
+//! `cargo xtask bench`: nfwatch against tcpdump and NFLOG in one 6.12 VM
+//! (issue #4). The guest (guest/bench.rs) measures; the host builds release
+//! binaries, boots, and turns the raw samples into medians and a table.
+
+use crate::host;
+use crate::util::{self, run, stdout_of, step};
+use crate::{deps, kernels, kmod};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// The configurations, in the order each round runs them.
+pub const CONFIGS: &[&str] = &[
+    "0 nothing watching (module not loaded)",
+    "1 module loaded, nobody subscribed",
+    "2 nfwatch watch, 256 prefixes matching nothing",
+    "3 nfwatch watch --format jsonl (all traffic)",
+    "4 nfwatch watch --format text (all traffic)",
+    "5 tcpdump -w on the egress device",
+    "6 nft `log group 1` + tcpdump -i nflog:1 -w",
+];
+
+/// Raw samples file the guest writes (in target/vm/bench/).
+pub const RAW: &str = "bench-raw.json";
+
+/// One measurement: one configuration, one protocol, one round.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sample {
+    pub proto: String,
+    pub config: usize,
+    pub round: usize,
+    /// Packets the generator sent (UDP datagrams; TCP segments).
+    pub packets: u64,
+    pub gen_seconds: f64,
+    /// The generator's own CPU time (getrusage).
+    pub gen_cpu_seconds: f64,
+    /// Records written / packets captured by the tool, if it records.
+    pub records: Option<u64>,
+    /// Lines in nfwatch's output file (a cross-check of `records`).
+    pub file_lines: Option<u64>,
+    /// Drops the tool itself reports (nfwatch: lost + overruns; tcpdump:
+    /// dropped by kernel).
+    pub dropped: Option<u64>,
+    /// Guest-wide busy CPU seconds from the start of sending until the tool drained.
+    pub busy_seconds: f64,
+    /// From the generator's end until the tool had exited.
+    pub drain_seconds: f64,
+}
+
+/// The small-buffer run: does nfwatch account for every matched packet?
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Accounting {
+    pub proto: String,
+    pub rcvbuf: u64,
+    pub packets: u64,
+    pub written: u64,
+    pub file_lines: u64,
+    pub lost_in_kernel: u64,
+    pub overruns: u64,
+    pub gaps: u64,
+    /// matched, delivered, lost from the CLI's `kernel counted` line.
+    pub kernel: Option<[u64; 3]>,
+    /// Global `matched` of `nfwatch stats --json`, before and after.
+    pub stats_matched_delta: u64,
+    /// written + lost_in_kernel == matched (kernel counted) == stats delta.
+    pub exact: bool,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Raw {
+    pub kernel: String,
+    pub rounds: usize,
+    pub seconds: f64,
+    pub samples: Vec<Sample>,
+    pub accounting: Vec<Accounting>,
+    /// Measurements that failed (they are missing from `samples`).
+    pub errors: Vec<String>,
+}
+
+/// Medians over the rounds of one (protocol, configuration).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Row {
+    pub proto: String,
+    pub config: usize,
+    pub name: String,
+    pub rounds: usize,
+    pub pps: f64,
+    /// Median over rounds of pps / pps of (0) in the same round.
+    pub pps_ratio: Option<f64>,
+    /// Median of records / packets sent.
+    pub recorded: Option<f64>,
+    pub dropped: Option<f64>,
+    pub cpu_per_mpkt: f64,
+    /// Median over rounds of CPU per packet / CPU per packet of (0).
+    pub cpu_ratio: Option<f64>,
+}
+
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    })
+}
+
+fn pps(s: &Sample) -> f64 {
+    s.packets as f64 / s.gen_seconds
+}
+
+fn cpu_per_mpkt(s: &Sample) -> f64 {
+    s.busy_seconds / (s.packets as f64 / 1e6)
+}
+
+/// Median of `f(sample) / f(baseline of the same round)`: paired by round.
+fn paired_ratio(
+    samples: &[&Sample],
+    baseline: &[&Sample],
+    f: impl Fn(&Sample) -> f64,
+) -> Option<f64> {
+    let ratios: Vec<f64> = samples
+        .iter()
+        .filter_map(|s| {
+            let base = baseline.iter().find(|b| b.round == s.round)?;
+            Some(f(s) / f(base))
+        })
+        .collect();
+    median(&ratios)
+}
+
+pub fn summarize(samples: &[Sample]) -> Vec<Row> {
+    let mut protos: Vec<&str> = Vec::new();
+    for s in samples {
+        if !protos.contains(&s.proto.as_str()) {
+            protos.push(&s.proto);
+        }
+    }
+    let mut rows = Vec::new();
+    for proto in protos {
+        let of = |config: usize| -> Vec<&Sample> {
+            samples
+                .iter()
+                .filter(|s| s.proto == proto && s.config == config)
+                .collect()
+        };
+        let baseline = of(0);
+        for (config, name) in CONFIGS.iter().enumerate() {
+            let these = of(config);
+            if these.is_empty() {
+                continue;
+            }
+            let values = |f: &dyn Fn(&Sample) -> Option<f64>| -> Option<f64> {
+                median(&these.iter().filter_map(|s| f(s)).collect::<Vec<_>>())
+            };
+            rows.push(Row {
+                proto: proto.to_string(),
+                config,
+                name: name.to_string(),
+                rounds: these.len(),
+                pps: values(&|s| Some(pps(s))).unwrap_or(f64::NAN),
+                pps_ratio: paired_ratio(&these, &baseline, pps),
+                recorded: values(&|s| s.records.map(|r| r as f64 / s.packets as f64)),
+                dropped: values(&|s| s.dropped.map(|d| d as f64)),
+                cpu_per_mpkt: values(&|s| Some(cpu_per_mpkt(s))).unwrap_or(f64::NAN),
+                cpu_ratio: paired_ratio(&these, &baseline, cpu_per_mpkt),
+            });
+        }
+    }
+    rows
+}
+
+fn opt(value: Option<f64>, fmt: impl Fn(f64) -> String) -> String {
+    value.map(fmt).unwrap_or_else(|| "–".into())
+}
+
+/// The markdown table of `rows`.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| proto | configuration | packets/s | vs (0) | recorded | dropped (tool) | CPU s / M packets | vs (0) |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {} | {:.0} | {} | {} | {} | {:.2} | {} |\n",
+            r.proto,
+            r.name,
+            r.pps,
+            opt(r.pps_ratio, |x| format!("{x:.3}")),
+            opt(r.recorded, |x| format!("{:.2}%", x * 100.0)),
+            opt(r.dropped, |x| format!("{x:.0}")),
+            r.cpu_per_mpkt,
+            opt(r.cpu_ratio, |x| format!("{x:.2}")),
+        ));
+    }
+    out
+}
+
+/// What target/bench/results.json holds.
+#[derive(Serialize)]
+struct Report<'a> {
+    command: &'a str,
+    date: String,
+    kernel: &'a str,
+    vcpus: u32,
+    rounds: usize,
+    seconds_per_run: f64,
+    rows: Vec<Row>,
+    accounting: &'a [Accounting],
+    errors: &'a [String],
+    samples: &'a [Sample],
+}
+
+pub struct BenchOpts {
+    pub rounds: usize,
+    pub seconds: f64,
+    pub protos: Vec<String>,
+    /// Profile configuration 3 with perf (target/vm/bench/perf-config3.txt).
+    pub perf: bool,
+}
+
+/// `cargo xtask bench`.
+pub fn bench(opts: &BenchOpts) -> Result<()> {
+    if opts.rounds == 0 || opts.seconds <= 0.0 {
+        bail!("--rounds and --seconds must be positive");
+    }
+    let vng_bin = deps::ensure()?;
+    let kernel = kernels::tested(Some(kernels::DEMO_SERIES))?.remove(0);
+    let ko = kmod::build(&kernel)?;
+    step("build nfwatch and xtask (release)");
+    run(host::cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "nfwatch",
+        "--package",
+        "xtask",
+    ]))?;
+    let release = util::target_dir().join("release");
+    let env = host::Env {
+        vng_bin,
+        bins: host::Binaries {
+            xtask: release.join("xtask"),
+            nfwatch: release.join("nfwatch"),
+        },
+    };
+    step(&format!(
+        "bench VM on {} (QEMU TCG, 2 vCPUs)",
+        kernel.version
+    ));
+    let out = util::target_dir().join("vm").join("bench");
+    let mut extra = vec![
+        "--rounds".to_string(),
+        opts.rounds.to_string(),
+        "--seconds".to_string(),
+        opts.seconds.to_string(),
+    ];
+    for proto in &opts.protos {
+        extra.extend(["--proto".to_string(), proto.clone()]);
+    }
+    if opts.perf {
+        extra.push("--perf".into());
+    }
+    let runs = opts.rounds * opts.protos.len().max(1) * CONFIGS.len() + 2;
+    let deadline = Duration::from_secs(600 + runs as u64 * (opts.seconds as u64 + 60));
+    let status = host::boot_guest(&env, &kernel, &ko, "guest-bench", &out, &extra, deadline)?;
+    let raw = read_raw(&out)?;
+    let rows = summarize(&raw.samples);
+    let report = Report {
+        command: "cargo xtask bench",
+        date: stdout_of(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?
+            .trim()
+            .to_string(),
+        kernel: &raw.kernel,
+        vcpus: 2,
+        rounds: raw.rounds,
+        seconds_per_run: raw.seconds,
+        rows: rows.clone(),
+        accounting: &raw.accounting,
+        errors: &raw.errors,
+        samples: &raw.samples,
+    };
+    let dir = util::target_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    step("results");
+    println!(
+        "{} on {}, {} rounds of {} s, medians ({}):\n",
+        report.command, report.kernel, report.rounds, report.seconds_per_run, report.date
+    );
+    print!("{}", table(&rows));
+    for a in &raw.accounting {
+        println!(
+            "\naccounting ({}, --rcvbuf {}): {} packets, wrote {} (file {} lines), lost in kernel {}, \
+             {} overruns, {} gaps; kernel counted {:?} (matched, delivered, lost); stats matched +{}: {}",
+            a.proto,
+            a.rcvbuf,
+            a.packets,
+            a.written,
+            a.file_lines,
+            a.lost_in_kernel,
+            a.overruns,
+            a.gaps,
+            a.kernel,
+            a.stats_matched_delta,
+            if a.exact { "EXACT" } else { "NOT EXACT" }
+        );
+    }
+    for e in &raw.errors {
+        println!("error: {e}");
+    }
+    println!("\n(written to {})", path.display());
+    if opts.perf {
+        println!("perf profile: {}", out.join("perf-config3.txt").display());
+    }
+    if !status.success() || !raw.errors.is_empty() {
+        bail!("the bench guest failed ({status}); see {}", out.display());
+    }
+    Ok(())
+}
+
+fn read_raw(dir: &Path) -> Result<Raw> {
+    let path = dir.join(RAW);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(config: usize, round: usize, packets: u64, busy: f64) -> Sample {
+        Sample {
+            proto: "udp".into(),
+            config,
+            round,
+            packets,
+            gen_seconds: 1.0,
+            gen_cpu_seconds: 0.5,
+            records: (config >= 3).then_some(packets),
+            file_lines: None,
+            dropped: (config >= 2).then_some(0),
+            busy_seconds: busy,
+            drain_seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[f64::NAN, 5.0]), Some(5.0));
+    }
+
+    #[test]
+    fn ratios_are_paired_by_round_and_tabled() {
+        // Round 1 is twice as fast for both: the paired ratio stays 0.5.
+        let samples = vec![
+            sample(0, 0, 1000, 1.0),
+            sample(3, 0, 500, 1.0),
+            sample(0, 1, 2000, 1.0),
+            sample(3, 1, 1000, 1.0),
+            sample(0, 2, 1000, 1.0),
+            sample(3, 2, 500, 1.0),
+        ];
+        let rows = summarize(&samples);
+        assert_eq!(rows.len(), 2);
+        let r = &rows[1];
+        assert_eq!((r.config, r.rounds), (3, 3));
+        assert_eq!(r.pps, 500.0);
+        assert_eq!(r.pps_ratio, Some(0.5));
+        assert_eq!(r.recorded, Some(1.0));
+        assert_eq!(r.cpu_ratio, Some(2.0));
+        let text = table(&rows);
+        assert_eq!(text.lines().count(), 4);
+        assert!(text.contains("| udp | 3 nfwatch watch --format jsonl (all traffic) | 500 | 0.500 | 100.00% | 0 | 2000.00 | 2.00 |"), "{text}");
+        assert!(text.contains("| 1000 | 1.000 | – | – |"), "{text}");
+    }
+}

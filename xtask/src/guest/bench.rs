@@ -1,0 +1,469 @@
+//! `guest-bench`: the measurements of `cargo xtask bench` (see crate::bench),
+//! all in one boot. Outputs go to a tmpfs; raw samples to --out.
+
+use super::generator::{busy_seconds, GenReport};
+use super::nfwatch::{Summary, DEADLINE, SUBSCRIBED};
+use super::proc::Spawned;
+use super::{insmod, module_loaded, net, rmmod};
+use crate::bench::{Accounting, Raw, Sample, CONFIGS, RAW};
+use crate::util::{run, stdout_of, wait_until};
+use anyhow::{bail, ensure, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[arg(long)]
+    module: PathBuf,
+    #[arg(long)]
+    nfwatch: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// udp and/or tcp (repeatable; default both).
+    #[arg(long)]
+    proto: Vec<String>,
+    /// Also profile configuration 3 once with `perf record -a -g`.
+    #[arg(long)]
+    perf: bool,
+}
+
+/// The dummy device UDP leaves by (and is dropped on).
+const DUMMY: &str = "nfwb0";
+/// The source address of all generated traffic.
+const SRC: &str = "10.40.0.1";
+/// UDP destination: on-link behind the dummy (NOARP: no neighbour needed).
+const UDP_DST: &str = "10.40.0.2:9";
+/// The local TCP listener (guest-peer), reached through lo.
+const TCP_DST: &str = "10.40.0.1:5002";
+/// Where the tools write (a tmpfs).
+const TMP: &str = "/tmp/nfwbench";
+/// The nftables table of configuration 6.
+const NFT_TABLE: &str = "nfwbench";
+/// tcpdump's capture length and buffer (KiB): headers only, like nfwatch's
+/// records, and a buffer the size of nfwatch's default receive buffer.
+const SNAPLEN: &str = "128";
+const TCPDUMP_BUFFER_KIB: &str = "8192";
+/// A pcap file that has not grown for this long is taken as drained
+/// (longer than libpcap's 1 s TPACKET_V3 block timeout).
+const PCAP_SETTLED: Duration = Duration::from_secs(2);
+/// The small receive buffer of the accounting run.
+const SMALL_RCVBUF: u64 = 4096;
+
+struct Bench<'a> {
+    args: &'a BenchArgs,
+    logs: PathBuf,
+}
+
+fn setup() -> Result<()> {
+    for cmd in [
+        "link set lo up".to_string(),
+        format!("link add {DUMMY} type dummy"),
+        format!("addr add {SRC}/24 dev {DUMMY}"),
+        format!("link set {DUMMY} up"),
+    ] {
+        run(Command::new("ip").args(cmd.split_whitespace()))?;
+    }
+    std::fs::create_dir_all(TMP).with_context(|| format!("cannot create {TMP}"))?;
+    run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=1200m", "nfwbench", TMP]))
+}
+
+/// The egress device of `proto`'s traffic.
+fn device(proto: &str) -> &'static str {
+    if proto == "tcp" {
+        "lo"
+    } else {
+        DUMMY
+    }
+}
+
+fn dst(proto: &str) -> &'static str {
+    if proto == "tcp" {
+        TCP_DST
+    } else {
+        UDP_DST
+    }
+}
+
+/// 256 /24 prefixes, none holding SRC.
+fn unmatched_prefixes() -> Vec<String> {
+    (0..256).map(|i| format!("172.16.{i}.0/24")).collect()
+}
+
+/// Lines (newlines) in a file.
+fn count_lines(path: &Path) -> Result<u64> {
+    let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(data.iter().filter(|&&b| b == b'\n').count() as u64)
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The number before `suffix` in tcpdump's exit statistics.
+fn tcpdump_count(lines: &[String], suffix: &str) -> Result<u64> {
+    lines
+        .iter()
+        .find_map(|l| l.strip_suffix(suffix))
+        .and_then(|n| n.trim().parse().ok())
+        .with_context(|| format!("no `N {suffix}` line from tcpdump"))
+}
+
+fn nft(script: &str) -> Result<()> {
+    run(Command::new("nft").args(script.split_whitespace()))
+}
+
+/// What a tool said once drained.
+#[derive(Default)]
+struct Drained {
+    records: Option<u64>,
+    file_lines: Option<u64>,
+    dropped: Option<u64>,
+    summary: Option<Summary>,
+}
+
+/// A tool running during one measurement.
+enum Tool {
+    None,
+    Nfwatch { proc: Spawned, out: PathBuf },
+    Tcpdump { proc: Spawned, out: PathBuf },
+}
+
+impl Bench<'_> {
+    fn log(&self, name: &str) -> PathBuf {
+        self.logs.join(name)
+    }
+
+    fn nfwatch(
+        &self,
+        tag: &str,
+        srcs: &[String],
+        format: &str,
+        rcvbuf: Option<u64>,
+    ) -> Result<Tool> {
+        let out = Path::new(TMP).join(format!("{tag}.{format}"));
+        let mut cmd = Command::new(&self.args.nfwatch);
+        cmd.args(["watch", "--format", format, "-o"]).arg(&out);
+        for src in srcs {
+            cmd.args(["--src", src]);
+        }
+        if let Some(bytes) = rcvbuf {
+            cmd.args(["--rcvbuf", &bytes.to_string()]);
+        }
+        let mut proc = Spawned::start(&mut cmd, &self.log(&format!("{tag}.nfwatch.log")))?;
+        proc.wait_line("nfwatch's `subscribed to` line", DEADLINE, |l| {
+            l.starts_with(SUBSCRIBED)
+        })?;
+        Ok(Tool::Nfwatch { proc, out })
+    }
+
+    fn tcpdump(&self, tag: &str, interface: &str) -> Result<Tool> {
+        let out = Path::new(TMP).join(format!("{tag}.pcap"));
+        let mut cmd = Command::new("tcpdump");
+        cmd.args(["-i", interface, "-n", "-Z", "root", "-s", SNAPLEN])
+            .args(["-B", TCPDUMP_BUFFER_KIB, "-w"])
+            .arg(&out);
+        if !interface.starts_with("nflog") {
+            cmd.args(["src", "host", SRC]);
+        }
+        let mut proc = Spawned::start(&mut cmd, &self.log(&format!("{tag}.tcpdump.log")))?;
+        proc.wait_line("tcpdump's `listening on` line", DEADLINE, |l| {
+            l.contains("listening on")
+        })?;
+        Ok(Tool::Tcpdump { proc, out })
+    }
+
+    fn generate(&self, tag: &str, proto: &str) -> Result<GenReport> {
+        let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
+        let mut cmd = Command::new(xtask);
+        cmd.args([
+            "guest-gen",
+            "--proto",
+            proto,
+            "--src",
+            SRC,
+            "--dst",
+            dst(proto),
+        ])
+        .args(["--seconds", &self.args.seconds.to_string()]);
+        let mut gen = Spawned::start(&mut cmd, &self.log(&format!("{tag}.gen.log")))?;
+        gen.wait_success(Duration::from_secs_f64(self.args.seconds) + DEADLINE)?;
+        let lines = gen.lines();
+        let line = lines
+            .iter()
+            .find(|l| l.starts_with('{'))
+            .context("no report from the generator")?;
+        serde_json::from_str(line).with_context(|| format!("bad generator report {line}"))
+    }
+
+    /// Starts configuration `config`'s tool.
+    fn start(&self, tag: &str, proto: &str, config: usize) -> Result<Tool> {
+        let want_module = (1..=4).contains(&config);
+        if want_module && !module_loaded() {
+            insmod(&self.args.module)?;
+        } else if !want_module && module_loaded() {
+            rmmod()?;
+        }
+        let all = [format!("{SRC}/32")];
+        Ok(match config {
+            0 | 1 => Tool::None,
+            2 => self.nfwatch(tag, &unmatched_prefixes(), "jsonl", None)?,
+            3 => self.nfwatch(tag, &all, "jsonl", None)?,
+            4 => self.nfwatch(tag, &all, "text", None)?,
+            5 => self.tcpdump(tag, device(proto))?,
+            6 => {
+                nft(&format!("add table ip {NFT_TABLE}"))?;
+                nft(&format!(
+                    "add chain ip {NFT_TABLE} out {{ type filter hook output priority 0 ; }}"
+                ))?;
+                nft(&format!(
+                    "add rule ip {NFT_TABLE} out ip saddr {SRC} log group 1"
+                ))?;
+                self.tcpdump(tag, "nflog:1")?
+            }
+            _ => bail!("no configuration {config}"),
+        })
+    }
+
+    /// Stops `tool` once drained: (records, file lines, dropped).
+    fn drain(tool: Tool) -> Result<Drained> {
+        match tool {
+            Tool::None => Ok(Drained::default()),
+            Tool::Nfwatch { mut proc, out } => {
+                proc.signal(libc::SIGTERM)?;
+                proc.wait_success(DEADLINE)?;
+                let summary = Summary::parse(&proc.lines())?;
+                let lines = count_lines(&out)?;
+                std::fs::remove_file(&out)?;
+                Ok(Drained {
+                    records: Some(summary.written),
+                    file_lines: Some(lines),
+                    dropped: Some(summary.lost_in_kernel + summary.overruns),
+                    summary: Some(summary),
+                })
+            }
+            Tool::Tcpdump { mut proc, out } => {
+                let mut last = (file_size(&out), Instant::now());
+                wait_until("tcpdump's file to stop growing", DEADLINE, || {
+                    let size = file_size(&out);
+                    if size != last.0 {
+                        last = (size, Instant::now());
+                    }
+                    Ok((last.1.elapsed() >= PCAP_SETTLED).then_some(()))
+                })?;
+                proc.signal(libc::SIGINT)?;
+                proc.wait_success(DEADLINE)?;
+                let lines = proc.lines();
+                let captured = tcpdump_count(&lines, " packets captured")?;
+                let dropped = tcpdump_count(&lines, " packets dropped by kernel")?;
+                std::fs::remove_file(&out)?;
+                Ok(Drained {
+                    records: Some(captured),
+                    dropped: Some(dropped),
+                    ..Drained::default()
+                })
+            }
+        }
+    }
+
+    fn measure(&self, proto: &str, config: usize, round: usize) -> Result<Sample> {
+        let tag = format!("r{round}-{proto}-c{config}");
+        let tool = self.start(&tag, proto, config)?;
+        let report = self.generate(&tag, proto);
+        let gen_end = Instant::now();
+        let drained = Self::drain(tool);
+        let busy_end = busy_seconds()?;
+        if config == 6 {
+            nft(&format!("delete table ip {NFT_TABLE}"))?;
+        }
+        let report = report?;
+        let drained = drained?;
+        let busy_end = if config <= 1 {
+            report.busy_end
+        } else {
+            busy_end
+        };
+        Ok(Sample {
+            proto: proto.into(),
+            config,
+            round,
+            packets: report.packets,
+            gen_seconds: report.seconds,
+            gen_cpu_seconds: report.cpu_seconds,
+            records: drained.records,
+            file_lines: drained.file_lines,
+            dropped: drained.dropped,
+            busy_seconds: busy_end - report.busy_start,
+            drain_seconds: if config <= 1 {
+                0.0
+            } else {
+                gen_end.elapsed().as_secs_f64()
+            },
+        })
+    }
+
+    /// nfwatch with a tiny receive buffer: written + lost must equal matched.
+    fn accounting(&self, proto: &str) -> Result<Accounting> {
+        if !module_loaded() {
+            insmod(&self.args.module)?;
+        }
+        let tag = format!("accounting-{proto}");
+        let before = matched(&self.args.nfwatch)?;
+        let tool = self.nfwatch(&tag, &[format!("{SRC}/32")], "jsonl", Some(SMALL_RCVBUF))?;
+        let report = self.generate(&tag, proto)?;
+        let drained = Self::drain(tool)?;
+        let summary = drained.summary.context("no nfwatch summary")?;
+        let delta = matched(&self.args.nfwatch)? - before;
+        let exact = summary
+            .kernel
+            .is_some_and(|[m, _, _]| m == summary.written + summary.lost_in_kernel && m == delta);
+        Ok(Accounting {
+            proto: proto.into(),
+            rcvbuf: SMALL_RCVBUF,
+            packets: report.packets,
+            written: summary.written,
+            file_lines: drained.file_lines.unwrap_or(0),
+            lost_in_kernel: summary.lost_in_kernel,
+            overruns: summary.overruns,
+            gaps: summary.gaps,
+            kernel: summary.kernel,
+            stats_matched_delta: delta,
+            exact,
+        })
+    }
+}
+
+impl Bench<'_> {
+    /// `perf record -a -g` (cpu-clock: TCG has no PMU) over one UDP run of
+    /// configuration 3; the report goes to perf-config3.txt.
+    fn profile(&self) -> Result<()> {
+        if !module_loaded() {
+            insmod(&self.args.module)?;
+        }
+        let data = Path::new(TMP).join("perf.data");
+        let tool = self.nfwatch("perf", &[format!("{SRC}/32")], "jsonl", None)?;
+        let mut perf = Spawned::start(
+            Command::new("perf")
+                .args(["record", "-a", "-g", "-e", "cpu-clock", "-o"])
+                .arg(&data)
+                .args(["--", "sleep", &self.args.seconds.to_string()]),
+            &self.log("perf-record.log"),
+        )?;
+        let report = self.generate("perf", "udp")?;
+        perf.wait_success(DEADLINE)?;
+        let drained = Self::drain(tool)?;
+        let text = stdout_of(
+            Command::new("perf")
+                .args(["report", "--stdio", "--no-children", "-g", "none"])
+                .args(["--sort", "comm,dso,sym", "--percent-limit", "0.5", "-i"])
+                .arg(&data),
+        )?;
+        let head = format!(
+            "# nfwatch watch --format jsonl, UDP: {} packets, {:?} records\n",
+            report.packets, drained.records
+        );
+        std::fs::write(self.args.out.join("perf-config3.txt"), head + &text)?;
+        std::fs::remove_file(&data)?;
+        Ok(())
+    }
+}
+
+/// The module's global matched counter.
+fn matched(nfwatch: &Path) -> Result<u64> {
+    let text = stdout_of(Command::new(nfwatch).args(["stats", "--json"]))?;
+    let value: serde_json::Value =
+        serde_json::from_str(text.trim()).with_context(|| format!("bad stats output: {text}"))?;
+    value["global"]["matched"]
+        .as_u64()
+        .with_context(|| format!("no global.matched in {text}"))
+}
+
+/// `guest-bench`.
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.out)?;
+    let protos = if args.proto.is_empty() {
+        vec!["udp".to_string(), "tcp".to_string()]
+    } else {
+        args.proto.clone()
+    };
+    for proto in &protos {
+        ensure!(proto == "udp" || proto == "tcp", "unknown protocol {proto}");
+    }
+    let bench = Bench {
+        args,
+        logs: args.out.join("logs"),
+    };
+    std::fs::create_dir_all(&bench.logs)?;
+    setup().context("bench network and tmpfs")?;
+    let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
+    let mut listener = Spawned::start(
+        net::in_ns(None, &xtask.to_string_lossy()).args(["guest-peer", "--tcp", TCP_DST]),
+        &bench.log("listener.log"),
+    )?;
+    listener.wait_line("the TCP listener", DEADLINE, |l| l == "ready")?;
+    let mut raw = Raw {
+        kernel: stdout_of(Command::new("uname").arg("-r"))?
+            .trim()
+            .to_string(),
+        rounds: args.rounds,
+        seconds: args.seconds,
+        ..Raw::default()
+    };
+    for round in 0..args.rounds {
+        for proto in &protos {
+            for config in 0..CONFIGS.len() {
+                let started = Instant::now();
+                match bench.measure(proto, config, round) {
+                    Ok(s) => {
+                        println!(
+                            "round {round} {proto} config {config}: {} packets in {:.2} s, records {:?}, dropped {:?}, busy {:.2} s, drain {:.2} s ({:.1} s in all)",
+                            s.packets, s.gen_seconds, s.records, s.dropped, s.busy_seconds, s.drain_seconds,
+                            started.elapsed().as_secs_f64()
+                        );
+                        raw.samples.push(s);
+                    }
+                    Err(e) => {
+                        let msg = format!("round {round} {proto} config {config}: {e:#}");
+                        println!("FAILED {msg}");
+                        raw.errors.push(msg);
+                    }
+                }
+                write_raw(&args.out, &raw)?;
+            }
+        }
+    }
+    for proto in &protos {
+        match bench.accounting(proto) {
+            Ok(a) => {
+                println!("accounting {proto}: {a:?}");
+                raw.accounting.push(a);
+            }
+            Err(e) => raw.errors.push(format!("accounting {proto}: {e:#}")),
+        }
+        write_raw(&args.out, &raw)?;
+    }
+    if args.perf {
+        if let Err(e) = bench.profile() {
+            raw.errors.push(format!("perf profile: {e:#}"));
+            write_raw(&args.out, &raw)?;
+        }
+    }
+    if module_loaded() {
+        rmmod()?;
+    }
+    std::fs::write(
+        args.out.join("dmesg.txt"),
+        stdout_of(&mut Command::new("dmesg"))?,
+    )?;
+    Ok(())
+}
+
+fn write_raw(out: &Path, raw: &Raw) -> Result<()> {
+    let path = out.join(RAW);
+    std::fs::write(&path, serde_json::to_string_pretty(raw)?)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
