@@ -371,7 +371,16 @@ impl LineSink {
         self.flush()?;
         match &self.destination {
             Destination::Stdout(_) => Ok(()),
-            Destination::File { file, .. } => file.sync_all(),
+            Destination::File { file, .. } => {
+                file.sync_all()?;
+                // Writes to an unlinked file succeed; the records are lost all the same.
+                if std::os::unix::fs::MetadataExt::nlink(&file.metadata()?) == 0 {
+                    return Err(io::Error::other(
+                        "the file was removed while nfwatch was writing it",
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 
