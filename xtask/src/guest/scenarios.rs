@@ -28,10 +28,11 @@ const ALL: &[(&str, Scenario)] = &[
     ("unprivileged", unprivileged),
     ("fuzz_netlink", super::fuzz::fuzz_netlink),
     ("privilege", super::reliability::privilege),
-    ("churn", super::reliability::churn),
     ("overload", super::reliability::overload),
     ("output_faults", super::reliability::output_faults),
     ("unload_under_load", super::reliability::unload_under_load),
+    // Last: it has crashed the guest (see README, Reliability).
+    ("churn", super::reliability::churn),
 ];
 
 /// The scenarios named (all when none), in the canonical order.
