@@ -44,12 +44,48 @@ fn protocol(number: u8) -> Option<(&'static str, &'static str)> {
         .map(|&(_, lower, upper)| (lower, upper))
 }
 
-fn write_proto(out: &mut Vec<u8>, number: u8, upper: bool) -> io::Result<()> {
+fn write_proto(out: &mut Vec<u8>, number: u8, upper: bool) {
     match protocol(number) {
         Some((lower, upper_name)) => {
-            out.write_all(if upper { upper_name } else { lower }.as_bytes())
+            out.extend_from_slice(if upper { upper_name } else { lower }.as_bytes())
         }
-        None => write!(out, "{number}"),
+        None => push_num(out, number),
+    }
+}
+
+// The primitives below write straight into the line buffer: core::fmt costs
+// more than the rest of a record's formatting, and this runs per packet.
+
+fn push_num(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// The number, or `none` when there is none.
+fn push_opt_num(out: &mut Vec<u8>, value: Option<impl itoa::Integer>, none: &[u8]) {
+    match value {
+        Some(n) => push_num(out, n),
+        None => out.extend_from_slice(none),
+    }
+}
+
+fn push_bool(out: &mut Vec<u8>, value: bool) {
+    out.extend_from_slice(if value { b"true" } else { b"false" });
+}
+
+fn push_ip(out: &mut Vec<u8>, addr: IpAddr) {
+    match addr {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_num(out, octet);
+            }
+        }
+        // RFC 5952 compression is worth the library; writing to a Vec cannot fail.
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
@@ -61,7 +97,7 @@ thread_local! {
 
 /// RFC 3339 in UTC with exactly nine fractional digits.
 fn write_ts(out: &mut Vec<u8>, ts_ns: u64) -> io::Result<()> {
-    let (second, nanos) = (ts_ns / 1_000_000_000, ts_ns % 1_000_000_000);
+    let (second, mut nanos) = (ts_ns / 1_000_000_000, ts_ns % 1_000_000_000);
     let (cached, mut text) = LAST_SECOND.get();
     if cached != second {
         let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
@@ -72,8 +108,14 @@ fn write_ts(out: &mut Vec<u8>, ts_ns: u64) -> io::Result<()> {
             .map_err(|e| io::Error::other(e.to_string()))?;
         LAST_SECOND.set((second, text));
     }
+    let mut fraction = *b".000000000Z";
+    for digit in fraction[1..10].iter_mut().rev() {
+        *digit = b'0' + (nanos % 10) as u8;
+        nanos /= 10;
+    }
     out.extend_from_slice(&text);
-    write!(out, ".{nanos:09}Z")
+    out.extend_from_slice(&fraction);
+    Ok(())
 }
 
 fn family_name(family: Family) -> &'static str {
@@ -86,123 +128,155 @@ fn family_name(family: Family) -> &'static str {
 /// Appends one line (with '\n') for `record` to `out`.
 pub fn format_record(out: &mut Vec<u8>, format: Format, record: &Record) -> io::Result<()> {
     match format {
-        Format::Text => format_text(out, record),
-        Format::Csv => format_csv(out, record),
-        Format::Jsonl => format_json(out, record),
+        Format::Text => {
+            write_ts(out, record.ts_ns)?;
+            format_text(out, record);
+        }
+        Format::Csv => {
+            write_ts(out, record.ts_ns)?;
+            format_csv(out, record);
+        }
+        Format::Jsonl => {
+            out.extend_from_slice(b"{\"ts\":\"");
+            write_ts(out, record.ts_ns)?;
+            format_json(out, record);
+        }
         Format::Legacy => format_legacy(out, record),
-    }?;
+    }
     out.push(b'\n');
     Ok(())
 }
 
-fn write_endpoint(out: &mut Vec<u8>, addr: IpAddr, port: Option<u16>) -> io::Result<()> {
-    match (addr, port) {
-        (IpAddr::V6(v6), Some(port)) => write!(out, "[{v6}]:{port}"),
-        (addr, Some(port)) => write!(out, "{addr}:{port}"),
-        (addr, None) => write!(out, "{addr}"),
+fn write_endpoint(out: &mut Vec<u8>, addr: IpAddr, port: Option<u16>) {
+    let bracket = addr.is_ipv6() && port.is_some();
+    if bracket {
+        out.push(b'[');
+    }
+    push_ip(out, addr);
+    if bracket {
+        out.push(b']');
+    }
+    if let Some(port) = port {
+        out.push(b':');
+        push_num(out, port);
     }
 }
 
-fn format_text(out: &mut Vec<u8>, r: &Record) -> io::Result<()> {
-    write_ts(out, r.ts_ns)?;
+/// After the timestamp.
+fn format_text(out: &mut Vec<u8>, r: &Record) {
     out.push(b' ');
-    write_proto(out, r.proto, true)?;
+    write_proto(out, r.proto, true);
     out.push(b' ');
-    write_endpoint(out, r.src, r.ports.map(|p| p.0))?;
-    out.write_all(b" -> ")?;
-    write_endpoint(out, r.dst, r.ports.map(|p| p.1))?;
+    write_endpoint(out, r.src, r.ports.map(|p| p.0));
+    out.extend_from_slice(b" -> ");
+    write_endpoint(out, r.dst, r.ports.map(|p| p.1));
     if let Some((icmp_type, icmp_code)) = r.icmp {
-        write!(out, " type {icmp_type} code {icmp_code}")?;
+        out.extend_from_slice(b" type ");
+        push_num(out, icmp_type);
+        out.extend_from_slice(b" code ");
+        push_num(out, icmp_code);
     }
-    write!(out, " dev {}", r.ifname.to_str_lossy())?;
+    out.extend_from_slice(b" dev ");
+    out.extend_from_slice(r.ifname.to_str_lossy().as_bytes());
     if let Some(nexthop) = r.nexthop {
-        write!(out, " via {nexthop}")?;
+        out.extend_from_slice(b" via ");
+        push_ip(out, nexthop);
     }
-    write!(out, " len {}", r.len)?;
+    out.extend_from_slice(b" len ");
+    push_num(out, r.len);
     if r.frag {
-        out.write_all(b" frag")?;
+        out.extend_from_slice(b" frag");
     }
     if let Some(uid) = r.uid {
-        write!(out, " uid {uid}")?;
+        out.extend_from_slice(b" uid ");
+        push_num(out, uid);
     }
     if let Some(pid) = r.pid {
-        write!(out, " pid {pid}")?;
+        out.extend_from_slice(b" pid ");
+        push_num(out, pid);
     }
-    Ok(())
 }
 
-fn format_legacy(out: &mut Vec<u8>, r: &Record) -> io::Result<()> {
+/// The original tool's line: no timestamp.
+fn format_legacy(out: &mut Vec<u8>, r: &Record) {
     let (sport, dport) = r.ports.unwrap_or_default();
-    write!(
-        out,
-        "srcIP:{} dstIP:{} srcPORT:{sport} dstPORT:{dport} PROTOCOL:",
-        r.src, r.dst
-    )?;
-    write_proto(out, r.proto, true)
+    out.extend_from_slice(b"srcIP:");
+    push_ip(out, r.src);
+    out.extend_from_slice(b" dstIP:");
+    push_ip(out, r.dst);
+    out.extend_from_slice(b" srcPORT:");
+    push_num(out, sport);
+    out.extend_from_slice(b" dstPORT:");
+    push_num(out, dport);
+    out.extend_from_slice(b" PROTOCOL:");
+    write_proto(out, r.proto, true);
 }
 
 /// A JSON string; escapes what RFC 8259 requires.
-fn write_json_str(out: &mut Vec<u8>, text: &str) -> io::Result<()> {
+fn write_json_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
-    for c in text.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            c if u32::from(c) < 0x20 => write!(out, "\\u{:04x}", u32::from(c))?,
-            c => write!(out, "{c}")?,
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.extend_from_slice(text.as_bytes());
+    } else {
+        for c in text.chars() {
+            match c {
+                '"' => out.extend_from_slice(b"\\\""),
+                '\\' => out.extend_from_slice(b"\\\\"),
+                '\n' => out.extend_from_slice(b"\\n"),
+                '\r' => out.extend_from_slice(b"\\r"),
+                '\t' => out.extend_from_slice(b"\\t"),
+                c if u32::from(c) < 0x20 => {
+                    let _ = write!(out, "\\u{:04x}", u32::from(c));
+                }
+                c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+            }
         }
     }
     out.push(b'"');
-    Ok(())
 }
 
-fn write_json_opt<T: std::fmt::Display>(out: &mut Vec<u8>, value: Option<T>) -> io::Result<()> {
-    match value {
-        Some(value) => write!(out, "{value}"),
-        None => out.write_all(b"null"),
-    }
-}
-
-fn format_json(out: &mut Vec<u8>, r: &Record) -> io::Result<()> {
-    out.extend_from_slice(b"{\"ts\":\"");
-    write_ts(out, r.ts_ns)?;
-    write!(
-        out,
-        "\",\"family\":\"{}\",\"proto\":\"",
-        family_name(r.family)
-    )?;
-    write_proto(out, r.proto, false)?;
-    write!(
-        out,
-        "\",\"src\":\"{}\",\"dst\":\"{}\",\"sport\":",
-        r.src, r.dst
-    )?;
-    write_json_opt(out, r.ports.map(|p| p.0))?;
+/// After `{"ts":"` and the timestamp.
+fn format_json(out: &mut Vec<u8>, r: &Record) {
+    out.extend_from_slice(b"\",\"family\":\"");
+    out.extend_from_slice(family_name(r.family).as_bytes());
+    out.extend_from_slice(b"\",\"proto\":\"");
+    write_proto(out, r.proto, false);
+    out.extend_from_slice(b"\",\"src\":\"");
+    push_ip(out, r.src);
+    out.extend_from_slice(b"\",\"dst\":\"");
+    push_ip(out, r.dst);
+    out.extend_from_slice(b"\",\"sport\":");
+    push_opt_num(out, r.ports.map(|p| p.0), b"null");
     out.extend_from_slice(b",\"dport\":");
-    write_json_opt(out, r.ports.map(|p| p.1))?;
+    push_opt_num(out, r.ports.map(|p| p.1), b"null");
     out.extend_from_slice(b",\"icmp_type\":");
-    write_json_opt(out, r.icmp.map(|i| i.0))?;
+    push_opt_num(out, r.icmp.map(|i| i.0), b"null");
     out.extend_from_slice(b",\"icmp_code\":");
-    write_json_opt(out, r.icmp.map(|i| i.1))?;
-    write!(
-        out,
-        ",\"len\":{},\"ifindex\":{},\"ifname\":",
-        r.len, r.ifindex
-    )?;
-    write_json_str(out, &r.ifname.to_str_lossy())?;
+    push_opt_num(out, r.icmp.map(|i| i.1), b"null");
+    out.extend_from_slice(b",\"len\":");
+    push_num(out, r.len);
+    out.extend_from_slice(b",\"ifindex\":");
+    push_num(out, r.ifindex);
+    out.extend_from_slice(b",\"ifname\":");
+    write_json_str(out, &r.ifname.to_str_lossy());
     out.extend_from_slice(b",\"nexthop\":");
     match r.nexthop {
-        Some(nexthop) => write!(out, "\"{nexthop}\"")?,
+        Some(nexthop) => {
+            out.push(b'"');
+            push_ip(out, nexthop);
+            out.push(b'"');
+        }
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"uid\":");
-    write_json_opt(out, r.uid)?;
+    push_opt_num(out, r.uid, b"null");
     out.extend_from_slice(b",\"pid\":");
-    write_json_opt(out, r.pid)?;
-    write!(out, ",\"frag\":{},\"segs\":{}}}", r.frag, r.segs)
+    push_opt_num(out, r.pid, b"null");
+    out.extend_from_slice(b",\"frag\":");
+    push_bool(out, r.frag);
+    out.extend_from_slice(b",\"segs\":");
+    push_num(out, r.segs);
+    out.push(b'}');
 }
 
 /// A CSV field, quoted when it holds a separator, quote or line break.
@@ -221,30 +295,43 @@ fn write_csv_str(out: &mut Vec<u8>, text: &str) {
     }
 }
 
-fn write_csv_opt<T: std::fmt::Display>(out: &mut Vec<u8>, value: Option<T>) -> io::Result<()> {
-    if let Some(value) = value {
-        write!(out, "{value}")?;
+/// After the timestamp: every field is preceded by its comma.
+fn format_csv(out: &mut Vec<u8>, r: &Record) {
+    out.push(b',');
+    out.extend_from_slice(family_name(r.family).as_bytes());
+    out.push(b',');
+    write_proto(out, r.proto, false);
+    out.push(b',');
+    push_ip(out, r.src);
+    out.push(b',');
+    push_ip(out, r.dst);
+    for value in [
+        r.ports.map(|p| p.0),
+        r.ports.map(|p| p.1),
+        r.icmp.map(|i| u16::from(i.0)),
+        r.icmp.map(|i| u16::from(i.1)),
+    ] {
+        out.push(b',');
+        push_opt_num(out, value, b"");
     }
     out.push(b',');
-    Ok(())
-}
-
-fn format_csv(out: &mut Vec<u8>, r: &Record) -> io::Result<()> {
-    write_ts(out, r.ts_ns)?;
-    write!(out, ",{},", family_name(r.family))?;
-    write_proto(out, r.proto, false)?;
-    write!(out, ",{},{},", r.src, r.dst)?;
-    write_csv_opt(out, r.ports.map(|p| p.0))?;
-    write_csv_opt(out, r.ports.map(|p| p.1))?;
-    write_csv_opt(out, r.icmp.map(|i| i.0))?;
-    write_csv_opt(out, r.icmp.map(|i| i.1))?;
-    write!(out, "{},{},", r.len, r.ifindex)?;
+    push_num(out, r.len);
+    out.push(b',');
+    push_num(out, r.ifindex);
+    out.push(b',');
     write_csv_str(out, &r.ifname.to_str_lossy());
     out.push(b',');
-    write_csv_opt(out, r.nexthop)?;
-    write_csv_opt(out, r.uid)?;
-    write_csv_opt(out, r.pid)?;
-    write!(out, "{},{}", r.frag, r.segs)
+    if let Some(nexthop) = r.nexthop {
+        push_ip(out, nexthop);
+    }
+    out.push(b',');
+    push_opt_num(out, r.uid, b"");
+    out.push(b',');
+    push_opt_num(out, r.pid, b"");
+    out.push(b',');
+    push_bool(out, r.frag);
+    out.push(b',');
+    push_num(out, r.segs);
 }
 
 /// Where lines go, and how much of them is known to be on disk.
@@ -609,7 +696,7 @@ mod tests {
     fn protocol_names() {
         let name = |n| {
             let mut out = Vec::new();
-            write_proto(&mut out, n, false).unwrap();
+            write_proto(&mut out, n, false);
             String::from_utf8(out).unwrap()
         };
         let names: Vec<String> = [6, 17, 1, 58, 132, 33, 136, 2, 47, 50, 51, 253]
