@@ -321,8 +321,15 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
     if opts.perf {
         println!("perf profile: {}", out.join("perf-config3.txt").display());
     }
-    if !status.success() || !raw.errors.is_empty() {
+    if !status.success() {
         bail!("the bench guest failed ({status}); see {}", out.display());
+    }
+    if !raw.errors.is_empty() {
+        bail!(
+            "{} measurement(s) failed; see {}",
+            raw.errors.len(),
+            out.display()
+        );
     }
     Ok(())
 }
