@@ -194,7 +194,7 @@ static unsigned int nfwatch_hook(void *priv, struct sk_buff *skb,
 	bool parsed = false;
 	u8 saddr[16];
 
-	if (!static_branch_unlikely(&nfwatch_active))
+	if (!static_branch_unlikely(&nfwatch_active.key))
 		return NF_ACCEPT;
 	nn = nfwatch_pernet(state->net);
 	if (list_empty(&nn->subs))

@@ -10,7 +10,7 @@
 #include <linux/percpu.h>
 #include <linux/skbuff.h>
 #include <linux/spinlock.h>
-#include <linux/jump_label.h>
+#include <linux/jump_label_ratelimit.h>
 #include <net/net_namespace.h>
 #include <net/netns/generic.h>
 #include <uapi/linux/nfwatch.h>
@@ -85,7 +85,7 @@ struct nfwatch_live {
 	atomic_t batches;
 };
 
-DECLARE_STATIC_KEY_FALSE(nfwatch_active);
+extern struct static_key_false_deferred nfwatch_active;
 extern struct nfwatch_live nfwatch_live;
 extern unsigned int nfwatch_batch_records;
 extern unsigned int nfwatch_net_id;
