@@ -42,6 +42,10 @@ enum Cmd {
         /// Requests the fuzz_netlink scenario sends.
         #[arg(long)]
         fuzz_requests: Option<u64>,
+        /// Issue #3's full counts (200 subscribers killed, 50 unload cycles,
+        /// rmmod under 1 s asserted); the default is a quicker run for CI.
+        #[arg(long)]
+        full: bool,
     },
     /// Boot a VM and fuzz the nfwatch Generic Netlink family.
     FuzzNetlink {
@@ -119,13 +123,17 @@ fn dispatch(command: Cmd) -> Result<bool> {
             skip_static,
             debug_kernel,
             fuzz_requests,
+            full,
         } => host::test(&host::TestOpts {
             kernel,
             scenarios: scenario,
             skip_static,
             guest_extra: fuzz_requests
                 .map(|n| vec!["--fuzz-requests".into(), n.to_string()])
-                .unwrap_or_default(),
+                .into_iter()
+                .flatten()
+                .chain(full.then(|| "--full".to_string()))
+                .collect(),
             debug_kernel,
         }),
         Cmd::FuzzNetlink {

@@ -49,6 +49,9 @@ pub struct GuestArgs {
     /// Multiply the reliability scenarios' deadlines (slow debug kernels).
     #[arg(long, default_value_t = 1)]
     slow: u32,
+    /// Issue #3's full counts in the reliability scenarios.
+    #[arg(long)]
+    full: bool,
 }
 
 #[derive(clap::Args)]
@@ -77,6 +80,8 @@ pub struct Guest {
     pub fuzz: fuzz::Settings,
     /// Deadline multiplier (1, or more on a debug kernel).
     pub slow: u32,
+    /// Issue #3's full counts (see reliability.rs).
+    pub full: bool,
 }
 
 /// One scenario's context: its directory and log.
@@ -176,6 +181,7 @@ fn prepare(args: &GuestArgs) -> Result<(Guest, Spawned)> {
         ifindex: net::ifindex()?,
         fuzz: fuzz::Settings::new(args.fuzz_requests, args.fuzz_seed),
         slow: args.slow.max(1),
+        full: args.full,
     };
     Ok((guest, peer))
 }
