@@ -4,7 +4,7 @@
 //! answer where the contract fixes one; afterwards the module holds nothing,
 //! still records, and unloads.
 
-use super::genl::Genl;
+use super::genl::{Genl, NLM_F_ACK, NLM_F_REQUEST};
 use super::nfwatch::{stats, Live, DEADLINE};
 use super::scenarios::still_records;
 use super::{dmesg, dmesg_problems, insmod, rmmod, Ctx};
@@ -133,9 +133,7 @@ struct Request {
 
 /// Netlink's nested-attribute flag.
 const NLA_F_NESTED: u16 = 0x8000;
-const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_MULTI: u16 = 0x2;
-const NLM_F_ACK: u16 = 0x4;
 const NLM_F_ECHO: u16 = 0x8;
 const NLM_F_DUMP: u16 = 0x300;
 
