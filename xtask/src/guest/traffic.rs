@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -185,41 +186,47 @@ pub fn ipv4_fragment(src: &str, dst: &str, payload: usize) -> Result<()> {
 /// UDP sent from `src` to `dst` in a loop on a thread until dropped.
 pub struct Flood {
     stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<Result<u64>>>,
+    /// The thread's count, sent when it ends. A channel, not join(): under
+    /// TCG std's join once panicked ("threads should not terminate
+    /// unexpectedly") on a thread that had finished its work.
+    done: Option<mpsc::Receiver<Result<u64>>>,
 }
 
 impl Flood {
     pub fn start(src: &'static str, dst: &'static str) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let thread = thread::spawn(move || {
-            let mut sent = 0;
-            while !flag.load(Ordering::Relaxed) {
-                sent += udp_batch(src, dst, 6000, 50, 32)?.len() as u64;
-            }
-            Ok(sent)
+        let (tx, done) = mpsc::channel();
+        thread::spawn(move || {
+            let sent = (|| {
+                let mut sent = 0;
+                while !flag.load(Ordering::Relaxed) {
+                    sent += udp_batch(src, dst, 6000, 50, 32)?.len() as u64;
+                }
+                Ok(sent)
+            })();
+            let _ = tx.send(sent);
         });
         Self {
             stop,
-            thread: Some(thread),
+            done: Some(done),
         }
     }
 
     /// Stops the traffic; returns how many datagrams were sent.
     pub fn stop(mut self) -> Result<u64> {
+        self.finish()
+            .unwrap_or_else(|| anyhow::bail!("the traffic thread ended without a count"))
+    }
+
+    fn finish(&mut self) -> Option<Result<u64>> {
         self.stop.store(true, Ordering::Relaxed);
-        match self.thread.take().map(|t| t.join()) {
-            Some(Ok(sent)) => sent,
-            _ => anyhow::bail!("the traffic thread panicked"),
-        }
+        self.done.take()?.recv().ok()
     }
 }
 
 impl Drop for Flood {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        let _ = self.finish();
     }
 }
