@@ -35,8 +35,15 @@ const ALL: &[(&str, Scenario)] = &[
     ("churn", super::reliability::churn),
 ];
 
-/// The scenarios named (all when none), in the canonical order.
-pub fn select(names: &[String]) -> Result<Vec<(&'static str, Scenario)>> {
+/// Run only when named or with `--full`: churn's cycles have hung on 6.1
+/// (a request whose ack never came while record batches filled the
+/// socket; the test client waits without a deadline), which would make CI
+/// flaky until that is understood.
+const FULL_ONLY: &[&str] = &["churn"];
+
+/// The scenarios named (else all, less FULL_ONLY unless `full`), in the
+/// canonical order.
+pub fn select(names: &[String], full: bool) -> Result<Vec<(&'static str, Scenario)>> {
     for name in names {
         if !ALL.iter().any(|(n, _)| n == name) {
             let known: Vec<_> = ALL.iter().map(|(n, _)| *n).collect();
@@ -45,7 +52,13 @@ pub fn select(names: &[String]) -> Result<Vec<(&'static str, Scenario)>> {
     }
     Ok(ALL
         .iter()
-        .filter(|(n, _)| names.is_empty() || names.iter().any(|m| m == n))
+        .filter(|(n, _)| {
+            if names.is_empty() {
+                full || !FULL_ONLY.contains(n)
+            } else {
+                names.iter().any(|m| m == n)
+            }
+        })
         .copied()
         .collect())
 }
