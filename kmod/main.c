@@ -22,12 +22,6 @@ static bool selftest;
 module_param(selftest, bool, 0444);
 MODULE_PARM_DESC(selftest, "Run the self-tests at load and refuse to load if one fails");
 
-/*
- * On while anyone anywhere is subscribed. Switched off a second after the
- * last one leaves, so subscribers coming and going do not patch the kernel
- * text (an IPI to every CPU) each time.
- */
-DEFINE_STATIC_KEY_DEFERRED_FALSE(nfwatch_active, HZ);
 struct nfwatch_live nfwatch_live;
 unsigned int nfwatch_batch_records __read_mostly;
 unsigned int nfwatch_net_id __read_mostly;
@@ -102,7 +96,6 @@ static void __exit nfwatch_exit(void)
 	nfwatch_genl_unregister();
 	nfwatch_notifier_unregister();
 	unregister_pernet_subsys(&nfwatch_net_ops);
-	static_key_deferred_flush(&nfwatch_active);
 	rcu_barrier();
 	pr_info("nfwatch: unloaded\n");
 }

@@ -10,7 +10,6 @@
 #include <linux/percpu.h>
 #include <linux/skbuff.h>
 #include <linux/spinlock.h>
-#include <linux/jump_label_ratelimit.h>
 #include <net/net_namespace.h>
 #include <net/netns/generic.h>
 #include <uapi/linux/nfwatch.h>
@@ -85,7 +84,6 @@ struct nfwatch_live {
 	atomic_t batches;
 };
 
-extern struct static_key_false_deferred nfwatch_active;
 extern struct nfwatch_live nfwatch_live;
 extern unsigned int nfwatch_batch_records;
 extern unsigned int nfwatch_net_id;

@@ -55,7 +55,6 @@ static void sub_free(struct nfwatch_sub *sub)
 	put_user_ns(sub->user_ns);
 	kfree(sub);
 	atomic_dec(&nfwatch_live.subscribers);
-	static_branch_slow_dec_deferred(&nfwatch_active);
 }
 
 /* Under nn->lock. */
@@ -92,7 +91,6 @@ int nfwatch_subscribe(struct net *net, u32 portid, struct nfwatch_prefix_set *se
 		err = -ENOMEM;
 		goto out;
 	}
-	static_branch_deferred_inc(&nfwatch_active);
 	list_add_tail_rcu(&sub->node, &nn->subs);
 	nn->nsubs++;
 out:
