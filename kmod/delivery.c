@@ -5,15 +5,16 @@
  * The hook appends to the subscriber's open batch; a batch goes out when
  * it is full or when flush_interval_us has passed since its first record
  * (a soft hrtimer). Sending never waits: if the subscriber's receive
- * buffer is full the batch is dropped, its records are counted as lost,
- * and that count rides along in the next batch that gets through. Each
- * batch attempted takes the next sequence number, so a dropped one also
- * shows as a gap.
+ * buffer has no room the batch is dropped, its records are counted as
+ * lost, and that count rides along in the next batch that gets through.
+ * Each batch attempted takes the next sequence number, so a dropped one
+ * also shows as a gap.
  */
 #include <linux/hrtimer.h>
 #include <linux/pid_namespace.h>
 #include <linux/sched.h>
 #include <linux/user_namespace.h>
+#include <net/sock.h>
 #include "compat.h"
 #include "nfwatch.h"
 
@@ -22,6 +23,22 @@ static void count_lost(struct nfwatch_sub *sub, u32 records)
 	sub->stats.lost += records;
 	sub->lost_unreported += records;
 	this_cpu_add(sub->nn->stats->lost, records);
+}
+
+/*
+ * Room the receive queue keeps for replies (an UNSUBSCRIBE's final counters
+ * and its ack, a SHUTDOWN). Netlink drops a message to a socket whose queue
+ * is over its rcvbuf, and after such a drop it drops everything until the
+ * queue is read empty; so batches stop short of filling it and never cause
+ * a drop themselves.
+ */
+#define NFWATCH_REPLY_ROOM (2 * SKB_TRUESIZE(NLMSG_GOODSIZE))
+
+static bool batch_fits(const struct sock *sk, const struct sk_buff *skb)
+{
+	unsigned int queued = atomic_read(&sk->sk_rmem_alloc);
+
+	return queued + skb->truesize + NFWATCH_REPLY_ROOM <= READ_ONCE(sk->sk_rcvbuf);
 }
 
 /* Under sub->lock. */
@@ -36,7 +53,13 @@ static void batch_send(struct nfwatch_sub *sub)
 	sub->batch = NULL;
 	sub->batch_count = 0;
 	atomic_dec(&nfwatch_live.batches);
-	err = nfwatch_batch_send(sub->net, skb, sub->portid, sub->batch_seq, ++sub->seq,
+	++sub->seq;
+	if (!batch_fits(sub->sk, skb)) {
+		kfree_skb(skb);
+		count_lost(sub, count);
+		return;
+	}
+	err = nfwatch_batch_send(sub->net, skb, sub->portid, sub->batch_seq, sub->seq,
 				 sub->batch_lost, sub->lost_unreported, sub->batch_records);
 	if (err) {
 		count_lost(sub, count);

@@ -13,10 +13,10 @@ module_param(flush_interval_us, uint, 0444);
 MODULE_PARM_DESC(flush_interval_us,
 		 "Longest a record waits in a partly filled batch, in microseconds (100..1000000, default 5000)");
 
-unsigned int batch_bytes = 16384;
+unsigned int batch_bytes = 32000;
 module_param(batch_bytes, uint, 0444);
 MODULE_PARM_DESC(batch_bytes,
-		 "Size of one batch message in bytes (1024..65000, default 16384)");
+		 "Size of one batch message in bytes (1024..65000, default 32000: with its headers it fills a 32 KiB allocation)");
 
 static bool selftest;
 module_param(selftest, bool, 0444);

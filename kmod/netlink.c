@@ -111,7 +111,9 @@ static int nfwatch_cmd_subscribe(struct sk_buff *skb, struct genl_info *info)
 	kvfree(prefixes);
 	if (!set)
 		return -ENOMEM;
-	err = nfwatch_subscribe(genl_info_net(info), info->snd_portid, set, info->extack);
+	/* NETLINK_CB(skb).sk is the requesting socket, the batches' destination. */
+	err = nfwatch_subscribe(genl_info_net(info), NETLINK_CB(skb).sk, info->snd_portid, set,
+				info->extack);
 	if (err)
 		nfwatch_set_free(set);
 	return err;

@@ -54,6 +54,7 @@ struct nfwatch_sub {
 	struct nfwatch_net *nn;
 	struct net *net;
 	u32 portid;
+	struct sock *sk;		/* held: delivery looks at its receive queue */
 	struct nfwatch_prefix_set __rcu *set;
 	struct user_namespace *user_ns;	/* to show uids as the subscriber sees them */
 	struct pid_namespace *pid_ns;	/* likewise pids */
@@ -115,8 +116,8 @@ void nfwatch_set_free(struct nfwatch_prefix_set *set);
 void nfwatch_set_free_rcu(struct nfwatch_prefix_set *set);
 
 /* subscriber.c */
-int nfwatch_subscribe(struct net *net, u32 portid, struct nfwatch_prefix_set *set,
-		      struct netlink_ext_ack *extack);
+int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
+		      struct nfwatch_prefix_set *set, struct netlink_ext_ack *extack);
 int nfwatch_unsubscribe(struct net *net, u32 portid, struct nfwatch_sub_stats *final);
 bool nfwatch_own_stats(struct net *net, u32 portid, struct nfwatch_sub_stats *out);
 void nfwatch_ns_stats(struct net *net, struct nfwatch_ns_stats *sum, unsigned int *nsubs);

@@ -14,6 +14,7 @@
 #include <linux/slab.h>
 #include <linux/user_namespace.h>
 #include <net/genetlink.h>
+#include <net/sock.h>
 #include "compat.h"
 #include "nfwatch.h"
 
@@ -28,8 +29,8 @@ static struct nfwatch_sub *sub_find(struct nfwatch_net *nn, u32 portid)
 	return NULL;
 }
 
-static struct nfwatch_sub *sub_new(struct nfwatch_net *nn, struct net *net, u32 portid,
-				   struct nfwatch_prefix_set *set)
+static struct nfwatch_sub *sub_new(struct nfwatch_net *nn, struct net *net, struct sock *sk,
+				   u32 portid, struct nfwatch_prefix_set *set)
 {
 	struct nfwatch_sub *sub = kzalloc(sizeof(*sub), GFP_KERNEL);
 
@@ -38,6 +39,8 @@ static struct nfwatch_sub *sub_new(struct nfwatch_net *nn, struct net *net, u32 
 	sub->nn = nn;
 	sub->net = net;
 	sub->portid = portid;
+	sock_hold(sk);
+	sub->sk = sk;
 	RCU_INIT_POINTER(sub->set, set);
 	sub->stats.prefixes = nfwatch_set_size(set);
 	/* The requester's namespaces: SUBSCRIBE runs in its sendmsg(). */
@@ -53,6 +56,7 @@ static void sub_free(struct nfwatch_sub *sub)
 	nfwatch_set_free(rcu_dereference_protected(sub->set, true));
 	put_pid_ns(sub->pid_ns);
 	put_user_ns(sub->user_ns);
+	sock_put(sub->sk);
 	kfree(sub);
 	atomic_dec(&nfwatch_live.subscribers);
 }
@@ -64,8 +68,8 @@ static void sub_unlink(struct nfwatch_net *nn, struct nfwatch_sub *sub)
 	nn->nsubs--;
 }
 
-int nfwatch_subscribe(struct net *net, u32 portid, struct nfwatch_prefix_set *set,
-		      struct netlink_ext_ack *extack)
+int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
+		      struct nfwatch_prefix_set *set, struct netlink_ext_ack *extack)
 {
 	struct nfwatch_net *nn = nfwatch_pernet(net);
 	struct nfwatch_sub *sub;
@@ -86,7 +90,7 @@ int nfwatch_subscribe(struct net *net, u32 portid, struct nfwatch_prefix_set *se
 		nfwatch_set_free_rcu(old);
 		goto out;
 	}
-	sub = sub_new(nn, net, portid, set);
+	sub = sub_new(nn, net, sk, portid, set);
 	if (!sub) {
 		err = -ENOMEM;
 		goto out;

@@ -9,6 +9,10 @@ use nfwatch_proto::{Prefix, NFWATCH_MAX_PREFIXES};
 use crate::error::{Error, Result};
 use crate::writers::Format;
 
+/// The smallest --rcvbuf: the kernel doubles it to 128 KiB, which holds
+/// three default 32 KiB batches plus the room it keeps for replies.
+const MIN_RCVBUF: u64 = 64 * 1024;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "nfwatch",
@@ -47,9 +51,10 @@ pub struct WatchArgs {
     /// Append to FILE instead of truncating it.
     #[arg(long, requires = "output")]
     pub append: bool,
-    /// Socket receive buffer to request.
+    /// Socket receive buffer to request (at least 64 KiB: the kernel
+    /// queues a batch only where it leaves room for its replies).
     #[arg(long, value_name = "BYTES", default_value_t = 8 * 1024 * 1024,
-          value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64))]
+          value_parser = clap::value_parser!(u64).range(MIN_RCVBUF..=i32::MAX as u64))]
     pub rcvbuf: u64,
 }
 
@@ -131,13 +136,13 @@ mod tests {
             "1.5",
             "--append",
             "--rcvbuf",
-            "1024",
+            "65536",
         ]);
         assert_eq!(args.format, Format::Csv);
         assert_eq!(args.count, Some(5));
         assert_eq!(args.duration, Some(Duration::from_millis(1500)));
         assert!(args.append);
-        assert_eq!(args.rcvbuf, 1024);
+        assert_eq!(args.rcvbuf, 65536);
     }
 
     #[test]
@@ -150,6 +155,7 @@ mod tests {
             &["watch", "--src", "10.0.0.1", "--duration", "abc"],
             &["watch", "--src", "10.0.0.1", "--append"],
             &["watch", "--src", "10.0.0.1", "--rcvbuf", "0"],
+            &["watch", "--src", "10.0.0.1", "--rcvbuf", "65535"],
             &["frobnicate"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");

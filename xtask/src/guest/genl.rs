@@ -193,7 +193,14 @@ impl Genl {
     /// batches are skipped.
     pub fn answer(&mut self, seq: u32) -> Result<(Vec<Vec<u8>>, NlError)> {
         let mut replies = Vec::new();
+        let start = std::time::Instant::now();
         loop {
+            // Record batches keep coming while subscribed: a lost answer
+            // would otherwise keep this loop reading them for ever.
+            ensure!(
+                start.elapsed().as_secs() < RECV_TIMEOUT_SECS as u64,
+                "no answer to request {seq} within {RECV_TIMEOUT_SECS} s"
+            );
             for msg in self.recv()? {
                 if msg.seq != seq {
                     self.strays += u64::from(msg.seq != 0);

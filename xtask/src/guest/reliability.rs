@@ -269,26 +269,30 @@ pub fn churn(ctx: &Ctx) -> Result<()> {
     still_records(ctx, 29500)
 }
 
-/// A tiny receive buffer under a flood: records are lost, and the CLI's
-/// accounting adds up exactly.
+/// The smallest receive buffer the CLI takes, and the CLI stopped
+/// (SIGSTOP) under a flood so that it cannot keep up: records are lost,
+/// and the CLI's accounting adds up exactly.
 pub fn overload(ctx: &Ctx) -> Result<()> {
     let out = ctx.path("tiny.jsonl");
-    let watcher = Watcher::start_args(
+    let mut watcher = Watcher::start_args(
         ctx,
         "tiny",
         &[WATCHED4],
         "jsonl",
         &out,
-        &["--rcvbuf", "4096"],
+        &["--rcvbuf", "65536"],
     )?;
     let before = stats(ctx)?.lost;
+    watcher.proc().signal(libc::SIGSTOP)?;
     let flood = Flood::start(WATCHED4, PEER4);
     let lost = wait_until("records lost in the kernel", deadline(ctx), || {
         let now = stats(ctx)?.lost;
         Ok((now > before).then_some(now - before))
     });
+    let resumed = watcher.proc().signal(libc::SIGCONT);
     let sent = flood.stop()?;
     lost?;
+    resumed?;
     let summary = watcher.stop()?;
     let records = read_records(&out)?;
     ctx.log(&format!(
@@ -307,7 +311,7 @@ pub fn overload(ctx: &Ctx) -> Result<()> {
     );
     ensure!(
         summary.lost_in_kernel > 0,
-        "nothing lost with a 4 KiB buffer"
+        "nothing lost while the CLI was stopped"
     );
     ensure!(
         delivered == summary.written,
