@@ -82,12 +82,15 @@ fn modified(path: &Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// True when bzImage exists and is newer than .config (the build is current).
+/// True when bzImage and Module.symvers (which out-of-tree modules link
+/// against; only `make modules` writes it) are newer than .config.
 fn is_built(tree: &Path) -> bool {
-    match (modified(&bzimage(tree)), modified(&tree.join(".config"))) {
-        (Some(image), Some(config)) => image > config,
-        _ => false,
-    }
+    let Some(config) = modified(&tree.join(".config")) else {
+        return false;
+    };
+    [bzimage(tree), tree.join("Module.symvers")]
+        .iter()
+        .all(|output| modified(output).is_some_and(|built| built > config))
 }
 
 fn configure(tree: &Path, vng_bin: &Path) -> Result<()> {
@@ -138,16 +141,16 @@ pub fn ensure(vng_bin: &Path) -> Result<Kernel> {
         if !tree.join(".config").exists() {
             configure(&tree, vng_bin)?;
         }
-        step("build the debug kernel (bzImage, modules_prepare; takes hours on 2 cores)");
+        step("build the debug kernel (bzImage, modules; about 35 min on 2 cores)");
         let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
         run(Command::new("nice")
             .current_dir(&tree)
             .args(["-n", "15", "make"])
             .arg(format!("-j{jobs}"))
-            .args(["bzImage", "modules_prepare"]))?;
+            .args(["bzImage", "modules"]))?;
         if !is_built(&tree) {
             bail!(
-                "the build finished but {} is missing",
+                "the build finished but {} or Module.symvers is missing",
                 bzimage(&tree).display()
             );
         }

@@ -36,7 +36,7 @@ enum Cmd {
         #[arg(long)]
         skip_static: bool,
         /// Test on Debian's 6.12 built with KASAN, kmemleak, lockdep and
-        /// PROVE_RCU (built once into target/debug-kernel/; hours on 2 cores).
+        /// PROVE_RCU (built once into target/debug-kernel/; about 35 min on 2 cores).
         #[arg(long)]
         debug_kernel: bool,
         /// Requests the fuzz_netlink scenario sends.

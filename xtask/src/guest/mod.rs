@@ -240,13 +240,13 @@ fn outcome_of(name: &str, start: Instant, result: Result<()>) -> Outcome {
 
 /// Fails on a scenario name that does not exist (checked on the host before booting).
 pub fn check_scenario_names(names: &[String]) -> Result<()> {
-    scenarios::select(names, true).map(|_| ())
+    scenarios::select(names).map(|_| ())
 }
 
 /// `guest-scenarios`: returns whether all passed.
 pub fn scenarios(args: &GuestArgs) -> Result<bool> {
     std::fs::create_dir_all(&args.out)?;
-    let selected = scenarios::select(&args.scenario, args.full)?;
+    let selected = scenarios::select(&args.scenario)?;
     let kernel = stdout_of(Command::new("uname").arg("-r"))?
         .trim()
         .to_string();

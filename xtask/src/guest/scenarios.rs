@@ -31,19 +31,11 @@ const ALL: &[(&str, Scenario)] = &[
     ("overload", super::reliability::overload),
     ("output_faults", super::reliability::output_faults),
     ("unload_under_load", super::reliability::unload_under_load),
-    // Last: it has crashed the guest (see README, Reliability).
     ("churn", super::reliability::churn),
 ];
 
-/// Run only when named or with `--full`: churn's cycles have hung on 6.1
-/// (a request whose ack never came while record batches filled the
-/// socket; the test client waits without a deadline), which would make CI
-/// flaky until that is understood.
-const FULL_ONLY: &[&str] = &["churn"];
-
-/// The scenarios named (else all, less FULL_ONLY unless `full`), in the
-/// canonical order.
-pub fn select(names: &[String], full: bool) -> Result<Vec<(&'static str, Scenario)>> {
+/// The scenarios named (else all), in the canonical order.
+pub fn select(names: &[String]) -> Result<Vec<(&'static str, Scenario)>> {
     for name in names {
         if !ALL.iter().any(|(n, _)| n == name) {
             let known: Vec<_> = ALL.iter().map(|(n, _)| *n).collect();
@@ -52,13 +44,7 @@ pub fn select(names: &[String], full: bool) -> Result<Vec<(&'static str, Scenari
     }
     Ok(ALL
         .iter()
-        .filter(|(n, _)| {
-            if names.is_empty() {
-                full || !FULL_ONLY.contains(n)
-            } else {
-                names.iter().any(|m| m == n)
-            }
-        })
+        .filter(|(n, _)| names.is_empty() || names.iter().any(|m| m == n))
         .copied()
         .collect())
 }
