@@ -14,7 +14,7 @@ use crate::netlink::{messages, CtrlFamily, GenlSocket, Message, Received};
 use crate::signals::Signals;
 use crate::status::{progress_line, summary, Counters, Status};
 use crate::subscribe::{self, kernel_error, wait_readable, REPLY_TIMEOUT};
-use crate::writers::{format_record, Destination, Format, LineSink, CSV_HEADER};
+use crate::writers::{Destination, Format, LineFormatter, LineSink, CSV_HEADER};
 
 /// Datagrams read per wakeup before timers and signals are looked at again.
 const DATAGRAMS_PER_WAKEUP: usize = 64;
@@ -49,7 +49,7 @@ struct Session {
     subscribed_line: String,
     stop_requested: bool,
     counters: Counters,
-    format: Format,
+    formatter: LineFormatter,
     count: Option<u64>,
     sink: LineSink,
     status: Status,
@@ -87,7 +87,7 @@ pub fn watch(args: WatchArgs) -> Result<ExitCode> {
         subscribed_line: subscribed_line(&prefixes, granted),
         stop_requested: false,
         counters: Counters::default(),
-        format: args.format,
+        formatter: LineFormatter::new(args.format),
         count: args.count,
         sink,
         status: Status::new(),
@@ -255,7 +255,7 @@ impl Session {
             }
             let line = self.sink.line_buffer();
             let start = line.len();
-            if let Err(e) = format_record(line, self.format, &record) {
+            if let Err(e) = self.formatter.line(line, &record) {
                 self.sink.discard_partial(start);
                 return Err(Error::io("cannot format a record", e));
             }

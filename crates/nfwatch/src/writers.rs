@@ -1,13 +1,12 @@
 //! Output formats and the committing file sink. Lines are formatted into a
 //! reused buffer: no allocation per record.
 
-use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::IpAddr;
 
 use clap::ValueEnum;
-use nfwatch_proto::{Family, Record};
+use nfwatch_proto::{Family, IfName, Record};
 use time::macros::format_description;
 use time::OffsetDateTime;
 
@@ -89,33 +88,69 @@ fn push_ip(out: &mut Vec<u8>, addr: IpAddr) {
     }
 }
 
-thread_local! {
-    /// The last second formatted and its "YYYY-MM-DDTHH:MM:SS": records come
-    /// in time order, so nearly all share it and skip the calendar maths.
-    static LAST_SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+/// The text of the last value of one field. A flow's records repeat their
+/// second, addresses and device; formatting those again was most of a
+/// line's cost.
+struct Memo<K> {
+    key: Option<K>,
+    text: Vec<u8>,
 }
 
-/// RFC 3339 in UTC with exactly nine fractional digits.
-fn write_ts(out: &mut Vec<u8>, ts_ns: u64) -> io::Result<()> {
-    let (second, mut nanos) = (ts_ns / 1_000_000_000, ts_ns % 1_000_000_000);
-    let (cached, mut text) = LAST_SECOND.get();
-    if cached != second {
-        let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
-        // u64 seconds since 1970 stay below year 10000: always 19 bytes.
-        let time = OffsetDateTime::from_unix_timestamp(second as i64)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        time.format_into(&mut &mut text[..], format)
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        LAST_SECOND.set((second, text));
+impl<K: Copy + PartialEq> Memo<K> {
+    fn new() -> Self {
+        Self {
+            key: None,
+            text: Vec::new(),
+        }
     }
-    let mut fraction = *b".000000000Z";
-    for digit in fraction[1..10].iter_mut().rev() {
-        *digit = b'0' + (nanos % 10) as u8;
-        nanos /= 10;
+
+    /// Appends the text of `key`, rendering it only when it changed.
+    fn push(
+        &mut self,
+        out: &mut Vec<u8>,
+        key: K,
+        render: impl FnOnce(&mut Vec<u8>, K) -> io::Result<()>,
+    ) -> io::Result<()> {
+        if self.key != Some(key) {
+            self.key = None;
+            self.text.clear();
+            render(&mut self.text, key)?;
+            self.key = Some(key);
+        }
+        out.extend_from_slice(&self.text);
+        Ok(())
     }
-    out.extend_from_slice(&text);
-    out.extend_from_slice(&fraction);
+
+    fn push_ip(&mut self, out: &mut Vec<u8>, addr: K) -> io::Result<()>
+    where
+        K: Into<IpAddr>,
+    {
+        self.push(out, addr, |text, addr| {
+            push_ip(text, addr.into());
+            Ok(())
+        })
+    }
+}
+
+/// "YYYY-MM-DDTHH:MM:SS" of a second since 1970 (u64 nanoseconds stay
+/// below year 10000: always 19 bytes).
+fn render_second(text: &mut Vec<u8>, second: u64) -> io::Result<()> {
+    let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    let time = OffsetDateTime::from_unix_timestamp(second as i64)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    time.format_into(text, format)
+        .map_err(|e| io::Error::other(e.to_string()))?;
     Ok(())
+}
+
+/// A device name as one format writes it (escaped, quoted where needed).
+fn render_ifname(text: &mut Vec<u8>, format: Format, name: IfName) {
+    let name = name.to_str_lossy();
+    match format {
+        Format::Jsonl => write_json_str(text, &name),
+        Format::Csv => write_csv_str(text, &name),
+        Format::Text | Format::Legacy => text.extend_from_slice(name.as_bytes()),
+    }
 }
 
 fn family_name(family: Family) -> &'static str {
@@ -125,34 +160,222 @@ fn family_name(family: Family) -> &'static str {
     }
 }
 
-/// Appends one line (with '\n') for `record` to `out`.
-pub fn format_record(out: &mut Vec<u8>, format: Format, record: &Record) -> io::Result<()> {
-    match format {
-        Format::Text => {
-            write_ts(out, record.ts_ns)?;
-            format_text(out, record);
-        }
-        Format::Csv => {
-            write_ts(out, record.ts_ns)?;
-            format_csv(out, record);
-        }
-        Format::Jsonl => {
-            out.extend_from_slice(b"{\"ts\":\"");
-            write_ts(out, record.ts_ns)?;
-            format_json(out, record);
-        }
-        Format::Legacy => format_legacy(out, record),
-    }
-    out.push(b'\n');
-    Ok(())
+/// Formats records as lines of one format, remembering the text of the
+/// fields that repeat from one record to the next.
+pub struct LineFormatter {
+    format: Format,
+    second: Memo<u64>,
+    src: Memo<IpAddr>,
+    dst: Memo<IpAddr>,
+    nexthop: Memo<IpAddr>,
+    ifname: Memo<IfName>,
 }
 
-fn write_endpoint(out: &mut Vec<u8>, addr: IpAddr, port: Option<u16>) {
+impl LineFormatter {
+    pub fn new(format: Format) -> Self {
+        Self {
+            format,
+            second: Memo::new(),
+            src: Memo::new(),
+            dst: Memo::new(),
+            nexthop: Memo::new(),
+            ifname: Memo::new(),
+        }
+    }
+
+    /// Appends one line (with '\n') for `record` to `out`.
+    pub fn line(&mut self, out: &mut Vec<u8>, record: &Record) -> io::Result<()> {
+        match self.format {
+            Format::Text => {
+                self.ts(out, record.ts_ns)?;
+                self.text(out, record)?;
+            }
+            Format::Csv => {
+                self.ts(out, record.ts_ns)?;
+                self.csv(out, record)?;
+            }
+            Format::Jsonl => {
+                out.extend_from_slice(b"{\"ts\":\"");
+                self.ts(out, record.ts_ns)?;
+                self.json(out, record)?;
+            }
+            Format::Legacy => self.legacy(out, record)?,
+        }
+        out.push(b'\n');
+        Ok(())
+    }
+
+    /// RFC 3339 in UTC with exactly nine fractional digits.
+    fn ts(&mut self, out: &mut Vec<u8>, ts_ns: u64) -> io::Result<()> {
+        let (second, mut nanos) = (ts_ns / 1_000_000_000, ts_ns % 1_000_000_000);
+        self.second.push(out, second, render_second)?;
+        let mut fraction = *b".000000000Z";
+        for digit in fraction[1..10].iter_mut().rev() {
+            *digit = b'0' + (nanos % 10) as u8;
+            nanos /= 10;
+        }
+        out.extend_from_slice(&fraction);
+        Ok(())
+    }
+
+    fn ifname(&mut self, out: &mut Vec<u8>, name: IfName) -> io::Result<()> {
+        let format = self.format;
+        self.ifname.push(out, name, |text, name| {
+            render_ifname(text, format, name);
+            Ok(())
+        })
+    }
+
+    /// After the timestamp.
+    fn text(&mut self, out: &mut Vec<u8>, r: &Record) -> io::Result<()> {
+        out.push(b' ');
+        write_proto(out, r.proto, true);
+        out.push(b' ');
+        write_endpoint(out, &mut self.src, r.src, r.ports.map(|p| p.0))?;
+        out.extend_from_slice(b" -> ");
+        write_endpoint(out, &mut self.dst, r.dst, r.ports.map(|p| p.1))?;
+        if let Some((icmp_type, icmp_code)) = r.icmp {
+            out.extend_from_slice(b" type ");
+            push_num(out, icmp_type);
+            out.extend_from_slice(b" code ");
+            push_num(out, icmp_code);
+        }
+        out.extend_from_slice(b" dev ");
+        self.ifname(out, r.ifname)?;
+        if let Some(nexthop) = r.nexthop {
+            out.extend_from_slice(b" via ");
+            self.nexthop.push_ip(out, nexthop)?;
+        }
+        out.extend_from_slice(b" len ");
+        push_num(out, r.len);
+        if r.frag {
+            out.extend_from_slice(b" frag");
+        }
+        if let Some(uid) = r.uid {
+            out.extend_from_slice(b" uid ");
+            push_num(out, uid);
+        }
+        if let Some(pid) = r.pid {
+            out.extend_from_slice(b" pid ");
+            push_num(out, pid);
+        }
+        Ok(())
+    }
+
+    /// The original tool's line: no timestamp.
+    fn legacy(&mut self, out: &mut Vec<u8>, r: &Record) -> io::Result<()> {
+        let (sport, dport) = r.ports.unwrap_or_default();
+        out.extend_from_slice(b"srcIP:");
+        self.src.push_ip(out, r.src)?;
+        out.extend_from_slice(b" dstIP:");
+        self.dst.push_ip(out, r.dst)?;
+        out.extend_from_slice(b" srcPORT:");
+        push_num(out, sport);
+        out.extend_from_slice(b" dstPORT:");
+        push_num(out, dport);
+        out.extend_from_slice(b" PROTOCOL:");
+        write_proto(out, r.proto, true);
+        Ok(())
+    }
+
+    /// After `{"ts":"` and the timestamp.
+    fn json(&mut self, out: &mut Vec<u8>, r: &Record) -> io::Result<()> {
+        out.extend_from_slice(b"\",\"family\":\"");
+        out.extend_from_slice(family_name(r.family).as_bytes());
+        out.extend_from_slice(b"\",\"proto\":\"");
+        write_proto(out, r.proto, false);
+        out.extend_from_slice(b"\",\"src\":\"");
+        self.src.push_ip(out, r.src)?;
+        out.extend_from_slice(b"\",\"dst\":\"");
+        self.dst.push_ip(out, r.dst)?;
+        out.extend_from_slice(b"\",\"sport\":");
+        push_opt_num(out, r.ports.map(|p| p.0), b"null");
+        out.extend_from_slice(b",\"dport\":");
+        push_opt_num(out, r.ports.map(|p| p.1), b"null");
+        out.extend_from_slice(b",\"icmp_type\":");
+        push_opt_num(out, r.icmp.map(|i| i.0), b"null");
+        out.extend_from_slice(b",\"icmp_code\":");
+        push_opt_num(out, r.icmp.map(|i| i.1), b"null");
+        out.extend_from_slice(b",\"len\":");
+        push_num(out, r.len);
+        out.extend_from_slice(b",\"ifindex\":");
+        push_num(out, r.ifindex);
+        out.extend_from_slice(b",\"ifname\":");
+        self.ifname(out, r.ifname)?;
+        out.extend_from_slice(b",\"nexthop\":");
+        match r.nexthop {
+            Some(nexthop) => {
+                out.push(b'"');
+                self.nexthop.push_ip(out, nexthop)?;
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"uid\":");
+        push_opt_num(out, r.uid, b"null");
+        out.extend_from_slice(b",\"pid\":");
+        push_opt_num(out, r.pid, b"null");
+        out.extend_from_slice(b",\"frag\":");
+        push_bool(out, r.frag);
+        out.extend_from_slice(b",\"segs\":");
+        push_num(out, r.segs);
+        out.push(b'}');
+        Ok(())
+    }
+
+    /// After the timestamp: every field is preceded by its comma.
+    fn csv(&mut self, out: &mut Vec<u8>, r: &Record) -> io::Result<()> {
+        out.push(b',');
+        out.extend_from_slice(family_name(r.family).as_bytes());
+        out.push(b',');
+        write_proto(out, r.proto, false);
+        out.push(b',');
+        self.src.push_ip(out, r.src)?;
+        out.push(b',');
+        self.dst.push_ip(out, r.dst)?;
+        for value in [
+            r.ports.map(|p| p.0),
+            r.ports.map(|p| p.1),
+            r.icmp.map(|i| u16::from(i.0)),
+            r.icmp.map(|i| u16::from(i.1)),
+        ] {
+            out.push(b',');
+            push_opt_num(out, value, b"");
+        }
+        out.push(b',');
+        push_num(out, r.len);
+        out.push(b',');
+        push_num(out, r.ifindex);
+        out.push(b',');
+        self.ifname(out, r.ifname)?;
+        out.push(b',');
+        if let Some(nexthop) = r.nexthop {
+            self.nexthop.push_ip(out, nexthop)?;
+        }
+        out.push(b',');
+        push_opt_num(out, r.uid, b"");
+        out.push(b',');
+        push_opt_num(out, r.pid, b"");
+        out.push(b',');
+        push_bool(out, r.frag);
+        out.push(b',');
+        push_num(out, r.segs);
+        Ok(())
+    }
+}
+
+/// `addr`, or `addr:port` (`[addr]:port` for IPv6).
+fn write_endpoint(
+    out: &mut Vec<u8>,
+    memo: &mut Memo<IpAddr>,
+    addr: IpAddr,
+    port: Option<u16>,
+) -> io::Result<()> {
     let bracket = addr.is_ipv6() && port.is_some();
     if bracket {
         out.push(b'[');
     }
-    push_ip(out, addr);
+    memo.push_ip(out, addr)?;
     if bracket {
         out.push(b']');
     }
@@ -160,56 +383,7 @@ fn write_endpoint(out: &mut Vec<u8>, addr: IpAddr, port: Option<u16>) {
         out.push(b':');
         push_num(out, port);
     }
-}
-
-/// After the timestamp.
-fn format_text(out: &mut Vec<u8>, r: &Record) {
-    out.push(b' ');
-    write_proto(out, r.proto, true);
-    out.push(b' ');
-    write_endpoint(out, r.src, r.ports.map(|p| p.0));
-    out.extend_from_slice(b" -> ");
-    write_endpoint(out, r.dst, r.ports.map(|p| p.1));
-    if let Some((icmp_type, icmp_code)) = r.icmp {
-        out.extend_from_slice(b" type ");
-        push_num(out, icmp_type);
-        out.extend_from_slice(b" code ");
-        push_num(out, icmp_code);
-    }
-    out.extend_from_slice(b" dev ");
-    out.extend_from_slice(r.ifname.to_str_lossy().as_bytes());
-    if let Some(nexthop) = r.nexthop {
-        out.extend_from_slice(b" via ");
-        push_ip(out, nexthop);
-    }
-    out.extend_from_slice(b" len ");
-    push_num(out, r.len);
-    if r.frag {
-        out.extend_from_slice(b" frag");
-    }
-    if let Some(uid) = r.uid {
-        out.extend_from_slice(b" uid ");
-        push_num(out, uid);
-    }
-    if let Some(pid) = r.pid {
-        out.extend_from_slice(b" pid ");
-        push_num(out, pid);
-    }
-}
-
-/// The original tool's line: no timestamp.
-fn format_legacy(out: &mut Vec<u8>, r: &Record) {
-    let (sport, dport) = r.ports.unwrap_or_default();
-    out.extend_from_slice(b"srcIP:");
-    push_ip(out, r.src);
-    out.extend_from_slice(b" dstIP:");
-    push_ip(out, r.dst);
-    out.extend_from_slice(b" srcPORT:");
-    push_num(out, sport);
-    out.extend_from_slice(b" dstPORT:");
-    push_num(out, dport);
-    out.extend_from_slice(b" PROTOCOL:");
-    write_proto(out, r.proto, true);
+    Ok(())
 }
 
 /// A JSON string; escapes what RFC 8259 requires.
@@ -235,50 +409,6 @@ fn write_json_str(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
-/// After `{"ts":"` and the timestamp.
-fn format_json(out: &mut Vec<u8>, r: &Record) {
-    out.extend_from_slice(b"\",\"family\":\"");
-    out.extend_from_slice(family_name(r.family).as_bytes());
-    out.extend_from_slice(b"\",\"proto\":\"");
-    write_proto(out, r.proto, false);
-    out.extend_from_slice(b"\",\"src\":\"");
-    push_ip(out, r.src);
-    out.extend_from_slice(b"\",\"dst\":\"");
-    push_ip(out, r.dst);
-    out.extend_from_slice(b"\",\"sport\":");
-    push_opt_num(out, r.ports.map(|p| p.0), b"null");
-    out.extend_from_slice(b",\"dport\":");
-    push_opt_num(out, r.ports.map(|p| p.1), b"null");
-    out.extend_from_slice(b",\"icmp_type\":");
-    push_opt_num(out, r.icmp.map(|i| i.0), b"null");
-    out.extend_from_slice(b",\"icmp_code\":");
-    push_opt_num(out, r.icmp.map(|i| i.1), b"null");
-    out.extend_from_slice(b",\"len\":");
-    push_num(out, r.len);
-    out.extend_from_slice(b",\"ifindex\":");
-    push_num(out, r.ifindex);
-    out.extend_from_slice(b",\"ifname\":");
-    write_json_str(out, &r.ifname.to_str_lossy());
-    out.extend_from_slice(b",\"nexthop\":");
-    match r.nexthop {
-        Some(nexthop) => {
-            out.push(b'"');
-            push_ip(out, nexthop);
-            out.push(b'"');
-        }
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"uid\":");
-    push_opt_num(out, r.uid, b"null");
-    out.extend_from_slice(b",\"pid\":");
-    push_opt_num(out, r.pid, b"null");
-    out.extend_from_slice(b",\"frag\":");
-    push_bool(out, r.frag);
-    out.extend_from_slice(b",\"segs\":");
-    push_num(out, r.segs);
-    out.push(b'}');
-}
-
 /// A CSV field, quoted when it holds a separator, quote or line break.
 fn write_csv_str(out: &mut Vec<u8>, text: &str) {
     if text.contains([',', '"', '\n', '\r']) {
@@ -293,45 +423,6 @@ fn write_csv_str(out: &mut Vec<u8>, text: &str) {
     } else {
         out.extend_from_slice(text.as_bytes());
     }
-}
-
-/// After the timestamp: every field is preceded by its comma.
-fn format_csv(out: &mut Vec<u8>, r: &Record) {
-    out.push(b',');
-    out.extend_from_slice(family_name(r.family).as_bytes());
-    out.push(b',');
-    write_proto(out, r.proto, false);
-    out.push(b',');
-    push_ip(out, r.src);
-    out.push(b',');
-    push_ip(out, r.dst);
-    for value in [
-        r.ports.map(|p| p.0),
-        r.ports.map(|p| p.1),
-        r.icmp.map(|i| u16::from(i.0)),
-        r.icmp.map(|i| u16::from(i.1)),
-    ] {
-        out.push(b',');
-        push_opt_num(out, value, b"");
-    }
-    out.push(b',');
-    push_num(out, r.len);
-    out.push(b',');
-    push_num(out, r.ifindex);
-    out.push(b',');
-    write_csv_str(out, &r.ifname.to_str_lossy());
-    out.push(b',');
-    if let Some(nexthop) = r.nexthop {
-        push_ip(out, nexthop);
-    }
-    out.push(b',');
-    push_opt_num(out, r.uid, b"");
-    out.push(b',');
-    push_opt_num(out, r.pid, b"");
-    out.push(b',');
-    push_bool(out, r.frag);
-    out.push(b',');
-    push_num(out, r.segs);
 }
 
 /// Where lines go, and how much of them is known to be on disk.
@@ -546,15 +637,16 @@ mod tests {
 
     fn line(format: Format, record: &Record) -> String {
         let mut out = Vec::new();
-        format_record(&mut out, format, record).unwrap();
+        LineFormatter::new(format).line(&mut out, record).unwrap();
         String::from_utf8(out).unwrap()
     }
 
     #[test]
     fn timestamps_across_seconds() {
-        let ts = |ns: u64| {
+        let mut formatter = LineFormatter::new(Format::Text);
+        let mut ts = |ns: u64| {
             let mut out = Vec::new();
-            write_ts(&mut out, ns).unwrap();
+            formatter.ts(&mut out, ns).unwrap();
             String::from_utf8(out).unwrap()
         };
         assert_eq!(
@@ -570,6 +662,36 @@ mod tests {
             "2026-11-26T02:35:56.999999999Z"
         );
         assert_eq!(ts(0), "1970-01-01T00:00:00.000000000Z");
+    }
+
+    /// One formatter over records whose fields change in every way writes
+    /// what a fresh formatter per record writes: no remembered text leaks.
+    #[test]
+    fn remembered_fields_never_go_stale() {
+        let records = [
+            tcp_v4(),
+            tcp_v4(),
+            icmp_v4(),
+            udp_v6_frag(),
+            Record {
+                src: "10.0.0.3".parse().unwrap(),
+                ifname: ifname(b"a\"b,c"),
+                ..tcp_v4()
+            },
+            Record {
+                ports: Some((1, 2)),
+                ..udp_v6_frag()
+            },
+            tcp_v4(),
+        ];
+        for format in [Format::Text, Format::Csv, Format::Jsonl, Format::Legacy] {
+            let mut formatter = LineFormatter::new(format);
+            for record in &records {
+                let mut out = Vec::new();
+                formatter.line(&mut out, record).unwrap();
+                assert_eq!(String::from_utf8(out).unwrap(), line(format, record));
+            }
+        }
     }
 
     #[test]
