@@ -40,15 +40,20 @@ static __net_init int nfwatch_net_init(struct net *net)
 	return err;
 }
 
+/* Unhook first; the pernet core waits a grace period before .exit. */
+static __net_exit void nfwatch_net_pre_exit(struct net *net)
+{
+	nfwatch_hooks_unregister(net);
+}
+
 static __net_exit void nfwatch_net_exit(struct net *net)
 {
-	/* Unhook first: once it returns no hook can reach a subscriber. */
-	nfwatch_hooks_unregister(net);
 	nfwatch_pernet_exit_subs(nfwatch_pernet(net));
 }
 
 static struct pernet_operations nfwatch_net_ops = {
 	.init = nfwatch_net_init,
+	.pre_exit = nfwatch_net_pre_exit,
 	.exit = nfwatch_net_exit,
 	.id = &nfwatch_net_id,
 	.size = sizeof(struct nfwatch_net),
@@ -89,14 +94,14 @@ static void __exit nfwatch_exit(void)
 {
 	/*
 	 * No new requests first, then no socket-release callbacks (they would
-	 * look at per-namespace data the pernet exit frees), then unhook and
-	 * say goodbye to every subscriber, then wait for RCU callbacks that
-	 * run this module's code.
+	 * look at per-namespace data the pernet exit frees), then unhook, wait
+	 * one grace period for every namespace at once, and say goodbye to
+	 * every subscriber. The module queues no RCU callbacks, so there is
+	 * nothing more to wait for.
 	 */
 	nfwatch_genl_unregister();
 	nfwatch_notifier_unregister();
 	unregister_pernet_subsys(&nfwatch_net_ops);
-	rcu_barrier();
 	pr_info("nfwatch: unloaded\n");
 }
 

@@ -113,7 +113,6 @@ bool nfwatch_set_contains(const struct nfwatch_prefix_set *set, u8 family,
 			  const u8 *addr);
 bool nfwatch_prefix_has_host_bits(const struct nfwatch_prefix *prefix);
 void nfwatch_set_free(struct nfwatch_prefix_set *set);
-void nfwatch_set_free_rcu(struct nfwatch_prefix_set *set);
 
 /* subscriber.c */
 int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,

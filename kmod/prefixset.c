@@ -34,7 +34,6 @@ struct nfwatch_table {
 };
 
 struct nfwatch_prefix_set {
-	struct rcu_head rcu;
 	unsigned int count;
 	struct nfwatch_table tables[2];	/* [0] IPv4, [1] IPv6 */
 	struct nfwatch_key keys[];
@@ -188,18 +187,6 @@ void nfwatch_set_free(struct nfwatch_prefix_set *set)
 		return;
 	kvfree(set);
 	atomic_dec(&nfwatch_live.sets);
-}
-
-static void set_free_rcu_cb(struct rcu_head *head)
-{
-	nfwatch_set_free(container_of(head, struct nfwatch_prefix_set, rcu));
-}
-
-/* After readers are done; module exit waits with rcu_barrier(). */
-void nfwatch_set_free_rcu(struct nfwatch_prefix_set *set)
-{
-	if (set)
-		call_rcu(&set->rcu, set_free_rcu_cb);
 }
 
 #include "selftest/prefixset.c"

@@ -72,6 +72,7 @@ int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
 		      struct nfwatch_prefix_set *set, struct netlink_ext_ack *extack)
 {
 	struct nfwatch_net *nn = nfwatch_pernet(net);
+	struct nfwatch_prefix_set *old = NULL;
 	struct nfwatch_sub *sub;
 	int err = 0;
 
@@ -83,11 +84,8 @@ int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
 	}
 	sub = sub_find(nn, portid);
 	if (sub) {
-		struct nfwatch_prefix_set *old = rcu_replace_pointer(sub->set, set,
-								     lockdep_is_held(&nn->lock));
-
+		old = rcu_replace_pointer(sub->set, set, lockdep_is_held(&nn->lock));
 		sub->stats.prefixes = nfwatch_set_size(set);
-		nfwatch_set_free_rcu(old);
 		goto out;
 	}
 	sub = sub_new(nn, net, sk, portid, set);
@@ -99,6 +97,15 @@ int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
 	nn->nsubs++;
 out:
 	mutex_unlock(&nn->lock);
+	/*
+	 * A replaced set is freed here, after the readers, rather than from
+	 * an RCU callback: no callback of this module can outlive it, so
+	 * unloading needs no rcu_barrier().
+	 */
+	if (old) {
+		synchronize_rcu();
+		nfwatch_set_free(old);
+	}
 	return err;
 }
 
@@ -186,8 +193,10 @@ int nfwatch_pernet_init_subs(struct nfwatch_net *nn)
 }
 
 /*
- * The namespace or the module is going away, hooks already gone: send each
- * subscriber its last batch and a SHUTDOWN with its final counters.
+ * The namespace or the module is going away. The hooks were removed in
+ * pre_exit and the pernet core has waited a grace period since, so no hook
+ * holds a subscriber: send each its last batch and a SHUTDOWN with its
+ * final counters, and free it.
  */
 void nfwatch_pernet_exit_subs(struct nfwatch_net *nn)
 {
@@ -202,8 +211,6 @@ void nfwatch_pernet_exit_subs(struct nfwatch_net *nn)
 	}
 	mutex_unlock(&nn->lock);
 
-	if (!list_empty(&gone))
-		synchronize_rcu();
 	list_for_each_entry_safe(sub, tmp, &gone, node) {
 		nfwatch_delivery_stop(sub, true);
 		nfwatch_notify_shutdown(sub->net, sub->portid, &sub->stats);

@@ -21,7 +21,7 @@ pub struct Boot<'a> {
     pub vng_bin: &'a Path,
     /// Program and arguments to run in the guest (absolute paths).
     pub argv: Vec<String>,
-    /// Where the console output is saved (it is also printed).
+    /// Where the console output is saved (all but the kernel's is also printed).
     pub log: PathBuf,
     pub deadline: Duration,
 }
@@ -30,11 +30,26 @@ fn shell_quote(arg: &str) -> String {
     format!("'{}'", arg.replace('\'', r"'\''"))
 }
 
-/// Copies each line of `from` to stdout and to the shared log.
+/// A line of the guest kernel's console ("[   12.345678] ..."), as
+/// opposed to the guest command's output.
+fn is_kernel_line(line: &str) -> bool {
+    line.trim_start_matches(|c: char| !c.is_ascii_graphic())
+        .strip_prefix('[')
+        .and_then(|rest| rest.split_once(']'))
+        .is_some_and(|(stamp, _)| {
+            let stamp = stamp.trim();
+            !stamp.is_empty() && stamp.chars().all(|c| c.is_ascii_digit() || c == '.')
+        })
+}
+
+/// Copies each line of `from` to the shared log, and to stdout unless it
+/// is the kernel's (those stay in the log, for when a guest dies).
 fn tee(from: impl Read + Send + 'static, log: Arc<Mutex<std::fs::File>>) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         for line in BufReader::new(from).lines().map_while(Result::ok) {
-            println!("  | {line}");
+            if !is_kernel_line(&line) {
+                println!("  | {line}");
+            }
             if let Ok(mut file) = log.lock() {
                 let _ = writeln!(file, "{line}");
             }
@@ -67,6 +82,9 @@ pub fn boot(boot: &Boot) -> Result<ExitStatus> {
         .args([
             "--disable-kvm",
             "--force-9p",
+            // The kernel's console into the log: a guest that dies leaves
+            // its last words there.
+            "--verbose",
             "--memory",
             "2G",
             "--cpus",
@@ -102,5 +120,19 @@ pub fn boot(boot: &Boot) -> Result<ExitStatus> {
     match waited {
         Ok(status) => Ok(status),
         Err(e) => bail!("{e}: killed the VM (console: {})", boot.log.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_kernel_line;
+
+    #[test]
+    fn kernel_lines_are_told_apart() {
+        assert!(is_kernel_line("[    1.234567] Linux version 6.1.0"));
+        assert!(is_kernel_line("\r[12345.000001] nfwatch: loaded"));
+        assert!(!is_kernel_line("[churn] victim: nfwatch watch 10.10.0.1"));
+        assert!(!is_kernel_line("== churn: PASS"));
+        assert!(!is_kernel_line("[] x"));
     }
 }
