@@ -11,6 +11,8 @@ use std::time::Duration;
 
 /// One VM boot may take this long (TCG is slow) before it is killed.
 const TEST_BOOT_DEADLINE: Duration = Duration::from_secs(25 * 60);
+/// The whole-boot deadline's factor under `--full`.
+const FULL_SLOWDOWN: u32 = 4;
 const DEMO_BOOT_DEADLINE: Duration = Duration::from_secs(10 * 60);
 
 pub struct TestOpts {
@@ -133,6 +135,10 @@ fn test_kernel(env: &Env, kernel: &Kernel, ko: &Path, opts: &TestOpts) -> Vec<Ou
         .collect();
     let mut deadline = TEST_BOOT_DEADLINE;
     let mut extra = extra;
+    if opts.guest_extra.iter().any(|a| a == "--full") {
+        // Ten times the kills and unload cycles: 1,500 s ran out on 6.1.
+        deadline *= FULL_SLOWDOWN;
+    }
     if opts.debug_kernel {
         deadline *= crate::debug_kernel::SLOWDOWN;
         extra.extend(["--slow".into(), crate::debug_kernel::SLOWDOWN.to_string()]);
