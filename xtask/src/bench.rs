@@ -87,14 +87,42 @@ pub struct Row {
     pub name: String,
     pub rounds: usize,
     pub pps: f64,
-    /// Median over rounds of pps / pps of (0) in the same round.
-    pub pps_ratio: Option<f64>,
+    /// Over rounds, pps / pps of (0) in the same round: median and quartiles.
+    pub pps_ratio: Option<Spread>,
     /// Median of records / packets sent.
     pub recorded: Option<f64>,
     pub dropped: Option<f64>,
     pub cpu_per_mpkt: f64,
-    /// Median over rounds of CPU per packet / CPU per packet of (0).
-    pub cpu_ratio: Option<f64>,
+    /// Over rounds, CPU per packet / CPU per packet of (0): median and quartiles.
+    pub cpu_ratio: Option<Spread>,
+}
+
+/// The median of some values and their lower and upper quartiles: on these
+/// machines a round's ratio can be off by half, so the table shows how far.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    pub median: f64,
+    pub q1: f64,
+    pub q3: f64,
+}
+
+impl Spread {
+    pub fn of(values: &[f64]) -> Option<Self> {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+        v.sort_by(f64::total_cmp);
+        Some(Self {
+            median: median(&v)?,
+            q1: median(&v[..v.len() / 2]).unwrap_or(v[0]),
+            q3: median(&v[v.len().div_ceil(2)..]).unwrap_or(v[0]),
+        })
+    }
+
+    fn show(&self, digits: usize) -> String {
+        format!(
+            "{:.digits$} ({:.digits$}–{:.digits$})",
+            self.median, self.q1, self.q3
+        )
+    }
 }
 
 pub fn median(values: &[f64]) -> Option<f64> {
@@ -119,12 +147,12 @@ fn cpu_per_mpkt(s: &Sample) -> f64 {
     s.busy_seconds / (s.packets as f64 / 1e6)
 }
 
-/// Median of `f(sample) / f(baseline of the same round)`: paired by round.
+/// `f(sample) / f(baseline of the same round)` over rounds: paired by round.
 fn paired_ratio(
     samples: &[&Sample],
     baseline: &[&Sample],
     f: impl Fn(&Sample) -> f64,
-) -> Option<f64> {
+) -> Option<Spread> {
     let ratios: Vec<f64> = samples
         .iter()
         .filter_map(|s| {
@@ -132,7 +160,7 @@ fn paired_ratio(
             Some(f(s) / f(base))
         })
         .collect();
-    median(&ratios)
+    Spread::of(&ratios)
 }
 
 pub fn summarize(samples: &[Sample]) -> Vec<Row> {
@@ -183,7 +211,7 @@ fn opt(value: Option<f64>, fmt: impl Fn(f64) -> String) -> String {
 /// The markdown table of `rows`.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| proto | configuration | packets/s | vs (0) | recorded | dropped (tool) | CPU s / M packets | vs (0) |\n\
+        "| proto | configuration | packets/s | vs (0) (quartiles) | recorded | dropped (tool) | CPU s / M packets | vs (0) (quartiles) |\n\
          |---|---|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
@@ -192,11 +220,11 @@ pub fn table(rows: &[Row]) -> String {
             r.proto,
             r.name,
             r.pps,
-            opt(r.pps_ratio, |x| format!("{x:.3}")),
+            r.pps_ratio.map_or_else(|| "–".into(), |x| x.show(3)),
             opt(r.recorded, |x| format!("{:.2}%", x * 100.0)),
             opt(r.dropped, |x| format!("{x:.0}")),
             r.cpu_per_mpkt,
-            opt(r.cpu_ratio, |x| format!("{x:.2}")),
+            r.cpu_ratio.map_or_else(|| "–".into(), |x| x.show(2)),
         ));
     }
     out
@@ -370,6 +398,17 @@ mod tests {
     }
 
     #[test]
+    fn quartiles_are_medians_of_the_halves() {
+        let s = Spread::of(&[5.0, 1.0, 4.0, 2.0, 3.0]).unwrap();
+        assert_eq!((s.q1, s.median, s.q3), (1.5, 3.0, 4.5));
+        let s = Spread::of(&[4.0, 1.0, 3.0, 2.0]).unwrap();
+        assert_eq!((s.q1, s.median, s.q3), (1.5, 2.5, 3.5));
+        let s = Spread::of(&[7.0]).unwrap();
+        assert_eq!((s.q1, s.median, s.q3), (7.0, 7.0, 7.0));
+        assert_eq!(Spread::of(&[]), None);
+    }
+
+    #[test]
     fn ratios_are_paired_by_round_and_tabled() {
         // Round 1 is twice as fast for both: the paired ratio stays 0.5.
         let samples = vec![
@@ -385,12 +424,15 @@ mod tests {
         let r = &rows[1];
         assert_eq!((r.config, r.rounds), (3, 3));
         assert_eq!(r.pps, 500.0);
-        assert_eq!(r.pps_ratio, Some(0.5));
+        assert_eq!(r.pps_ratio.map(|x| x.median), Some(0.5));
         assert_eq!(r.recorded, Some(1.0));
-        assert_eq!(r.cpu_ratio, Some(2.0));
+        assert_eq!(r.cpu_ratio.map(|x| x.median), Some(2.0));
         let text = table(&rows);
         assert_eq!(text.lines().count(), 4);
-        assert!(text.contains("| udp | 3 nfwatch watch --format jsonl (all traffic) | 500 | 0.500 | 100.00% | 0 | 2000.00 | 2.00 |"), "{text}");
-        assert!(text.contains("| 1000 | 1.000 | – | – |"), "{text}");
+        assert!(text.contains("| udp | 3 nfwatch watch --format jsonl (all traffic) | 500 | 0.500 (0.500–0.500) | 100.00% | 0 | 2000.00 | 2.00 (2.00–2.00) |"), "{text}");
+        assert!(
+            text.contains("| 1000 | 1.000 (1.000–1.000) | – | – |"),
+            "{text}"
+        );
     }
 }

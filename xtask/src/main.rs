@@ -72,10 +72,10 @@ enum Cmd {
     /// Benchmark against tcpdump and NFLOG in one 6.12 VM (not part of `test`).
     Bench {
         /// Rounds over all configurations (medians are reported).
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 9)]
         rounds: usize,
         /// Seconds the generator sends per measurement.
-        #[arg(long, default_value_t = 3.0)]
+        #[arg(long, default_value_t = 2.0)]
         seconds: f64,
         /// udp and/or tcp (repeatable; default both).
         #[arg(long)]
