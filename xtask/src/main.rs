@@ -71,7 +71,7 @@ enum Cmd {
     },
     /// Benchmark against tcpdump and NFLOG in one 6.12 VM (not part of `test`).
     Bench {
-        /// Rounds over all configurations (medians are reported).
+        /// Rounds over all configurations (medians and quartiles are reported).
         #[arg(long, default_value_t = 9)]
         rounds: usize,
         /// Seconds the generator sends per measurement.
