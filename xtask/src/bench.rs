@@ -259,6 +259,9 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
         bail!("--rounds and --seconds must be positive");
     }
     let vng_bin = deps::ensure()?;
+    if opts.perf {
+        deps::ensure_extra(&["linux-perf"])?;
+    }
     let kernel = kernels::tested(Some(kernels::DEMO_SERIES))?.remove(0);
     let ko = kmod::build(&kernel)?;
     step("build nfwatch and xtask (release)");
