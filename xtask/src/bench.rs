@@ -4,6 +4,7 @@
 
 use crate::host;
 use crate::util::{self, run, stdout_of, step};
+use crate::vm::Machine;
 use crate::{deps, kernels, kmod};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -43,7 +44,8 @@ pub struct Sample {
     /// Drops the tool itself reports (nfwatch: lost + overruns; tcpdump:
     /// dropped by kernel).
     pub dropped: Option<u64>,
-    /// Guest-wide busy CPU seconds from the start of sending until the tool drained.
+    /// Guest-wide busy CPU seconds from the start of sending until the tool
+    /// had drained and exited.
     pub busy_seconds: f64,
     /// From the generator's end until the tool had exited.
     pub drain_seconds: f64,
@@ -230,13 +232,15 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-/// What target/bench/results.json holds.
+/// What target/bench/results.json (results-icount.json) holds.
 #[derive(Serialize)]
 struct Report<'a> {
     command: &'a str,
     date: String,
     kernel: &'a str,
     vcpus: u32,
+    /// Whether guest time counted instructions (`--icount`).
+    icount: bool,
     rounds: usize,
     seconds_per_run: f64,
     rows: Vec<Row>,
@@ -249,8 +253,10 @@ pub struct BenchOpts {
     pub rounds: usize,
     pub seconds: f64,
     pub protos: Vec<String>,
-    /// Profile configuration 3 with perf (target/vm/bench/perf-config3.txt).
+    /// Profile each configuration with perf (perf-config<N>.txt in the VM's output).
     pub perf: bool,
+    /// Measure on Machine::Icount: instructions, not the host's speed.
+    pub icount: bool,
 }
 
 /// `cargo xtask bench`.
@@ -281,11 +287,24 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
             nfwatch: release.join("nfwatch"),
         },
     };
+    // Separate names, so one mode's run leaves the other's results alone.
+    let (machine, vm_dir, results) = if opts.icount {
+        (Machine::Icount, "bench-icount", "results-icount.json")
+    } else {
+        (Machine::Smp2, "bench", "results.json")
+    };
     step(&format!(
-        "bench VM on {} (QEMU TCG, 2 vCPUs)",
-        kernel.version
+        "bench VM on {} (QEMU TCG, {} vCPU{}{})",
+        kernel.version,
+        machine.cpus(),
+        if machine.cpus() == 1 { "" } else { "s" },
+        if opts.icount {
+            ", -icount: 1 instruction = 1 ns of guest time"
+        } else {
+            ""
+        }
     ));
-    let out = util::target_dir().join("vm").join("bench");
+    let out = util::target_dir().join("vm").join(vm_dir);
     let mut extra = vec![
         "--rounds".to_string(),
         opts.rounds.to_string(),
@@ -300,16 +319,28 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
     }
     let runs = opts.rounds * opts.protos.len().max(1) * CONFIGS.len() + 2;
     let deadline = Duration::from_secs(600 + runs as u64 * (opts.seconds as u64 + 60));
-    let status = host::boot_guest(&env, &kernel, &ko, "guest-bench", &out, &extra, deadline)?;
+    let run = host::GuestRun {
+        cmd: "guest-bench",
+        out: &out,
+        extra: &extra,
+        deadline,
+        machine,
+    };
+    let status = host::boot_guest(&env, &kernel, &ko, &run)?;
     let raw = read_raw(&out)?;
     let rows = summarize(&raw.samples);
     let report = Report {
-        command: "cargo xtask bench",
+        command: if opts.icount {
+            "cargo xtask bench --icount"
+        } else {
+            "cargo xtask bench"
+        },
         date: stdout_of(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?
             .trim()
             .to_string(),
         kernel: &raw.kernel,
-        vcpus: 2,
+        vcpus: machine.cpus(),
+        icount: opts.icount,
         rounds: raw.rounds,
         seconds_per_run: raw.seconds,
         rows: rows.clone(),
@@ -319,7 +350,7 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
     };
     let dir = util::target_dir().join("bench");
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join("results.json");
+    let path = dir.join(results);
     std::fs::write(&path, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("cannot write {}", path.display()))?;
     step("results");
@@ -350,7 +381,10 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
     }
     println!("\n(written to {})", path.display());
     if opts.perf {
-        println!("perf profile: {}", out.join("perf-config3.txt").display());
+        println!(
+            "perf profiles: {}",
+            out.join("perf-config<N>.txt").display()
+        );
     }
     if !status.success() {
         bail!("the bench guest failed ({status}); see {}", out.display());

@@ -79,21 +79,31 @@ fn path_arg(path: &Path) -> String {
     path.display().to_string()
 }
 
-/// Boots `kernel` running `guest_cmd` with its module and binaries, writing to `out`.
+/// One guest command to boot a VM for.
+pub(crate) struct GuestRun<'a> {
+    /// The xtask subcommand run in the guest.
+    pub(crate) cmd: &'a str,
+    /// Where the guest writes its results (emptied first).
+    pub(crate) out: &'a Path,
+    /// More arguments for `cmd`.
+    pub(crate) extra: &'a [String],
+    pub(crate) deadline: Duration,
+    pub(crate) machine: vm::Machine,
+}
+
+/// Boots `kernel` running `run` with its module and binaries.
 pub(crate) fn boot_guest(
     env: &Env,
     kernel: &Kernel,
     ko: &Path,
-    guest_cmd: &str,
-    out: &Path,
-    extra: &[String],
-    deadline: Duration,
+    run: &GuestRun,
 ) -> Result<std::process::ExitStatus> {
+    let out = run.out;
     util::remove_dir(out)?;
     std::fs::create_dir_all(out)?;
     let mut argv = vec![
         path_arg(&env.bins.xtask),
-        guest_cmd.to_string(),
+        run.cmd.to_string(),
         "--module".into(),
         path_arg(ko),
         "--nfwatch".into(),
@@ -101,13 +111,14 @@ pub(crate) fn boot_guest(
         "--out".into(),
         path_arg(out),
     ];
-    argv.extend_from_slice(extra);
+    argv.extend_from_slice(run.extra);
     vm::boot(&vm::Boot {
         kernel,
         vng_bin: &env.vng_bin,
         argv,
         log: out.join("console.log"),
-        deadline,
+        deadline: run.deadline,
+        machine: run.machine,
     })
 }
 
@@ -143,7 +154,14 @@ fn test_kernel(env: &Env, kernel: &Kernel, ko: &Path, opts: &TestOpts) -> Vec<Ou
         deadline *= crate::debug_kernel::SLOWDOWN;
         extra.extend(["--slow".into(), crate::debug_kernel::SLOWDOWN.to_string()]);
     }
-    let booted = boot_guest(env, kernel, ko, "guest-scenarios", &out, &extra, deadline);
+    let run = GuestRun {
+        cmd: "guest-scenarios",
+        out: &out,
+        extra: &extra,
+        deadline,
+        machine: vm::Machine::Smp2,
+    };
+    let booted = boot_guest(env, kernel, ko, &run);
     let mut outcomes = match Results::read(&out) {
         Ok(results) => results.outcomes,
         Err(e) => vec![failure("results", format!("{e:#}"))],
@@ -221,15 +239,14 @@ pub fn demo() -> Result<()> {
     };
     step(&format!("demo VM on {} (QEMU TCG)", kernel.version));
     let out = util::target_dir().join("vm").join("demo");
-    let status = boot_guest(
-        &env,
-        &kernel,
-        &ko,
-        "guest-demo",
-        &out,
-        &[],
-        DEMO_BOOT_DEADLINE,
-    )?;
+    let run = GuestRun {
+        cmd: "guest-demo",
+        out: &out,
+        extra: &[],
+        deadline: DEMO_BOOT_DEADLINE,
+        machine: vm::Machine::Smp2,
+    };
+    let status = boot_guest(&env, &kernel, &ko, &run)?;
     if !status.success() {
         bail!(
             "the demo failed in the guest ({status}); see {}",

@@ -80,9 +80,16 @@ enum Cmd {
         /// udp and/or tcp (repeatable; default both).
         #[arg(long)]
         proto: Vec<String>,
-        /// Also profile `nfwatch watch` (jsonl, UDP) with perf in the guest.
+        /// Also profile each configuration once (UDP) with perf in the guest.
         #[arg(long)]
         perf: bool,
+        /// Count instructions instead of seconds: 1 vCPU under QEMU
+        /// `-icount shift=0,sleep=off`, so every instruction the guest runs
+        /// takes 1 ns of its time. Repeatable to a fraction of a percent
+        /// whatever the host does; the tool and the sender share the CPU,
+        /// so packets/s falls by the tool's whole cost.
+        #[arg(long)]
+        icount: bool,
     },
     /// (in the VM) Run the scenarios.
     #[command(hide = true)]
@@ -165,10 +172,12 @@ fn dispatch(command: Cmd) -> Result<bool> {
             seconds,
             proto,
             perf,
+            icount,
         } => bench::bench(&bench::BenchOpts {
             rounds,
             seconds,
             perf,
+            icount,
             protos: if proto.is_empty() {
                 vec!["udp".into(), "tcp".into()]
             } else {

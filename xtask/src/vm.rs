@@ -15,6 +15,26 @@ use std::time::Duration;
 /// Guest PATH: the guest runs commands as root from the host's filesystem.
 const GUEST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// The emulated machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Machine {
+    /// 2 vCPUs on multi-threaded TCG: guest time is the host's time.
+    Smp2,
+    /// 1 vCPU with `-icount shift=0,sleep=off`: every guest instruction
+    /// takes 1 ns of guest time and idle time is skipped, so what the guest
+    /// times counts instructions, however fast or busy the host is.
+    Icount,
+}
+
+impl Machine {
+    pub fn cpus(self) -> u32 {
+        match self {
+            Machine::Smp2 => 2,
+            Machine::Icount => 1,
+        }
+    }
+}
+
 pub struct Boot<'a> {
     pub kernel: &'a Kernel,
     /// The virtme-ng venv's bin directory.
@@ -24,6 +44,7 @@ pub struct Boot<'a> {
     /// Where the console output is saved (all but the kernel's is also printed).
     pub log: PathBuf,
     pub deadline: Duration,
+    pub machine: Machine,
 }
 
 fn shell_quote(arg: &str) -> String {
@@ -88,9 +109,10 @@ pub fn boot(boot: &Boot) -> Result<ExitStatus> {
             "--memory",
             "2G",
             "--cpus",
-            "2",
         ])
+        .arg(boot.machine.cpus().to_string())
         .arg(format!("--rwdir={}", vm_dir.display()))
+        .args((boot.machine == Machine::Icount).then_some("--qemu-opts=-icount shift=0,sleep=off"))
         .arg("--")
         .arg(&script)
         .current_dir(util::workspace_root())

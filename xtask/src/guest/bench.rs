@@ -27,7 +27,7 @@ pub struct BenchArgs {
     /// udp and/or tcp (repeatable; default both).
     #[arg(long)]
     proto: Vec<String>,
-    /// Also profile configuration 3 once with `perf record -a -g`.
+    /// Also profile each configuration once (UDP) with `perf record -a -g`.
     #[arg(long)]
     perf: bool,
 }
@@ -122,6 +122,11 @@ fn nft(script: &str) -> Result<()> {
 /// What a tool said once drained.
 #[derive(Default)]
 struct Drained {
+    /// Guest-wide busy seconds (`busy_seconds`) when the tool had exited:
+    /// reading back and removing its file is the bench's work, not the tool's.
+    busy_at_exit: f64,
+    /// When the tool had exited (None: there was no tool).
+    exited: Option<Instant>,
     records: Option<u64>,
     file_lines: Option<u64>,
     dropped: Option<u64>,
@@ -231,17 +236,33 @@ impl Bench<'_> {
         })
     }
 
+    /// Stops configuration `config`'s `tool` once drained, and removes
+    /// what `start` set up for it.
+    fn stop(config: usize, tool: Tool) -> Result<Drained> {
+        let drained = Self::drain(tool);
+        if config == 6 {
+            nft(&format!("delete table ip {NFT_TABLE}"))?;
+        }
+        drained
+    }
+
     /// Stops `tool` once drained: (records, file lines, dropped).
     fn drain(tool: Tool) -> Result<Drained> {
         match tool {
-            Tool::None => Ok(Drained::default()),
+            Tool::None => Ok(Drained {
+                busy_at_exit: busy_seconds()?,
+                ..Drained::default()
+            }),
             Tool::Nfwatch { mut proc, out } => {
                 proc.signal(libc::SIGTERM)?;
                 proc.wait_success(DEADLINE)?;
+                let (busy_at_exit, exited) = (busy_seconds()?, Some(Instant::now()));
                 let summary = Summary::parse(&proc.lines())?;
                 let lines = count_lines(&out)?;
                 std::fs::remove_file(&out)?;
                 Ok(Drained {
+                    busy_at_exit,
+                    exited,
                     records: Some(summary.written),
                     file_lines: Some(lines),
                     dropped: Some(summary.lost_in_kernel + summary.overruns),
@@ -259,11 +280,14 @@ impl Bench<'_> {
                 })?;
                 proc.signal(libc::SIGINT)?;
                 proc.wait_success(DEADLINE)?;
+                let (busy_at_exit, exited) = (busy_seconds()?, Some(Instant::now()));
                 let lines = proc.lines();
                 let captured = tcpdump_count(&lines, " packets captured")?;
                 let dropped = tcpdump_count(&lines, " packets dropped by kernel")?;
                 std::fs::remove_file(&out)?;
                 Ok(Drained {
+                    busy_at_exit,
+                    exited,
                     records: Some(captured),
                     dropped: Some(dropped),
                     ..Drained::default()
@@ -277,17 +301,13 @@ impl Bench<'_> {
         let tool = self.start(&tag, proto, config)?;
         let report = self.generate(&tag, proto);
         let gen_end = Instant::now();
-        let drained = Self::drain(tool);
-        let busy_end = busy_seconds()?;
-        if config == 6 {
-            nft(&format!("delete table ip {NFT_TABLE}"))?;
-        }
+        let drained = Self::stop(config, tool);
         let report = report?;
         let drained = drained?;
         let busy_end = if config <= 1 {
             report.busy_end
         } else {
-            busy_end
+            drained.busy_at_exit
         };
         Ok(Sample {
             proto: proto.into(),
@@ -300,11 +320,9 @@ impl Bench<'_> {
             file_lines: drained.file_lines,
             dropped: drained.dropped,
             busy_seconds: busy_end - report.busy_start,
-            drain_seconds: if config <= 1 {
-                0.0
-            } else {
-                gen_end.elapsed().as_secs_f64()
-            },
+            drain_seconds: drained
+                .exited
+                .map_or(0.0, |exited| (exited - gen_end).as_secs_f64()),
         })
     }
 
@@ -341,13 +359,10 @@ impl Bench<'_> {
 
 impl Bench<'_> {
     /// `perf record -a -g` (cpu-clock: TCG has no PMU) over one UDP run of
-    /// configuration 3; the report goes to perf-config3.txt.
-    fn profile(&self) -> Result<()> {
-        if !module_loaded() {
-            insmod(&self.args.module)?;
-        }
+    /// `config`; the report goes to perf-config<config>.txt.
+    fn profile(&self, config: usize) -> Result<()> {
         let data = Path::new(TMP).join("perf.data");
-        let tool = self.nfwatch("perf", &[format!("{SRC}/32")], "jsonl", None)?;
+        let tool = self.start(&format!("perf-c{config}"), "udp", config)?;
         // perf runs the generator as its workload, so it is ready before
         // the first packet and stops with the last one; no build-id pass.
         let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
@@ -378,7 +393,7 @@ impl Bench<'_> {
             .context("no report from the generator under perf")?;
         let report: GenReport =
             serde_json::from_str(line).with_context(|| format!("bad generator report {line}"))?;
-        let drained = Self::drain(tool)?;
+        let drained = Self::stop(config, tool)?;
         // Where the time went by program, then by function; kernel symbols
         // from /proc/kallsyms (no vmlinux in the guest, no build-ids recorded).
         let perf_report = |sort: &str, limit: &str| {
@@ -391,11 +406,11 @@ impl Bench<'_> {
             )
         };
         let head = format!(
-            "# nfwatch watch --format jsonl, UDP: {} packets, {:?} records\n",
-            report.packets, drained.records
+            "# {}, UDP: {} packets, {:?} records\n",
+            CONFIGS[config], report.packets, drained.records
         );
         let text = head + &perf_report("comm,dso", "0.1")? + &perf_report("comm,dso,sym", "0.2")?;
-        std::fs::write(self.args.out.join("perf-config3.txt"), text)?;
+        std::fs::write(self.args.out.join(format!("perf-config{config}.txt")), text)?;
         std::fs::remove_file(&data)?;
         Ok(())
     }
@@ -476,9 +491,12 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         write_raw(&args.out, &raw)?;
     }
     if args.perf {
-        if let Err(e) = bench.profile() {
-            raw.errors.push(format!("perf profile: {e:#}"));
-            write_raw(&args.out, &raw)?;
+        for config in 0..CONFIGS.len() {
+            if let Err(e) = bench.profile(config) {
+                raw.errors
+                    .push(format!("perf profile of config {config}: {e:#}"));
+                write_raw(&args.out, &raw)?;
+            }
         }
     }
     if module_loaded() {
