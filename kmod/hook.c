@@ -124,6 +124,20 @@ static int parse_ipv6(const struct sk_buff *skb, struct nfwatch_record *rec)
 	return off;
 }
 
+/*
+ * The name and zeros after its NUL: no stale bytes of an older, longer
+ * name leave the kernel. As strscpy_pad() does, for a fraction of its cost
+ * on this per-packet path (the name is always NUL-terminated in IFNAMSIZ).
+ */
+static void copy_ifname(char to[IFNAMSIZ], const char from[IFNAMSIZ])
+{
+	size_t len;
+
+	memcpy(to, from, IFNAMSIZ);
+	len = strnlen(to, IFNAMSIZ);
+	memset(to + len, 0, IFNAMSIZ - len);
+}
+
 static void fill_route(const struct sk_buff *skb, const struct net_device *out,
 		       struct nfwatch_record *rec)
 {
@@ -131,10 +145,10 @@ static void fill_route(const struct sk_buff *skb, const struct net_device *out,
 
 	if (!out && dst)
 		out = dst->dev;
+	BUILD_BUG_ON(sizeof(rec->ifname) != IFNAMSIZ);
 	if (out) {
 		rec->ifindex = out->ifindex;
-		/* _pad: no stale bytes of an older name leave the kernel. */
-		strscpy_pad(rec->ifname, out->name, sizeof(rec->ifname));
+		copy_ifname(rec->ifname, out->name);
 	}
 	if (!dst)
 		return;

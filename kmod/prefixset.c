@@ -10,7 +10,6 @@
  * distinct length and binary-searches that group: O(L log n) for L
  * distinct lengths, a few dozen compares for 1024 prefixes.
  */
-#include <linux/bsearch.h>
 #include <linux/rcupdate.h>
 #include <linux/slab.h>
 #include <linux/sort.h>
@@ -94,11 +93,6 @@ static int entry_cmp(const void *pa, const void *pb)
 	return key_cmp(&a->key, &b->key);
 }
 
-static int key_search_cmp(const void *key, const void *elt)
-{
-	return key_cmp(key, elt);
-}
-
 bool nfwatch_prefix_has_host_bits(const struct nfwatch_prefix *prefix)
 {
 	struct nfwatch_key key = addr_key(prefix->family, prefix->addr);
@@ -163,6 +157,30 @@ unsigned int nfwatch_set_size(const struct nfwatch_prefix_set *set)
 	return set->count;
 }
 
+/*
+ * Binary search written out rather than bsearch(): this runs for every
+ * packet sent while anyone subscribes, and bsearch() makes an indirect call
+ * (a retpoline on most distribution kernels) per step.
+ */
+static bool group_contains(const struct nfwatch_key *keys, unsigned int count,
+			   const struct nfwatch_key *key)
+{
+	unsigned int lo = 0, hi = count;
+
+	while (lo < hi) {
+		unsigned int mid = lo + (hi - lo) / 2;
+		int cmp = key_cmp(key, &keys[mid]);
+
+		if (!cmp)
+			return true;
+		if (cmp < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return false;
+}
+
 bool nfwatch_set_contains(const struct nfwatch_prefix_set *set, u8 family,
 			  const u8 *addr)
 {
@@ -174,8 +192,7 @@ bool nfwatch_set_contains(const struct nfwatch_prefix_set *set, u8 family,
 		const struct nfwatch_group *g = &t->groups[i];
 		struct nfwatch_key masked = mask_key(key, g->len);
 
-		if (bsearch(&masked, &set->keys[g->start], g->count,
-			    sizeof(masked), key_search_cmp))
+		if (group_contains(&set->keys[g->start], g->count, &masked))
 			return true;
 	}
 	return false;
