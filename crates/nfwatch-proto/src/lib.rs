@@ -13,4 +13,4 @@ pub use consts::*;
 pub use error::ProtoError;
 pub use message::{prefixes_attr, Batch, KernelMessage, LiveObjects, Request, Stats, StatsReply};
 pub use prefix::{Prefix, PrefixError};
-pub use record::{Family, IfName, Record};
+pub use record::{Family, IfName, Record, RecordBytes};

@@ -8,7 +8,7 @@ use netlink_packet_generic::GenlFamily;
 
 use crate::attr::{attr_u32, attr_u64, emit_attrs, walk_attrs, RawAttr};
 use crate::consts::*;
-use crate::{record_layout, Prefix, ProtoError, Record};
+use crate::{record_layout, Prefix, ProtoError, RecordBytes};
 
 /// A request to the nfwatch family: command plus attributes. Plugs into
 /// netlink-packet-generic's `GenlMessage` for the genl and netlink headers.
@@ -215,10 +215,9 @@ impl<'a> Batch<'a> {
         self.records.is_empty()
     }
 
-    pub fn records(&self) -> impl Iterator<Item = Result<Record, ProtoError>> + 'a {
-        self.records
-            .chunks_exact(self.record_size)
-            .map(Record::parse)
+    /// Each record's bytes (`parse` checked they are long enough).
+    pub fn records(&self) -> impl Iterator<Item = RecordBytes<'a>> + 'a {
+        self.records.chunks_exact(self.record_size).map(RecordBytes)
     }
 }
 
@@ -318,7 +317,7 @@ mod tests {
             panic!("not a batch");
         };
         assert_eq!((batch.seq, batch.lost, batch.len()), (7, 3, 2));
-        assert!(batch.records().all(|r| r.unwrap() == sample_v4()));
+        assert!(batch.records().all(|r| r.parse().unwrap() == sample_v4()));
     }
 
     #[test]
@@ -328,7 +327,7 @@ mod tests {
         let attrs = records_attrs(1, 0, 112, [record.clone(), record].concat());
         let batch = Batch::parse(&attrs).unwrap();
         assert_eq!(batch.len(), 2);
-        assert!(batch.records().all(|r| r.unwrap() == sample_v4()));
+        assert!(batch.records().all(|r| r.parse().unwrap() == sample_v4()));
     }
 
     #[test]

@@ -182,6 +182,62 @@ impl Record {
     }
 }
 
+/// One record's wire bytes (at least `record_layout::SIZE`). What differs
+/// from packet to packet of one flow (time, length, segments) is read
+/// directly; the rest is compared as bytes, so a writer can tell a record
+/// of the flow it just wrote without parsing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordBytes<'a>(pub(crate) &'a [u8]);
+
+// same_flow compares the bytes between these fields, in this order.
+const _: () = assert!(
+    layout::TS_NS == 0 && layout::TS_NS + 8 <= layout::LEN && layout::LEN + 4 <= layout::SEGS
+);
+
+impl<'a> RecordBytes<'a> {
+    pub fn new(bytes: &'a [u8]) -> Result<Self, ProtoError> {
+        if bytes.len() < layout::SIZE {
+            return Err(ProtoError::Truncated {
+                what: "record",
+                need: layout::SIZE,
+                have: bytes.len(),
+            });
+        }
+        Ok(Self(bytes))
+    }
+
+    pub fn bytes(self) -> &'a [u8] {
+        self.0
+    }
+
+    pub fn parse(self) -> Result<Record, ProtoError> {
+        Record::parse(self.0)
+    }
+
+    pub fn ts_ns(self) -> u64 {
+        u64::from_ne_bytes(array(self.0, layout::TS_NS))
+    }
+
+    /// The packet's IP length (`Record::len`).
+    pub fn ip_len(self) -> u32 {
+        u32::from_ne_bytes(array(self.0, layout::LEN))
+    }
+
+    pub fn segs(self) -> u16 {
+        u16::from_ne_bytes(array(self.0, layout::SEGS))
+    }
+
+    /// Whether `other` (another record's bytes) differs from this one in
+    /// the time, length and segment count at most.
+    pub fn same_flow(self, other: &[u8]) -> bool {
+        let (a, b) = (self.0, other);
+        a.len() == b.len()
+            && a[layout::TS_NS + 8..layout::LEN] == b[layout::TS_NS + 8..layout::LEN]
+            && a[layout::LEN + 4..layout::SEGS] == b[layout::LEN + 4..layout::SEGS]
+            && a[layout::SEGS + 2..] == b[layout::SEGS + 2..]
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -204,6 +260,38 @@ pub(crate) mod tests {
             frag: false,
             segs: 1,
         }
+    }
+
+    #[test]
+    fn record_bytes_tell_the_same_flow() {
+        let base = sample_v4().to_bytes();
+        let view = RecordBytes::new(&base).unwrap();
+        assert_eq!(
+            (view.ts_ns(), view.ip_len(), view.segs()),
+            (1_795_660_556_123_456_789, 60, 1)
+        );
+        let later = Record {
+            ts_ns: 1,
+            len: 1500,
+            segs: 40,
+            ..sample_v4()
+        }
+        .to_bytes();
+        assert!(view.same_flow(&later));
+        // Every other byte, the padding included, belongs to the flow.
+        for i in (0..layout::SIZE).filter(|i| !(0..8).contains(i)) {
+            if (layout::LEN..layout::LEN + 4).contains(&i)
+                || (layout::SEGS..layout::SEGS + 2).contains(&i)
+            {
+                continue;
+            }
+            let mut other = base;
+            other[i] ^= 1;
+            assert!(!view.same_flow(&other), "byte {i}");
+        }
+        assert!(!view.same_flow(&base[..layout::SIZE - 1]));
+        assert!(!view.same_flow(&[]));
+        assert!(RecordBytes::new(&base[..layout::SIZE - 1]).is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::netlink::{messages, CtrlFamily, GenlSocket, Message, Received};
 use crate::signals::Signals;
 use crate::status::{progress_line, summary, Counters, Status};
 use crate::subscribe::{self, kernel_error, wait_readable, REPLY_TIMEOUT};
-use crate::writers::{Destination, Format, LineFormatter, LineSink, CSV_HEADER};
+use crate::writers::{Destination, Format, LineError, LineFormatter, LineSink, CSV_HEADER};
 
 /// Datagrams read per wakeup before timers and signals are looked at again.
 const DATAGRAMS_PER_WAKEUP: usize = 64;
@@ -244,7 +244,6 @@ impl Session {
         self.confirm_subscribed();
         self.counters.batch_seen(batch.seq, batch.lost);
         for record in batch.records() {
-            let record = record?;
             self.counters.received += 1;
             if self
                 .count
@@ -255,9 +254,12 @@ impl Session {
             }
             let line = self.sink.line_buffer();
             let start = line.len();
-            if let Err(e) = self.formatter.line(line, &record) {
+            if let Err(e) = self.formatter.line(line, record) {
                 self.sink.discard_partial(start);
-                return Err(Error::io("cannot format a record", e));
+                return Err(match e {
+                    LineError::Malformed(cause) => Error::Malformed(cause),
+                    LineError::Format(cause) => Error::io("cannot format a record", cause),
+                });
             }
             self.counters.written += 1;
             self.sink.line_added().map_err(WriteFailed)?;

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 
 use clap::ValueEnum;
-use nfwatch_proto::{Family, IfName, Record};
+use nfwatch_proto::{Family, IfName, ProtoError, Record, RecordBytes};
 use time::macros::format_description;
 use time::OffsetDateTime;
 
@@ -160,10 +160,103 @@ fn family_name(family: Family) -> &'static str {
     }
 }
 
-/// Formats records as lines of one format, remembering the text of the
-/// fields that repeat from one record to the next.
+/// Why a record could not be written as a line.
+#[derive(Debug)]
+pub enum LineError {
+    /// Its bytes break the contract.
+    Malformed(ProtoError),
+    /// A field could not be rendered.
+    Format(io::Error),
+}
+
+impl From<ProtoError> for LineError {
+    fn from(cause: ProtoError) -> Self {
+        Self::Malformed(cause)
+    }
+}
+
+impl From<io::Error> for LineError {
+    fn from(cause: io::Error) -> Self {
+        Self::Format(cause)
+    }
+}
+
+/// The numbers that differ between records of one flow (besides the time).
+#[derive(Debug, Clone, Copy)]
+enum Varying {
+    Len,
+    Segs,
+}
+
+impl Varying {
+    fn pick(self, len: u32, segs: u16) -> u32 {
+        match self {
+            Varying::Len => len,
+            Varying::Segs => u32::from(segs),
+        }
+    }
+}
+
+/// The last flow's line after the timestamp, with gaps for the `Varying`
+/// numbers. A flow's records come in runs (a batch holds what one socket
+/// sent), and parsing a record and writing out its addresses, ports, names
+/// and keys again was most of a line's cost.
+struct FlowText {
+    /// The bytes of the record `text` was written for (empty: none).
+    record: Vec<u8>,
+    text: Vec<u8>,
+    /// Where in `text` each varying number goes, in order.
+    gaps: Vec<(usize, Varying)>,
+}
+
+impl FlowText {
+    fn new() -> Self {
+        Self {
+            record: Vec::new(),
+            text: Vec::new(),
+            gaps: Vec::new(),
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>, record: RecordBytes) {
+        let mut from = 0;
+        for &(at, varying) in &self.gaps {
+            out.extend_from_slice(&self.text[from..at]);
+            push_num(out, varying.pick(record.ip_len(), record.segs()));
+            from = at;
+        }
+        out.extend_from_slice(&self.text[from..]);
+    }
+
+    /// Takes `line[start..]`, minus the `spans` the varying numbers filled.
+    fn learn(
+        &mut self,
+        record: RecordBytes,
+        line: &[u8],
+        start: usize,
+        spans: &[(usize, usize, Varying)],
+    ) {
+        self.text.clear();
+        self.gaps.clear();
+        let mut from = start;
+        for &(span_start, span_end, varying) in spans {
+            self.text.extend_from_slice(&line[from..span_start]);
+            self.gaps.push((self.text.len(), varying));
+            from = span_end;
+        }
+        self.text.extend_from_slice(&line[from..]);
+        self.record.extend_from_slice(record.bytes());
+    }
+}
+
+/// Formats records as lines of one format, remembering the text of what
+/// repeats from one record to the next: a flow's whole line, and within a
+/// new flow's line each field.
 pub struct LineFormatter {
     format: Format,
+    flow: FlowText,
+    /// Where the varying numbers went in the line being written in full.
+    spans: Vec<(usize, usize, Varying)>,
     second: Memo<u64>,
     src: Memo<IpAddr>,
     dst: Memo<IpAddr>,
@@ -175,6 +268,8 @@ impl LineFormatter {
     pub fn new(format: Format) -> Self {
         Self {
             format,
+            flow: FlowText::new(),
+            spans: Vec::new(),
             second: Memo::new(),
             src: Memo::new(),
             dst: Memo::new(),
@@ -184,25 +279,39 @@ impl LineFormatter {
     }
 
     /// Appends one line (with '\n') for `record` to `out`.
-    pub fn line(&mut self, out: &mut Vec<u8>, record: &Record) -> io::Result<()> {
+    pub fn line(&mut self, out: &mut Vec<u8>, record: RecordBytes) -> Result<(), LineError> {
         match self.format {
-            Format::Text => {
-                self.ts(out, record.ts_ns)?;
-                self.text(out, record)?;
-            }
-            Format::Csv => {
-                self.ts(out, record.ts_ns)?;
-                self.csv(out, record)?;
-            }
+            Format::Text | Format::Csv => self.ts(out, record.ts_ns())?,
             Format::Jsonl => {
                 out.extend_from_slice(b"{\"ts\":\"");
-                self.ts(out, record.ts_ns)?;
-                self.json(out, record)?;
+                self.ts(out, record.ts_ns())?;
             }
-            Format::Legacy => self.legacy(out, record)?,
+            Format::Legacy => {}
+        }
+        if record.same_flow(&self.flow.record) {
+            self.flow.write(out, record);
+        } else {
+            self.flow.record.clear();
+            let parsed = record.parse()?;
+            self.spans.clear();
+            let start = out.len();
+            match self.format {
+                Format::Text => self.text(out, &parsed)?,
+                Format::Csv => self.csv(out, &parsed)?,
+                Format::Jsonl => self.json(out, &parsed)?,
+                Format::Legacy => self.legacy(out, &parsed)?,
+            }
+            self.flow.learn(record, out, start, &self.spans);
         }
         out.push(b'\n');
         Ok(())
+    }
+
+    /// A number that differs between records of one flow.
+    fn varying(&mut self, out: &mut Vec<u8>, varying: Varying, record: &Record) {
+        let start = out.len();
+        push_num(out, varying.pick(record.len, record.segs));
+        self.spans.push((start, out.len(), varying));
     }
 
     /// RFC 3339 in UTC with exactly nine fractional digits.
@@ -247,7 +356,7 @@ impl LineFormatter {
             self.nexthop.push_ip(out, nexthop)?;
         }
         out.extend_from_slice(b" len ");
-        push_num(out, r.len);
+        self.varying(out, Varying::Len, r);
         if r.frag {
             out.extend_from_slice(b" frag");
         }
@@ -297,7 +406,7 @@ impl LineFormatter {
         out.extend_from_slice(b",\"icmp_code\":");
         push_opt_num(out, r.icmp.map(|i| i.1), b"null");
         out.extend_from_slice(b",\"len\":");
-        push_num(out, r.len);
+        self.varying(out, Varying::Len, r);
         out.extend_from_slice(b",\"ifindex\":");
         push_num(out, r.ifindex);
         out.extend_from_slice(b",\"ifname\":");
@@ -318,7 +427,7 @@ impl LineFormatter {
         out.extend_from_slice(b",\"frag\":");
         push_bool(out, r.frag);
         out.extend_from_slice(b",\"segs\":");
-        push_num(out, r.segs);
+        self.varying(out, Varying::Segs, r);
         out.push(b'}');
         Ok(())
     }
@@ -343,7 +452,7 @@ impl LineFormatter {
             push_opt_num(out, value, b"");
         }
         out.push(b',');
-        push_num(out, r.len);
+        self.varying(out, Varying::Len, r);
         out.push(b',');
         push_num(out, r.ifindex);
         out.push(b',');
@@ -359,7 +468,7 @@ impl LineFormatter {
         out.push(b',');
         push_bool(out, r.frag);
         out.push(b',');
-        push_num(out, r.segs);
+        self.varying(out, Varying::Segs, r);
         Ok(())
     }
 }
@@ -635,10 +744,17 @@ mod tests {
         }
     }
 
-    fn line(format: Format, record: &Record) -> String {
+    fn write(formatter: &mut LineFormatter, record: &Record) -> String {
+        let bytes = record.to_bytes();
         let mut out = Vec::new();
-        LineFormatter::new(format).line(&mut out, record).unwrap();
+        formatter
+            .line(&mut out, RecordBytes::new(&bytes).unwrap())
+            .unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    fn line(format: Format, record: &Record) -> String {
+        write(&mut LineFormatter::new(format), record)
     }
 
     #[test]
@@ -683,13 +799,23 @@ mod tests {
                 ..udp_v6_frag()
             },
             tcp_v4(),
+            // The same flow again: only the time, length and segments differ.
+            Record {
+                ts_ns: 1_795_660_557_000_000_001,
+                len: 1500,
+                segs: 45,
+                ..tcp_v4()
+            },
+            Record { len: 7, ..tcp_v4() },
+            Record {
+                uid: Some(1001),
+                ..tcp_v4()
+            },
         ];
         for format in [Format::Text, Format::Csv, Format::Jsonl, Format::Legacy] {
             let mut formatter = LineFormatter::new(format);
             for record in &records {
-                let mut out = Vec::new();
-                formatter.line(&mut out, record).unwrap();
-                assert_eq!(String::from_utf8(out).unwrap(), line(format, record));
+                assert_eq!(write(&mut formatter, record), line(format, record));
             }
         }
     }
