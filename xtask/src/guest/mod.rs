@@ -114,6 +114,13 @@ pub fn insmod(module: &Path) -> Result<()> {
     run(Command::new("insmod").arg(module))
 }
 
+/// Loads the module after its self-tests (kmod/selftest/), which make the
+/// load fail if one fails.
+fn insmod_selftest(module: &Path) -> Result<()> {
+    run(Command::new("insmod").arg(module).arg("selftest=1"))
+        .context("loading the module with selftest=1")
+}
+
 /// Unloads the module with the system call rmmod(8) makes: delete_module(2)
 /// with O_NONBLOCK (refused, not waited for, while the module is in use).
 /// Made here rather than by starting rmmod, whose start-up (a dynamically
@@ -189,7 +196,7 @@ pub fn peer(args: &PeerArgs) -> Result<()> {
 fn prepare(args: &GuestArgs) -> Result<(Guest, Spawned)> {
     net::setup().context("network setup")?;
     let peer = start_peer(&args.out)?;
-    insmod(&args.module)?;
+    insmod_selftest(&args.module)?;
     let guest = Guest {
         nfwatch: args.nfwatch.clone(),
         module: args.module.clone(),
