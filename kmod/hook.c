@@ -208,14 +208,7 @@ static unsigned int nfwatch_hook(void *priv, struct sk_buff *skb,
 	bool parsed = false;
 	u8 saddr[16];
 
-	/*
-	 * Nobody subscribed anywhere: one read of a read-mostly counter. Not a
-	 * static key: patching the hook's text while packets flow crashed
-	 * guests under QEMU TCG ("Oops: int3" in this function), and a flip
-	 * per subscriber also costs an IPI to every CPU.
-	 */
-	if (likely(!atomic_read(&nfwatch_live.subscribers)))
-		return NF_ACCEPT;
+	/* Registered only while someone here subscribes; the last may be leaving. */
 	nn = nfwatch_pernet(state->net);
 	if (list_empty(&nn->subs))
 		return NF_ACCEPT;

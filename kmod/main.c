@@ -28,22 +28,13 @@ unsigned int nfwatch_net_id __read_mostly;
 
 static __net_init int nfwatch_net_init(struct net *net)
 {
-	struct nfwatch_net *nn = nfwatch_pernet(net);
-	int err;
-
-	err = nfwatch_pernet_init_subs(nn);
-	if (err)
-		return err;
-	err = nfwatch_hooks_register(net);
-	if (err)
-		nfwatch_pernet_exit_subs(nn);
-	return err;
+	return nfwatch_pernet_init_subs(nfwatch_pernet(net));
 }
 
 /* Unhook first; the pernet core waits a grace period before .exit. */
 static __net_exit void nfwatch_net_pre_exit(struct net *net)
 {
-	nfwatch_hooks_unregister(net);
+	nfwatch_pernet_pre_exit_subs(net);
 }
 
 static __net_exit void nfwatch_net_exit(struct net *net)

@@ -26,12 +26,17 @@ struct nfwatch_ns_stats {
 	u64 batches;
 };
 
-/* One network namespace: its hooks' view of who is subscribed. */
+/*
+ * One network namespace: its hooks' view of who is subscribed. The hooks
+ * are registered only while someone here subscribes, so a namespace that
+ * nobody watches pays nothing per packet.
+ */
 struct nfwatch_net {
 	struct list_head subs;		/* of nfwatch_sub; RCU readers, writers hold @lock */
 	struct mutex lock;
 	unsigned int nsubs;
-	bool dying;			/* pernet exit ran: no new subscribers */
+	bool hooked;			/* the hooks are registered: nsubs > 0 */
+	bool dying;			/* pernet exit began: no new subscribers */
 	struct nfwatch_ns_stats __percpu *stats;
 };
 
@@ -115,6 +120,7 @@ bool nfwatch_prefix_has_host_bits(const struct nfwatch_prefix *prefix);
 void nfwatch_set_free(struct nfwatch_prefix_set *set);
 
 /* subscriber.c */
+void nfwatch_pernet_pre_exit_subs(struct net *net);
 int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
 		      struct nfwatch_prefix_set *set, struct netlink_ext_ack *extack);
 int nfwatch_unsubscribe(struct net *net, u32 portid, struct nfwatch_sub_stats *final);

@@ -6,6 +6,10 @@
  *
  * Removal always runs the same steps: unlink under nn->lock, wait an RCU
  * grace period so no hook still holds the subscriber, stop delivery, free.
+ *
+ * The Netfilter hooks of a namespace are registered by its first
+ * subscriber and removed with its last, as nftables does for a base chain:
+ * with nobody subscribed the module costs a sending host nothing at all.
  */
 #include <linux/netlink.h>
 #include <linux/notifier.h>
@@ -62,10 +66,32 @@ static void sub_free(struct nfwatch_sub *sub)
 }
 
 /* Under nn->lock. */
+static int hooks_hold(struct nfwatch_net *nn, struct net *net)
+{
+	int err;
+
+	if (nn->hooked)
+		return 0;
+	err = nfwatch_hooks_register(net);
+	nn->hooked = !err;
+	return err;
+}
+
+/* Under nn->lock. A hook still running finishes within a grace period. */
+static void hooks_drop(struct nfwatch_net *nn, struct net *net)
+{
+	if (!nn->hooked)
+		return;
+	nfwatch_hooks_unregister(net);
+	nn->hooked = false;
+}
+
+/* Under nn->lock. */
 static void sub_unlink(struct nfwatch_net *nn, struct nfwatch_sub *sub)
 {
 	list_del_rcu(&sub->node);
-	nn->nsubs--;
+	if (!--nn->nsubs)
+		hooks_drop(nn, sub->net);
 }
 
 int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
@@ -88,8 +114,15 @@ int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
 		sub->stats.prefixes = nfwatch_set_size(set);
 		goto out;
 	}
+	err = hooks_hold(nn, net);
+	if (err) {
+		NL_SET_ERR_MSG(extack, "could not register the Netfilter hooks");
+		goto out;
+	}
 	sub = sub_new(nn, net, sk, portid, set);
 	if (!sub) {
+		if (!nn->nsubs)
+			hooks_drop(nn, net);
 		err = -ENOMEM;
 		goto out;
 	}
@@ -192,11 +225,21 @@ int nfwatch_pernet_init_subs(struct nfwatch_net *nn)
 	return nn->stats ? 0 : -ENOMEM;
 }
 
+/* The namespace or the module is going away: no new subscriber, no hooks. */
+void nfwatch_pernet_pre_exit_subs(struct net *net)
+{
+	struct nfwatch_net *nn = nfwatch_pernet(net);
+
+	mutex_lock(&nn->lock);
+	nn->dying = true;
+	hooks_drop(nn, net);
+	mutex_unlock(&nn->lock);
+}
+
 /*
- * The namespace or the module is going away. The hooks were removed in
- * pre_exit and the pernet core has waited a grace period since, so no hook
- * holds a subscriber: send each its last batch and a SHUTDOWN with its
- * final counters, and free it.
+ * The hooks were removed in pre_exit and the pernet core has waited a grace
+ * period since, so no hook holds a subscriber: send each its last batch and
+ * a SHUTDOWN with its final counters, and free it.
  */
 void nfwatch_pernet_exit_subs(struct nfwatch_net *nn)
 {
@@ -204,7 +247,6 @@ void nfwatch_pernet_exit_subs(struct nfwatch_net *nn)
 	LIST_HEAD(gone);
 
 	mutex_lock(&nn->lock);
-	nn->dying = true;
 	list_for_each_entry_safe(sub, tmp, &nn->subs, node) {
 		sub_unlink(nn, sub);
 		list_add_tail(&sub->node, &gone);

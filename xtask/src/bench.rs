@@ -291,7 +291,7 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
     let (machine, vm_dir, results) = if opts.icount {
         (Machine::Icount, "bench-icount", "results-icount.json")
     } else {
-        (Machine::Smp2, "bench", "results.json")
+        (Machine::Smp2Parallel, "bench", "results.json")
     };
     step(&format!(
         "bench VM on {} (QEMU TCG, {} vCPU{}{})",

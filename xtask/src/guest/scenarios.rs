@@ -10,6 +10,8 @@ use crate::util::{capture, wait_until};
 use anyhow::{bail, ensure, Context, Result};
 use nfwatch_proto::*;
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
 use std::process::Command;
 
 pub type Scenario = fn(&Ctx) -> Result<()>;
@@ -23,6 +25,7 @@ const ALL: &[(&str, Scenario)] = &[
     ("nexthop", nexthop),
     ("fragment", fragment),
     ("kill9", kill9),
+    ("hooks_follow_subscribers", hooks_follow_subscribers),
     ("malformed_requests", malformed_requests),
     ("rmmod_under_traffic", rmmod_under_traffic),
     ("unprivileged", unprivileged),
@@ -401,6 +404,115 @@ fn kill9(ctx: &Ctx) -> Result<()> {
     victim.kill()?;
     wait_subscribers(ctx, 0)?;
     still_records(ctx, 26000)
+}
+
+/// Counts calls of the module's hook function with a kprobe: an observer
+/// outside the module, on every tested kernel (6.1 cannot `nft list hooks`).
+struct HookCalls {
+    tracing: &'static Path,
+}
+
+const HOOK_PROBE: &str = "nfwatch_hook_calls";
+
+impl HookCalls {
+    fn attach() -> Result<Self> {
+        let tracing = Path::new("/sys/kernel/tracing");
+        if !tracing.join("kprobe_events").exists() {
+            crate::util::run(
+                Command::new("mount")
+                    .args(["-t", "tracefs", "nodev"])
+                    .arg(tracing),
+            )?;
+        }
+        let calls = Self { tracing };
+        calls.append("kprobe_events", &format!("p:{HOOK_PROBE} nfwatch_hook"))?;
+        std::fs::write(
+            tracing.join(format!("events/kprobes/{HOOK_PROBE}/enable")),
+            "1",
+        )
+        .context("cannot enable the kprobe on nfwatch_hook")?;
+        Ok(calls)
+    }
+
+    fn append(&self, file: &str, line: &str) -> Result<()> {
+        let path = self.tracing.join(file);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        writeln!(f, "{line}").with_context(|| format!("`{line}` >> {}", path.display()))
+    }
+
+    fn count(&self) -> Result<u64> {
+        let profile = std::fs::read_to_string(self.tracing.join("kprobe_profile"))?;
+        profile
+            .lines()
+            .find_map(|l| {
+                let mut fields = l.split_whitespace();
+                (fields.next() == Some(HOOK_PROBE)).then(|| fields.next()?.parse().ok())?
+            })
+            .with_context(|| format!("no {HOOK_PROBE} line in kprobe_profile:\n{profile}"))
+    }
+}
+
+impl Drop for HookCalls {
+    fn drop(&mut self) {
+        let enable = self
+            .tracing
+            .join(format!("events/kprobes/{HOOK_PROBE}/enable"));
+        let _ = std::fs::write(enable, "0");
+        let _ = self.append("kprobe_events", &format!("-:{HOOK_PROBE}"));
+    }
+}
+
+/// Sends a batch from WATCHED4 and checks whether the hook saw it.
+fn expect_hooked(ctx: &Ctx, calls: &HookCalls, hooked: bool, when: &str, port: u16) -> Result<()> {
+    let before = calls.count()?;
+    let sent = udp_from(&[WATCHED4], port)?[0].len() as u64;
+    let seen = calls.count()? - before;
+    ctx.log(&format!("{when}: {sent} datagrams sent, {seen} hook calls"));
+    if hooked {
+        ensure!(
+            seen >= sent,
+            "{when}: the hook ran {seen} times for {sent} datagrams"
+        );
+    } else {
+        ensure!(
+            seen == 0,
+            "{when}: the hook ran {seen} times, but should not be registered"
+        );
+    }
+    Ok(())
+}
+
+/// The module hooks LOCAL_OUT only while someone subscribes: from the first
+/// subscriber to the last, however the last one goes.
+fn hooks_follow_subscribers(ctx: &Ctx) -> Result<()> {
+    wait_subscribers(ctx, 0)?;
+    let calls = HookCalls::attach()?;
+    expect_hooked(ctx, &calls, false, "loaded, nobody subscribed", 26400)?;
+    let first = Watcher::start(ctx, "first", &[WATCHED4])?;
+    expect_hooked(ctx, &calls, true, "one subscriber", 26500)?;
+    let second = Watcher::start(ctx, "second", &[WATCHED6])?;
+    first.stop()?;
+    expect_hooked(
+        ctx,
+        &calls,
+        true,
+        "the first unsubscribed, the second not",
+        26600,
+    )?;
+    second.kill()?;
+    wait_subscribers(ctx, 0)?;
+    expect_hooked(ctx, &calls, false, "the last subscriber killed", 26700)?;
+    still_records(ctx, 26800)?;
+    expect_hooked(
+        ctx,
+        &calls,
+        false,
+        "the next subscriber unsubscribed",
+        26900,
+    )
 }
 
 /// A prefix entry from raw parts.
