@@ -198,18 +198,46 @@ static enum parse_result parse_packet(const struct sk_buff *skb, const struct nf
 	return PARSE_L4_TRUNCATED;
 }
 
+/*
+ * @first's set holds the packet's source: parse the packet once and deliver
+ * it to @first and every later subscriber whose set holds the source. Out
+ * of line, so the packets nobody watches do not pay for its stack (the
+ * kernel zeroes every local at function entry).
+ */
+static noinline void record_packet(struct nfwatch_net *nn, struct nfwatch_sub *first,
+				   struct sk_buff *skb, const struct nf_hook_state *state,
+				   u8 family, const u8 saddr[16])
+{
+	struct nfwatch_sub *sub = first;
+	struct nfwatch_packet pkt = {};
+	enum parse_result res;
+
+	pkt.rec.family = family;
+	memcpy(pkt.rec.saddr, saddr, sizeof(pkt.rec.saddr));
+	res = parse_packet(skb, state, &pkt);
+	if (res != PARSE_OK)
+		count_malformed(nn);
+	if (res == PARSE_BAD_IP)
+		return;
+	this_cpu_inc(nn->stats->matched);
+	list_for_each_entry_from_rcu(sub, &nn->subs, node)
+		if (sub == first || nfwatch_set_contains(rcu_dereference(sub->set), family, saddr))
+			nfwatch_deliver(sub, &pkt);
+}
+
+/*
+ * @priv is this namespace's nfwatch_net: its hooks are registered with it.
+ * Netfilter runs hooks under rcu_read_lock(), which covers the list and sets.
+ */
 static unsigned int nfwatch_hook(void *priv, struct sk_buff *skb,
 				 const struct nf_hook_state *state)
 {
 	u8 family = state->pf == NFPROTO_IPV4 ? AF_INET : AF_INET6;
-	struct nfwatch_packet pkt;
+	struct nfwatch_net *nn = priv;
 	struct nfwatch_sub *sub;
-	struct nfwatch_net *nn;
-	bool parsed = false;
 	u8 saddr[16];
 
 	/* Registered only while someone here subscribes; the last may be leaving. */
-	nn = nfwatch_pernet(state->net);
 	if (list_empty(&nn->subs))
 		return NF_ACCEPT;
 
@@ -218,35 +246,16 @@ static unsigned int nfwatch_hook(void *priv, struct sk_buff *skb,
 		count_malformed(nn);
 		return NF_ACCEPT;
 	}
-
-	rcu_read_lock();
 	list_for_each_entry_rcu(sub, &nn->subs, node) {
-		const struct nfwatch_prefix_set *set = rcu_dereference(sub->set);
-
-		if (!nfwatch_set_contains(set, family, saddr))
-			continue;
-		/* Only a match pays for parsing, once for all subscribers. */
-		if (!parsed) {
-			enum parse_result res;
-
-			memset(&pkt, 0, sizeof(pkt));
-			pkt.rec.family = family;
-			memcpy(pkt.rec.saddr, saddr, sizeof(saddr));
-			res = parse_packet(skb, state, &pkt);
-			if (res != PARSE_OK)
-				count_malformed(nn);
-			if (res == PARSE_BAD_IP)
-				break;
-			this_cpu_inc(nn->stats->matched);
-			parsed = true;
+		if (nfwatch_set_contains(rcu_dereference(sub->set), family, saddr)) {
+			record_packet(nn, sub, skb, state, family, saddr);
+			break;
 		}
-		nfwatch_deliver(sub, &pkt);
 	}
-	rcu_read_unlock();
 	return NF_ACCEPT;
 }
 
-static const struct nf_hook_ops nfwatch_hook_ops[] = {
+static const struct nf_hook_ops nfwatch_hook_ops[NFWATCH_HOOKS] = {
 	{
 		.hook = nfwatch_hook,
 		.pf = NFPROTO_IPV4,
@@ -261,12 +270,19 @@ static const struct nf_hook_ops nfwatch_hook_ops[] = {
 	},
 };
 
-int nfwatch_hooks_register(struct net *net)
+/* @nn's own copy of the hooks, which hands @nn to every call. */
+int nfwatch_hooks_register(struct net *net, struct nfwatch_net *nn)
 {
-	return nf_register_net_hooks(net, nfwatch_hook_ops, ARRAY_SIZE(nfwatch_hook_ops));
+	unsigned int i;
+
+	for (i = 0; i < NFWATCH_HOOKS; i++) {
+		nn->hook_ops[i] = nfwatch_hook_ops[i];
+		nn->hook_ops[i].priv = nn;
+	}
+	return nf_register_net_hooks(net, nn->hook_ops, NFWATCH_HOOKS);
 }
 
-void nfwatch_hooks_unregister(struct net *net)
+void nfwatch_hooks_unregister(struct net *net, struct nfwatch_net *nn)
 {
-	nf_unregister_net_hooks(net, nfwatch_hook_ops, ARRAY_SIZE(nfwatch_hook_ops));
+	nf_unregister_net_hooks(net, nn->hook_ops, NFWATCH_HOOKS);
 }

@@ -6,6 +6,7 @@
 #include <linux/hrtimer.h>
 #include <linux/list.h>
 #include <linux/mutex.h>
+#include <linux/netfilter.h>
 #include <linux/netlink.h>
 #include <linux/percpu.h>
 #include <linux/skbuff.h>
@@ -26,6 +27,9 @@ struct nfwatch_ns_stats {
 	u64 batches;
 };
 
+/* IPv4 and IPv6 LOCAL_OUT. */
+#define NFWATCH_HOOKS 2
+
 /*
  * One network namespace: its hooks' view of who is subscribed. The hooks
  * are registered only while someone here subscribes, so a namespace that
@@ -35,7 +39,8 @@ struct nfwatch_net {
 	struct list_head subs;		/* of nfwatch_sub; RCU readers, writers hold @lock */
 	struct mutex lock;
 	unsigned int nsubs;
-	bool hooked;			/* the hooks are registered: nsubs > 0 */
+	bool hooked;			/* @hook_ops are registered: nsubs > 0 */
+	struct nf_hook_ops hook_ops[NFWATCH_HOOKS];	/* .priv is this */
 	bool dying;			/* pernet exit began: no new subscribers */
 	struct nfwatch_ns_stats __percpu *stats;
 };
@@ -102,8 +107,8 @@ static inline struct nfwatch_net *nfwatch_pernet(const struct net *net)
 }
 
 /* hook.c */
-int nfwatch_hooks_register(struct net *net);
-void nfwatch_hooks_unregister(struct net *net);
+int nfwatch_hooks_register(struct net *net, struct nfwatch_net *nn);
+void nfwatch_hooks_unregister(struct net *net, struct nfwatch_net *nn);
 
 /* prefixset.c */
 struct nfwatch_prefix {

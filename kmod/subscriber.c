@@ -72,7 +72,7 @@ static int hooks_hold(struct nfwatch_net *nn, struct net *net)
 
 	if (nn->hooked)
 		return 0;
-	err = nfwatch_hooks_register(net);
+	err = nfwatch_hooks_register(net, nn);
 	nn->hooked = !err;
 	return err;
 }
@@ -82,7 +82,7 @@ static void hooks_drop(struct nfwatch_net *nn, struct net *net)
 {
 	if (!nn->hooked)
 		return;
-	nfwatch_hooks_unregister(net);
+	nfwatch_hooks_unregister(net, nn);
 	nn->hooked = false;
 }
 
