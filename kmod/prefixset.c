@@ -5,11 +5,14 @@
  * Sets are built once per SUBSCRIBE and never changed after, so readers
  * need no lock: the hook finds the set under RCU and a new SUBSCRIBE swaps
  * the pointer. Every address is a 128-bit number (IPv4 in the top 32
- * bits); per family the prefixes are grouped by length, each group a
- * sorted array of masked addresses. A lookup masks the address once per
- * distinct length and binary-searches that group: O(L log n) for L
- * distinct lengths, a few dozen compares for 1024 prefixes.
+ * bits); per family the prefixes are grouped by length, each group an
+ * array of masked addresses with a hash table over it (linear probing, at
+ * most half full). A lookup masks the address once per distinct length
+ * and probes that group's table: O(L) for L distinct lengths, whatever the
+ * number of prefixes.
  */
+#include <linux/hash.h>
+#include <linux/log2.h>
 #include <linux/rcupdate.h>
 #include <linux/slab.h>
 #include <linux/sort.h>
@@ -23,8 +26,10 @@ struct nfwatch_key {
 
 struct nfwatch_group {
 	u8 len;
-	u16 start;
+	u8 hash_bits;		/* the group's table has 1 << hash_bits slots */
+	u16 start;		/* its first key */
 	u16 count;
+	u32 slot_start;		/* its first slot */
 };
 
 struct nfwatch_table {
@@ -34,9 +39,13 @@ struct nfwatch_table {
 
 struct nfwatch_prefix_set {
 	unsigned int count;
+	u16 *slots;			/* after keys[]: a key's index in its group + 1, 0 if empty */
 	struct nfwatch_table tables[2];	/* [0] IPv4, [1] IPv6 */
 	struct nfwatch_key keys[];
 };
+
+/* A group of n keys takes 1 << order_base_2(2n) < 4n slots. */
+#define NFWATCH_SLOTS_PER_KEY 4
 
 /* Sorting entry: the key plus what to group by. */
 struct nfwatch_entry {
@@ -71,6 +80,11 @@ static struct nfwatch_key mask_key(struct nfwatch_key key, unsigned int len)
 		return (struct nfwatch_key){ .hi = key.hi & (~0ULL << (64 - len)) };
 	key.lo &= ~0ULL << (128 - len);
 	return key;
+}
+
+static u32 key_hash(const struct nfwatch_key *key, unsigned int bits)
+{
+	return hash_64(key->hi ^ (key->lo * GOLDEN_RATIO_64), bits);
 }
 
 static int key_cmp(const struct nfwatch_key *a, const struct nfwatch_key *b)
@@ -126,6 +140,32 @@ static void set_fill(struct nfwatch_prefix_set *set, struct nfwatch_entry *entri
 	}
 }
 
+/* Each group's hash table, over the keys set_fill() left. */
+static void set_hash(struct nfwatch_prefix_set *set)
+{
+	unsigned int t, i, k, next = 0;
+
+	for (t = 0; t < ARRAY_SIZE(set->tables); t++) {
+		for (i = 0; i < set->tables[t].ngroups; i++) {
+			struct nfwatch_group *g = &set->tables[t].groups[i];
+			u16 *slots = &set->slots[next];
+			u32 mask;
+
+			g->hash_bits = order_base_2(2 * g->count);
+			g->slot_start = next;
+			mask = (1U << g->hash_bits) - 1;
+			next += mask + 1;
+			for (k = 0; k < g->count; k++) {
+				u32 h = key_hash(&set->keys[g->start + k], g->hash_bits);
+
+				while (slots[h])
+					h = (h + 1) & mask;
+				slots[h] = k + 1;
+			}
+		}
+	}
+}
+
 /* @prefixes are valid (lengths in range, no host bits); GFP_KERNEL context. */
 struct nfwatch_prefix_set *nfwatch_set_build(const struct nfwatch_prefix *prefixes,
 					     unsigned int n)
@@ -137,15 +177,19 @@ struct nfwatch_prefix_set *nfwatch_set_build(const struct nfwatch_prefix *prefix
 	entries = kvmalloc_array(n, sizeof(*entries), GFP_KERNEL);
 	if (!entries)
 		return NULL;
-	set = kvzalloc(struct_size(set, keys, n), GFP_KERNEL);
+	/* n <= NFWATCH_MAX_PREFIXES: no sum here can overflow. */
+	set = kvzalloc(struct_size(set, keys, n) + n * NFWATCH_SLOTS_PER_KEY * sizeof(*set->slots),
+		       GFP_KERNEL);
 	if (!set)
 		goto out;
+	set->slots = (u16 *)&set->keys[n];
 	for (i = 0; i < n; i++) {
 		entries[i].table = family_table(prefixes[i].family);
 		entries[i].len = prefixes[i].len;
 		entries[i].key = addr_key(prefixes[i].family, prefixes[i].addr);
 	}
 	set_fill(set, entries, n);
+	set_hash(set);
 	atomic_inc(&nfwatch_live.sets);
 out:
 	kvfree(entries);
@@ -157,26 +201,20 @@ unsigned int nfwatch_set_size(const struct nfwatch_prefix_set *set)
 	return set->count;
 }
 
-/*
- * Binary search written out rather than bsearch(): this runs for every
- * packet sent while anyone subscribes, and bsearch() makes an indirect call
- * (a retpoline on most distribution kernels) per step.
- */
-static bool group_contains(const struct nfwatch_key *keys, unsigned int count,
-			   const struct nfwatch_key *key)
+/* Linear probing: the table is at most half full, so an empty slot ends a miss. */
+static bool group_contains(const struct nfwatch_prefix_set *set,
+			   const struct nfwatch_group *g, const struct nfwatch_key *key)
 {
-	unsigned int lo = 0, hi = count;
+	const struct nfwatch_key *keys = &set->keys[g->start];
+	const u16 *slots = &set->slots[g->slot_start];
+	u32 mask = (1U << g->hash_bits) - 1;
+	u32 h = key_hash(key, g->hash_bits);
+	unsigned int k;
 
-	while (lo < hi) {
-		unsigned int mid = lo + (hi - lo) / 2;
-		int cmp = key_cmp(key, &keys[mid]);
-
-		if (!cmp)
+	while ((k = slots[h])) {
+		if (keys[k - 1].hi == key->hi && keys[k - 1].lo == key->lo)
 			return true;
-		if (cmp < 0)
-			hi = mid;
-		else
-			lo = mid + 1;
+		h = (h + 1) & mask;
 	}
 	return false;
 }
@@ -192,7 +230,7 @@ bool nfwatch_set_contains(const struct nfwatch_prefix_set *set, u8 family,
 		const struct nfwatch_group *g = &t->groups[i];
 		struct nfwatch_key masked = mask_key(key, g->len);
 
-		if (group_contains(&set->keys[g->start], g->count, &masked))
+		if (group_contains(set, g, &masked))
 			return true;
 	}
 	return false;

@@ -24,12 +24,13 @@ static bool ref_contains(const struct nfwatch_prefix *p, unsigned int n, u8 fami
 	return false;
 }
 
-static void random_prefix(struct nfwatch_prefix *p, bool nearby)
+/* A random prefix; an IPv4 one of length @v4_len if that is 0..32. */
+static void random_prefix(struct nfwatch_prefix *p, bool nearby, int v4_len)
 {
 	struct nfwatch_key k;
 
-	p->family = get_random_u32() & 1 ? AF_INET6 : AF_INET;
-	p->len = get_random_u32() % (p->family == AF_INET ? 33 : 129);
+	p->family = v4_len >= 0 || get_random_u32() & 1 ? AF_INET : AF_INET6;
+	p->len = v4_len >= 0 ? v4_len : get_random_u32() % (p->family == AF_INET ? 33 : 129);
 	get_random_bytes(p->addr, sizeof(p->addr));
 	if (nearby)	/* share a top byte so lookups hit often */
 		p->addr[0] = 10;
@@ -44,7 +45,7 @@ static void random_prefix(struct nfwatch_prefix *p, bool nearby)
 	}
 }
 
-static bool selftest_random(unsigned int n, unsigned int lookups)
+static bool selftest_random(unsigned int n, unsigned int lookups, int v4_len)
 {
 	struct nfwatch_prefix *p = kvcalloc(n, sizeof(*p), GFP_KERNEL);
 	struct nfwatch_prefix_set *set = NULL;
@@ -54,7 +55,7 @@ static bool selftest_random(unsigned int n, unsigned int lookups)
 	if (!p)
 		goto out;
 	for (i = 0; i < n; i++)
-		random_prefix(&p[i], true);
+		random_prefix(&p[i], true, v4_len);
 	if (n > 1)
 		p[n - 1] = p[0];	/* a duplicate */
 	set = nfwatch_set_build(p, n);
@@ -66,7 +67,7 @@ static bool selftest_random(unsigned int n, unsigned int lookups)
 		if (i < n) {
 			probe = p[i];	/* every member's own address must match */
 		} else {
-			random_prefix(&probe, true);
+			random_prefix(&probe, true, v4_len);
 			get_random_bytes(probe.addr + 1, 15);
 			if (probe.family == AF_INET)
 				memset(probe.addr + 4, 0, 12);
@@ -113,8 +114,12 @@ static bool selftest_edges(void)
 
 bool nfwatch_selftest_prefixset(void)
 {
-	bool ok = selftest_edges() && selftest_random(1, 1000) &&
-		  selftest_random(64, 20000) && selftest_random(NFWATCH_MAX_PREFIXES, 20000);
+	/* Random lengths, then full tables of one length (long probe runs). */
+	bool ok = selftest_edges() && selftest_random(1, 1000, -1) &&
+		  selftest_random(64, 20000, -1) &&
+		  selftest_random(NFWATCH_MAX_PREFIXES, 20000, -1) &&
+		  selftest_random(NFWATCH_MAX_PREFIXES, 20000, 24) &&
+		  selftest_random(NFWATCH_MAX_PREFIXES, 20000, 32);
 
 	pr_info("nfwatch: prefix set self-test %s\n", ok ? "passed" : "FAILED");
 	return ok;
