@@ -39,7 +39,7 @@ struct nfwatch_net {
 	struct list_head subs;		/* of nfwatch_sub; RCU readers, writers hold @lock */
 	struct mutex lock;
 	unsigned int nsubs;
-	bool hooked;			/* @hook_ops are registered: nsubs > 0 */
+	bool hooked;			/* @hook_ops registered: first subscriber to last, until pre_exit */
 	struct nf_hook_ops hook_ops[NFWATCH_HOOKS];	/* .priv is this */
 	bool dying;			/* pernet exit began: no new subscribers */
 	struct nfwatch_ns_stats __percpu *stats;

@@ -205,8 +205,43 @@ impl Watcher {
         out: &Path,
         extra: &[&str],
     ) -> Result<Self> {
+        Self::spawn(
+            ctx,
+            Command::new(&ctx.guest.nfwatch),
+            tag,
+            srcs,
+            format,
+            out,
+            extra,
+        )
+    }
+
+    /// Like `start`, run inside network namespace `ns`.
+    pub fn start_in_netns(ctx: &Ctx, ns: &str, tag: &str, srcs: &[&str]) -> Result<Self> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]).arg(&ctx.guest.nfwatch);
+        Self::spawn(
+            ctx,
+            cmd,
+            tag,
+            srcs,
+            "jsonl",
+            &ctx.path(&format!("{tag}.jsonl")),
+            &[],
+        )
+    }
+
+    /// `nfwatch` (with whatever `cmd` runs it through) `watch ...`, until subscribed.
+    fn spawn(
+        ctx: &Ctx,
+        mut cmd: Command,
+        tag: &str,
+        srcs: &[&str],
+        format: &str,
+        out: &Path,
+        extra: &[&str],
+    ) -> Result<Self> {
         let out = out.to_path_buf();
-        let mut cmd = Command::new(&ctx.guest.nfwatch);
         cmd.arg("watch")
             .args(["--format", format])
             .arg("-o")

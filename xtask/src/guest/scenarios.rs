@@ -26,6 +26,7 @@ const ALL: &[(&str, Scenario)] = &[
     ("fragment", fragment),
     ("kill9", kill9),
     ("hooks_follow_subscribers", hooks_follow_subscribers),
+    ("other_namespace", other_namespace),
     ("malformed_requests", malformed_requests),
     ("rmmod_under_traffic", rmmod_under_traffic),
     ("unprivileged", unprivileged),
@@ -212,12 +213,20 @@ fn prefix(ctx: &Ctx) -> Result<()> {
 fn two_subscribers(ctx: &Ctx) -> Result<()> {
     let first = Watcher::start(ctx, "first", &[WATCHED4, WATCHED6])?;
     let second = Watcher::start(ctx, "second", &[OTHER4, OTHER6])?;
+    // Overlaps both: a packet one parse serves to two subscribers.
+    let both = Watcher::start(ctx, "both", &[WATCHED4, OTHER4])?;
     let sent = udp_from(&[WATCHED4, WATCHED6, OTHER4, OTHER6], 23000)?;
-    let (first, second) = (first.collect()?, second.collect()?);
-    ctx.log(&format!("{} and {} records", first.len(), second.len()));
+    let (first, second, both) = (first.collect()?, second.collect()?, both.collect()?);
+    ctx.log(&format!(
+        "{}, {} and {} records",
+        first.len(),
+        second.len(),
+        both.len()
+    ));
     for (records, own, others) in [
-        (&first, 0, [OTHER4, OTHER6]),
-        (&second, 2, [WATCHED4, WATCHED6]),
+        (&first, [0, 1], [OTHER4, OTHER6]),
+        (&second, [2, 3], [WATCHED4, WATCHED6]),
+        (&both, [0, 2], [WATCHED6, OTHER6]),
     ] {
         ensure!(
             records.len() == 2 * usize::from(BATCH),
@@ -225,8 +234,9 @@ fn two_subscribers(ctx: &Ctx) -> Result<()> {
             records.len(),
             2 * BATCH
         );
-        expect_each_once(records, &sent[own])?;
-        expect_each_once(records, &sent[own + 1])?;
+        for i in own {
+            expect_each_once(records, &sent[i])?;
+        }
         for other in others {
             expect_none_from(records, other)?;
         }
@@ -513,6 +523,40 @@ fn hooks_follow_subscribers(ctx: &Ctx) -> Result<()> {
         "the next subscriber unsubscribed",
         26900,
     )
+}
+
+/// A subscriber in the peer's network namespace records what the peer sends
+/// (its TCP answers to us), and one in ours watching the peer's address
+/// records nothing: each namespace has its own hooks and subscribers.
+fn other_namespace(ctx: &Ctx) -> Result<()> {
+    let here = Watcher::start(ctx, "here", &[PEER4])?;
+    let there = Watcher::start_in_netns(ctx, NS, "there", &[PEER4])?;
+    let ours = tcp_exchange(WATCHED4, PEER4, TCP_PORT, b"across namespaces")?;
+    let answers = Flow {
+        proto: "tcp".into(),
+        src: ours.dst,
+        sport: ours.dport,
+        dst: ours.src,
+        dport: ours.sport,
+    };
+    let (here, there) = (here.collect()?, there.collect()?);
+    ctx.log(&format!(
+        "here {} records, there {}",
+        here.len(),
+        there.len()
+    ));
+    ensure!(
+        here.is_empty(),
+        "{} record(s) in our namespace of packets the peer's namespace sent",
+        here.len()
+    );
+    let theirs = matching(&there, &answers)?.len();
+    ensure!(
+        theirs >= 2 && theirs == there.len(),
+        "the peer namespace's subscriber has {theirs} of {} records from {answers:?} (SYN-ACK and FIN at least)",
+        there.len()
+    );
+    Ok(())
 }
 
 /// A prefix entry from raw parts.
