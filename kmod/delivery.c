@@ -2,6 +2,14 @@
 /*
  * Batching records into netlink messages for one subscriber.
  *
+ * A batch is an skb whose head holds the message's headers and whose page
+ * frags hold the records, written in place (none straddles two pages).
+ * The pages come from the subscriber's ring and go back to it when the
+ * subscriber has read the batch: a page reused needs neither the page
+ * allocator nor the zeroing init_on_alloc gives every new one, and a page
+ * is order 0, where a batch in one piece took an order-3 allocation in
+ * atomic context, the kind that fails first when memory is fragmented.
+ *
  * The hook appends to the subscriber's open batch; a batch goes out when
  * it is full or when flush_interval_us has passed since its first record
  * (a soft hrtimer). Sending never waits: if the subscriber's receive
@@ -85,22 +93,114 @@ static enum hrtimer_restart flush_timer_fn(struct hrtimer *timer)
 void nfwatch_delivery_init(struct nfwatch_sub *sub)
 {
 	spin_lock_init(&sub->lock);
+	sub->last_kuid = GLOBAL_ROOT_UID;
+	sub->last_uid = from_kuid_munged(sub->user_ns, GLOBAL_ROOT_UID);
 	nfwatch_hrtimer_setup(&sub->flush_timer, flush_timer_fn);
 }
 
-static void fit_to_subscriber(const struct nfwatch_sub *sub,
-			      const struct nfwatch_packet *pkt,
+/*
+ * Under sub->lock: the uid and pid as the subscriber sees them. Each
+ * mapping is fixed for a given kuid (a user namespace's map is written
+ * once) and a given struct pid, and a flow's packets repeat both, so the
+ * last of each is kept; the held pid cannot be freed and its address
+ * reused by another process.
+ */
+static void fit_to_subscriber(struct nfwatch_sub *sub, const struct nfwatch_packet *pkt,
 			      struct nfwatch_record *rec)
 {
 	if (pkt->sk) {
-		rec->uid = from_kuid_munged(sub->user_ns, nfwatch_sk_uid(pkt->sk));
+		kuid_t kuid = nfwatch_sk_uid(pkt->sk);
+
+		if (!uid_eq(kuid, sub->last_kuid)) {
+			sub->last_kuid = kuid;
+			sub->last_uid = from_kuid_munged(sub->user_ns, kuid);
+		}
+		rec->uid = sub->last_uid;
 		rec->flags |= NFWATCH_F_UID;
 	}
 	if (pkt->in_sender_task) {
-		rec->pid = task_tgid_nr_ns(current, sub->pid_ns);
+		struct pid *tgid = task_tgid(current);
+
+		if (tgid != sub->last_tgid) {
+			put_pid(sub->last_tgid);
+			sub->last_tgid = get_pid(tgid);
+			sub->last_pid = pid_nr_ns(tgid, sub->pid_ns);
+		}
+		rec->pid = sub->last_pid;
 		if (rec->pid)
 			rec->flags |= NFWATCH_F_PID;
 	}
+}
+
+/*
+ * Under sub->lock: a page for the open batch, with a reference for it. The
+ * ring's oldest page is reused once the ring holds the only reference (the
+ * batch it went out in was read or dropped); a page still in use is left
+ * to its last holder and replaced by a new one.
+ */
+static struct page *ring_page(struct nfwatch_sub *sub)
+{
+	struct page **slot = &sub->ring[sub->ring_next];
+	struct page *page = *slot;
+
+	if (page && page_ref_count(page) == 1) {
+		/* The reader's last access happened before its put_page(). */
+		smp_acquire__after_ctrl_dep();
+	} else {
+		page = alloc_page(GFP_ATOMIC | __GFP_NOWARN | __GFP_NOMEMALLOC);
+		if (!page)
+			return NULL;
+		if (*slot)
+			put_page(*slot);
+		else
+			atomic_inc(&nfwatch_live.pages);
+		*slot = page;
+	}
+	sub->ring_next = (sub->ring_next + 1) % NFWATCH_RING_PAGES;
+	get_page(page);
+	return page;
+}
+
+static void ring_release(struct nfwatch_sub *sub)
+{
+	unsigned int i;
+
+	for (i = 0; i < NFWATCH_RING_PAGES; i++) {
+		if (sub->ring[i]) {
+			put_page(sub->ring[i]);
+			sub->ring[i] = NULL;
+			atomic_dec(&nfwatch_live.pages);
+		}
+	}
+}
+
+/*
+ * Under sub->lock: room for one more record at the end of the open batch,
+ * in its last page or a new one; NULL if a page was needed and none could
+ * be had.
+ */
+static struct nfwatch_record *batch_slot(struct nfwatch_sub *sub, struct sk_buff *skb)
+{
+	struct skb_shared_info *shinfo = skb_shinfo(skb);
+	unsigned int nr = shinfo->nr_frags;
+	struct nfwatch_record *slot;
+	skb_frag_t *frag;
+
+	if (!nr || skb_frag_size(&shinfo->frags[nr - 1]) ==
+		   NFWATCH_PAGE_RECORDS * sizeof(*slot)) {
+		struct page *page = ring_page(sub);
+
+		if (!page)
+			return NULL;
+		skb_fill_page_desc(skb, nr++, page, 0, 0);
+		skb->truesize += PAGE_SIZE;
+	}
+	frag = &shinfo->frags[nr - 1];
+	slot = page_address(skb_frag_page(frag)) + skb_frag_off(frag) + skb_frag_size(frag);
+	skb_frag_size_add(frag, sizeof(*slot));
+	skb->len += sizeof(*slot);
+	skb->data_len += sizeof(*slot);
+	return slot;
 }
 
 /* Under sub->lock: the open batch (never full), or a new one, or NULL. */
@@ -121,20 +221,20 @@ static struct sk_buff *batch_open(struct nfwatch_sub *sub)
 /* From the hook, under RCU; any context but hard IRQ. */
 void nfwatch_deliver(struct nfwatch_sub *sub, const struct nfwatch_packet *pkt)
 {
-	struct nfwatch_record *slot;
+	struct nfwatch_record *slot = NULL;
 	struct sk_buff *skb;
 
 	spin_lock_bh(&sub->lock);
 	sub->stats.matched++;
 	skb = batch_open(sub);
-	if (!skb) {
+	if (skb)
+		slot = batch_slot(sub, skb);
+	if (!slot) {
 		count_lost(sub, 1);
 		goto out;
 	}
-	slot = skb_put(skb, sizeof(*slot));
 	*slot = pkt->rec;
 	fit_to_subscriber(sub, pkt, slot);
-	/* By count, not tailroom: the skb may be bigger than asked for. */
 	if (++sub->batch_count >= nfwatch_batch_records)
 		batch_send(sub);
 out:
@@ -143,7 +243,8 @@ out:
 
 /*
  * Once no hook can reach @sub any more (unlinked, RCU grace period over):
- * stop the timer, then send the open batch (@flush) or count it as lost.
+ * stop the timer, then send the open batch (@flush) or count it as lost,
+ * and let go of the ring (batches out there hold their pages) and the pid.
  */
 void nfwatch_delivery_stop(struct nfwatch_sub *sub, bool flush)
 {
@@ -159,4 +260,7 @@ void nfwatch_delivery_stop(struct nfwatch_sub *sub, bool flush)
 		sub->batch_count = 0;
 	}
 	spin_unlock_bh(&sub->lock);
+	ring_release(sub);
+	put_pid(sub->last_tgid);
+	sub->last_tgid = NULL;
 }

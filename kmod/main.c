@@ -16,7 +16,7 @@ MODULE_PARM_DESC(flush_interval_us,
 unsigned int batch_bytes = 32000;
 module_param(batch_bytes, uint, 0444);
 MODULE_PARM_DESC(batch_bytes,
-		 "Size of one batch message in bytes (1024..65000, default 32000: with its headers it fills a 32 KiB allocation)");
+		 "Size of one batch message in bytes (1024..65000, default 32000)");
 
 static bool selftest;
 module_param(selftest, bool, 0444);
@@ -25,6 +25,15 @@ MODULE_PARM_DESC(selftest, "Run the self-tests at load and refuse to load if one
 struct nfwatch_live nfwatch_live;
 unsigned int nfwatch_batch_records __read_mostly;
 unsigned int nfwatch_net_id __read_mostly;
+
+/* Every self-test runs, so one failing does not hide another. */
+static bool nfwatch_selftests(void)
+{
+	bool prefixset = nfwatch_selftest_prefixset();
+	bool hook = nfwatch_selftest_hook();
+
+	return prefixset && hook;
+}
 
 static __net_init int nfwatch_net_init(struct net *net)
 {
@@ -55,10 +64,12 @@ static int __init nfwatch_init(void)
 	int err;
 
 	flush_interval_us = clamp(flush_interval_us, 100U, 1000000U);
-	batch_bytes = clamp(batch_bytes, 1024U, 65000U);
+	batch_bytes = clamp(batch_bytes, 1024U, NFWATCH_BATCH_BYTES_MAX);
+	/* A batch's records are page frags of one skb. */
+	BUILD_BUG_ON(NFWATCH_BATCH_PAGES_MAX > MAX_SKB_FRAGS);
 	nfwatch_batch_records = nfwatch_batch_capacity(batch_bytes);
 
-	if (selftest && !nfwatch_selftest_prefixset())
+	if (selftest && !nfwatch_selftests())
 		return -ENOTRECOVERABLE;
 
 	err = register_pernet_subsys(&nfwatch_net_ops);

@@ -159,7 +159,8 @@ static int put_global_stats(struct sk_buff *skb, struct net *net)
 	if (net_eq(net, &init_net) &&
 	    (put_stat(skb, NFWATCH_STAT_LIVE_SUBSCRIBERS, atomic_read(&nfwatch_live.subscribers)) ||
 	     put_stat(skb, NFWATCH_STAT_LIVE_SETS, atomic_read(&nfwatch_live.sets)) ||
-	     put_stat(skb, NFWATCH_STAT_LIVE_BATCHES, atomic_read(&nfwatch_live.batches))))
+	     put_stat(skb, NFWATCH_STAT_LIVE_BATCHES, atomic_read(&nfwatch_live.batches)) ||
+	     put_stat(skb, NFWATCH_STAT_LIVE_PAGES, atomic_read(&nfwatch_live.pages))))
 		return -EMSGSIZE;
 	nla_nest_end(skb, nest);
 	return 0;
@@ -247,23 +248,27 @@ void nfwatch_genl_unregister(void)
 	genl_unregister_family(&nfwatch_family);
 }
 
+/* A batch's attributes before its records. */
+static unsigned int batch_header_size(void)
+{
+	return 2 * nla_total_size_64bit(sizeof(u64)) + nla_total_size(sizeof(u32)) + NLA_HDRLEN;
+}
+
 /* Records that fit a batch of @bytes next to its header attributes. */
 unsigned int nfwatch_batch_capacity(unsigned int bytes)
 {
-	unsigned int header = 2 * nla_total_size_64bit(sizeof(u64)) +
-			      nla_total_size(sizeof(u32)) + NLA_HDRLEN;
-
-	return (bytes - header) / sizeof(struct nfwatch_record);
+	return (bytes - batch_header_size()) / sizeof(struct nfwatch_record);
 }
 
 /*
- * A new, empty batch. SEQ and LOST are reserved now and filled in when the
- * batch is sent; RECORDS is opened last and grows to the end of the skb.
+ * A new, empty batch: the headers only, in the skb's head. SEQ and LOST
+ * are reserved now and filled in when the batch is sent; RECORDS is opened
+ * last, and its records go in page frags (delivery.c).
  */
 struct sk_buff *nfwatch_batch_new(u32 portid, gfp_t gfp, struct nlattr **seq,
 				  struct nlattr **lost, struct nlattr **records)
 {
-	struct sk_buff *skb = genlmsg_new(batch_bytes, gfp);
+	struct sk_buff *skb = genlmsg_new(batch_header_size(), gfp);
 	void *hdr;
 
 	if (!skb)
@@ -292,8 +297,9 @@ int nfwatch_batch_send(struct net *net, struct sk_buff *skb, u32 portid,
 {
 	put_unaligned(seq, (u64 *)nla_data(seq_attr));
 	put_unaligned(lost, (u64 *)nla_data(lost_attr));
-	nla_nest_end(skb, records);
-	nlmsg_end(skb, nlmsg_hdr(skb));
+	/* RECORDS ends the message; the lengths count the records in the frags. */
+	records->nla_len = skb_tail_pointer(skb) - (unsigned char *)records + skb->data_len;
+	nlmsg_hdr(skb)->nlmsg_len = skb->len;
 	return genlmsg_unicast(net, skb, portid);
 }
 

@@ -54,6 +54,17 @@ struct nfwatch_sub_stats {
 	u64 prefixes;
 };
 
+/* batch_bytes at most: a batch's records fit one netlink attribute. */
+#define NFWATCH_BATCH_BYTES_MAX 65000U
+
+/* Records in one page of a batch: none straddles two pages. */
+#define NFWATCH_PAGE_RECORDS (PAGE_SIZE / sizeof(struct nfwatch_record))
+
+/* Pages of the largest batch, and a subscriber's ring: two such batches. */
+#define NFWATCH_BATCH_PAGES_MAX \
+	DIV_ROUND_UP(NFWATCH_BATCH_BYTES_MAX / sizeof(struct nfwatch_record), NFWATCH_PAGE_RECORDS)
+#define NFWATCH_RING_PAGES (2 * NFWATCH_BATCH_PAGES_MAX)
+
 /*
  * One subscribing netlink socket. Found by the hook under RCU; delivery
  * state is under @lock, which is taken with bottom halves off because the
@@ -79,6 +90,13 @@ struct nfwatch_sub {
 	u64 lost_unreported;		/* lost since the last delivered batch */
 	struct nfwatch_sub_stats stats;	/* .prefixes under nn->lock */
 	struct hrtimer flush_timer;
+	struct page *ring[NFWATCH_RING_PAGES];	/* the records' pages, oldest use at @ring_next */
+	unsigned int ring_next;
+	/* The last uid and sending process and how the subscriber sees them. */
+	kuid_t last_kuid;
+	uid_t last_uid;
+	struct pid *last_tgid;		/* held */
+	pid_t last_pid;
 };
 
 /* A packet as the hook parsed it, before it is fitted to one subscriber. */
@@ -93,6 +111,7 @@ struct nfwatch_live {
 	atomic_t subscribers;
 	atomic_t sets;
 	atomic_t batches;
+	atomic_t pages;			/* in subscribers' rings */
 };
 
 extern struct nfwatch_live nfwatch_live;
@@ -155,5 +174,6 @@ void nfwatch_notify_shutdown(struct net *net, u32 portid,
 
 /* selftest/ */
 bool nfwatch_selftest_prefixset(void);
+bool nfwatch_selftest_hook(void);
 
 #endif /* _NFWATCH_H */

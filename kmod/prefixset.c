@@ -9,8 +9,12 @@
  * array of masked addresses with a hash table over it (linear probing, at
  * most half full). A lookup masks the address once per distinct length
  * and probes that group's table: O(L) for L distinct lengths, whatever the
- * number of prefixes.
+ * number of prefixes. In front of the IPv4 tables, one bit per /16 says
+ * whether any prefix reaches into it, so most IPv4 sources a set does not
+ * hold cost one bit test: the hook asks about every packet sent, and most
+ * are not watched.
  */
+#include <linux/bitmap.h>
 #include <linux/hash.h>
 #include <linux/log2.h>
 #include <linux/rcupdate.h>
@@ -37,9 +41,13 @@ struct nfwatch_table {
 	struct nfwatch_group groups[129];
 };
 
+/* The IPv4 filter's bits: one per value of an address's top 16 bits. */
+#define NFWATCH_V4_FILTER_BITS 16	/* as get_unaligned_be16() reads */
+
 struct nfwatch_prefix_set {
 	unsigned int count;
 	u16 *slots;			/* after keys[]: a key's index in its group + 1, 0 if empty */
+	DECLARE_BITMAP(v4_filter, 1 << NFWATCH_V4_FILTER_BITS);
 	struct nfwatch_table tables[2];	/* [0] IPv4, [1] IPv6 */
 	struct nfwatch_key keys[];
 };
@@ -166,6 +174,25 @@ static void set_hash(struct nfwatch_prefix_set *set)
 	}
 }
 
+/* The /16s each IPv4 prefix reaches into. */
+static void set_v4_filter(struct nfwatch_prefix_set *set)
+{
+	const struct nfwatch_table *t = &set->tables[family_table(AF_INET)];
+	unsigned int i, k;
+
+	for (i = 0; i < t->ngroups; i++) {
+		const struct nfwatch_group *g = &t->groups[i];
+		unsigned int shift = NFWATCH_V4_FILTER_BITS - min_t(unsigned int, g->len,
+								     NFWATCH_V4_FILTER_BITS);
+
+		for (k = 0; k < g->count; k++) {
+			unsigned int top = set->keys[g->start + k].hi >> (64 - NFWATCH_V4_FILTER_BITS);
+
+			bitmap_set(set->v4_filter, top, 1U << shift);
+		}
+	}
+}
+
 /* @prefixes are valid (lengths in range, no host bits); GFP_KERNEL context. */
 struct nfwatch_prefix_set *nfwatch_set_build(const struct nfwatch_prefix *prefixes,
 					     unsigned int n)
@@ -190,6 +217,7 @@ struct nfwatch_prefix_set *nfwatch_set_build(const struct nfwatch_prefix *prefix
 	}
 	set_fill(set, entries, n);
 	set_hash(set);
+	set_v4_filter(set);
 	atomic_inc(&nfwatch_live.sets);
 out:
 	kvfree(entries);
@@ -223,9 +251,12 @@ bool nfwatch_set_contains(const struct nfwatch_prefix_set *set, u8 family,
 			  const u8 *addr)
 {
 	const struct nfwatch_table *t = &set->tables[family_table(family)];
-	struct nfwatch_key key = addr_key(family, addr);
+	struct nfwatch_key key;
 	unsigned int i;
 
+	if (family == AF_INET && !test_bit(get_unaligned_be16(addr), set->v4_filter))
+		return false;
+	key = addr_key(family, addr);
 	for (i = 0; i < t->ngroups; i++) {
 		const struct nfwatch_group *g = &t->groups[i];
 		struct nfwatch_key masked = mask_key(key, g->len);

@@ -45,7 +45,8 @@ pub const NFWATCH_STAT_PREFIXES: u16 = 9;
 pub const NFWATCH_STAT_LIVE_SUBSCRIBERS: u16 = 10;
 pub const NFWATCH_STAT_LIVE_SETS: u16 = 11;
 pub const NFWATCH_STAT_LIVE_BATCHES: u16 = 12;
-pub const NFWATCH_STAT_MAX: u16 = 12;
+pub const NFWATCH_STAT_LIVE_PAGES: u16 = 13;
+pub const NFWATCH_STAT_MAX: u16 = 13;
 
 pub const NFWATCH_F_PORTS: u16 = 0x0001;
 pub const NFWATCH_F_ICMP: u16 = 0x0002;

@@ -110,6 +110,8 @@ pub struct LiveObjects {
     pub subscribers: u64,
     pub sets: u64,
     pub batches: u64,
+    /// Pages subscribers keep for their batches' records.
+    pub pages: u64,
 }
 
 impl Stats {
@@ -132,6 +134,9 @@ impl Stats {
                 NFWATCH_STAT_LIVE_SETS => &mut stats.live.get_or_insert_with(Default::default).sets,
                 NFWATCH_STAT_LIVE_BATCHES => {
                     &mut stats.live.get_or_insert_with(Default::default).batches
+                }
+                NFWATCH_STAT_LIVE_PAGES => {
+                    &mut stats.live.get_or_insert_with(Default::default).pages
                 }
                 // PAD and counters newer than this program.
                 _ => continue,

@@ -38,8 +38,8 @@ pub fn stats(args: StatsArgs) -> Result<()> {
 fn json_object(stats: &Stats) -> String {
     let live = stats.live.map_or(String::new(), |live| {
         format!(
-            r#","live":{{"subscribers":{},"sets":{},"batches":{}}}"#,
-            live.subscribers, live.sets, live.batches
+            r#","live":{{"subscribers":{},"sets":{},"batches":{},"pages":{}}}"#,
+            live.subscribers, live.sets, live.batches, live.pages
         )
     });
     format!(
@@ -80,6 +80,7 @@ fn human_block(out: &mut String, stats: &Stats) {
             ("live subscribers", live.subscribers),
             ("live prefix sets", live.sets),
             ("live batches", live.batches),
+            ("live batch pages", live.pages),
         ]
     });
     for (name, value) in rows.into_iter().chain(live.into_iter().flatten()) {
@@ -138,13 +139,14 @@ mod tests {
                     subscribers: 1,
                     sets: 2,
                     batches: 3,
+                    pages: 4,
                 }),
                 ..sample()
             }),
             own: None,
         };
         assert!(json(&live).ends_with(
-            r#""subscribers":1,"live":{"subscribers":1,"sets":2,"batches":3}}}
+            r#""subscribers":1,"live":{"subscribers":1,"sets":2,"batches":3,"pages":4}}}
 "#
         ));
     }

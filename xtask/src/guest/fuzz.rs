@@ -970,6 +970,7 @@ const ZERO: Live = Live {
     subscribers: 0,
     sets: 0,
     batches: 0,
+    pages: 0,
 };
 
 /// The module-wide live objects (the guest runs in the initial namespace).

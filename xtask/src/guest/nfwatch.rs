@@ -348,6 +348,7 @@ pub struct Live {
     pub subscribers: u64,
     pub sets: u64,
     pub batches: u64,
+    pub pages: u64,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,5 +1,6 @@
 //! The scenarios: each sends known traffic and asserts on what nfwatch wrote.
 
+use super::generator::GenReport;
 use super::genl::Genl;
 use super::net::*;
 use super::nfwatch::{read_records, stats, Record, Watcher, DEADLINE};
@@ -19,6 +20,7 @@ pub type Scenario = fn(&Ctx) -> Result<()>;
 const ALL: &[(&str, Scenario)] = &[
     ("two_addresses", two_addresses),
     ("protocols", protocols),
+    ("sender_identity", sender_identity),
     ("prefix", prefix),
     ("two_subscribers", two_subscribers),
     ("tcpdump_oracle", tcpdump_oracle),
@@ -193,6 +195,78 @@ fn protocols(ctx: &Ctx) -> Result<()> {
     check_udp(&records, &udp6[0], "ipv6", 40)?;
     check_ping(&records, &ping4, PINGS as usize, 8)?;
     check_ping(&records, &ping6, PINGS as usize, 128)
+}
+
+/// Sends UDP from WATCHED4 for a moment as uid 65534 in a process of its
+/// own; returns its pid and what it reported.
+fn udp_as_nobody() -> Result<(u32, GenReport)> {
+    let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(xtask)
+        .args([
+            "guest-gen",
+            "--proto",
+            "udp",
+            "--src",
+            WATCHED4,
+            "--seconds",
+            "0.2",
+        ])
+        .arg("--dst")
+        .arg(format!("{PEER4}:9"));
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot start guest-gen")?;
+    let pid = child.id();
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "guest-gen as uid 65534: {}",
+        out.status
+    );
+    let report = serde_json::from_slice(&out.stdout).context("guest-gen's report")?;
+    Ok((pid, report))
+}
+
+/// uid and pid follow the sender from record to record: ours, another
+/// process's under another uid, ours again (the module keeps the last of
+/// each per subscriber).
+fn sender_identity(ctx: &Ctx) -> Result<()> {
+    let watcher = Watcher::start(ctx, "watch", &[WATCHED4])?;
+    let before = udp_batch(WATCHED4, PEER4, 24000, BATCH, PAYLOAD)?;
+    let (other_pid, other) = udp_as_nobody()?;
+    let after = udp_batch(WATCHED4, PEER4, 24100, BATCH, PAYLOAD)?;
+    let records = watcher.collect()?;
+    ctx.log(&format!(
+        "{} records; pid {other_pid} as uid 65534 sent {}",
+        records.len(),
+        other.packets
+    ));
+    let ours: Vec<&Flow> = before.iter().chain(&after).collect();
+    let mut theirs = 0;
+    for r in &records {
+        let flow = Flow::of(r)?;
+        let (uid, pid) = if ours.contains(&&flow) {
+            (0, std::process::id())
+        } else {
+            theirs += 1;
+            (65534, other_pid)
+        };
+        ensure!(
+            r.uid == Some(uid) && r.pid == Some(pid),
+            "expected uid {uid} pid {pid}: {r:?}"
+        );
+    }
+    expect_each_once(&records, &before)?;
+    expect_each_once(&records, &after)?;
+    ensure!(
+        theirs == other.packets,
+        "{theirs} records from pid {other_pid}, it sent {}",
+        other.packets
+    );
+    Ok(())
 }
 
 fn prefix(ctx: &Ctx) -> Result<()> {
