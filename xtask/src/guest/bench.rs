@@ -1,7 +1,7 @@
 //! `guest-bench`: the measurements of `cargo xtask bench` (see crate::bench),
 //! all in one boot. Outputs go to a tmpfs; raw samples to --out.
 
-use super::generator::{busy_seconds, GenReport};
+use super::generator::{busy_seconds, gen_args, GenReport};
 use super::nfwatch::{Summary, DEADLINE, SUBSCRIBED};
 use super::proc::Spawned;
 use super::{insmod, module_loaded, net, rmmod};
@@ -187,16 +187,7 @@ impl Bench<'_> {
     fn generate(&self, tag: &str, proto: &str) -> Result<GenReport> {
         let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
         let mut cmd = Command::new(xtask);
-        cmd.args([
-            "guest-gen",
-            "--proto",
-            proto,
-            "--src",
-            SRC,
-            "--dst",
-            dst(proto),
-        ])
-        .args(["--seconds", &self.args.seconds.to_string()]);
+        cmd.args(gen_args(proto, SRC, dst(proto), self.args.seconds));
         let mut gen = Spawned::start(&mut cmd, &self.log(&format!("{tag}.gen.log")))?;
         gen.wait_success(Duration::from_secs_f64(self.args.seconds) + DEADLINE)?;
         let lines = gen.lines();
@@ -373,16 +364,7 @@ impl Bench<'_> {
                 .arg(&data)
                 .arg("--")
                 .arg(xtask)
-                .args([
-                    "guest-gen",
-                    "--proto",
-                    "udp",
-                    "--src",
-                    SRC,
-                    "--dst",
-                    UDP_DST,
-                ])
-                .args(["--seconds", &self.args.seconds.to_string()]),
+                .args(gen_args("udp", SRC, UDP_DST, self.args.seconds)),
             &self.log("perf-record.log"),
         )?;
         perf.wait_success(PERF_DEADLINE)?;

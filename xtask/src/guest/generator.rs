@@ -171,6 +171,15 @@ fn tcp(args: &GenArgs, until: Duration, start: Instant) -> Result<u64> {
     Ok(bytes)
 }
 
+/// The arguments that run `guest-gen` from the xtask binary.
+pub fn gen_args(proto: &str, src: &str, dst: &str, seconds: f64) -> Vec<String> {
+    ["guest-gen", "--proto", proto, "--src", src, "--dst", dst]
+        .map(String::from)
+        .into_iter()
+        .chain(["--seconds".to_string(), seconds.to_string()])
+        .collect()
+}
+
 /// `guest-gen`.
 pub fn gen(args: &GenArgs) -> Result<()> {
     let until = Duration::from_secs_f64(args.seconds);

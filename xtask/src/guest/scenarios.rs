@@ -1,6 +1,6 @@
 //! The scenarios: each sends known traffic and asserts on what nfwatch wrote.
 
-use super::generator::GenReport;
+use super::generator::{gen_args, GenReport};
 use super::genl::Genl;
 use super::net::*;
 use super::nfwatch::{read_records, stats, Record, Watcher, DEADLINE};
@@ -204,17 +204,7 @@ fn udp_as_nobody() -> Result<(u32, GenReport)> {
     let mut cmd = Command::new("setpriv");
     cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(xtask)
-        .args([
-            "guest-gen",
-            "--proto",
-            "udp",
-            "--src",
-            WATCHED4,
-            "--seconds",
-            "0.2",
-        ])
-        .arg("--dst")
-        .arg(format!("{PEER4}:9"));
+        .args(gen_args("udp", WATCHED4, &format!("{PEER4}:9"), 0.2));
     let child = cmd
         .stdout(std::process::Stdio::piped())
         .spawn()
