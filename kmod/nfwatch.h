@@ -60,7 +60,10 @@ struct nfwatch_sub_stats {
 /* Records in one page of a batch: none straddles two pages. */
 #define NFWATCH_PAGE_RECORDS (PAGE_SIZE / sizeof(struct nfwatch_record))
 
-/* Pages of the largest batch, and a subscriber's ring: two such batches. */
+/*
+ * Pages the largest batch can take (17 with 4 KiB pages: an upper bound, as
+ * the headers' bytes are not taken off), and a subscriber's ring: two such.
+ */
 #define NFWATCH_BATCH_PAGES_MAX \
 	DIV_ROUND_UP(NFWATCH_BATCH_BYTES_MAX / sizeof(struct nfwatch_record), NFWATCH_PAGE_RECORDS)
 #define NFWATCH_RING_PAGES (2 * NFWATCH_BATCH_PAGES_MAX)

@@ -220,14 +220,23 @@ fn udp_as_nobody() -> Result<(u32, GenReport)> {
     Ok((pid, report))
 }
 
+/// NFWATCH_RING_PAGES in kmod/nfwatch.h: the pages one subscriber keeps.
+const RING_PAGES: u64 = 34;
+
 /// uid and pid follow the sender from record to record: ours, another
 /// process's under another uid, ours again (the module keeps the last of
-/// each per subscriber).
+/// each per subscriber); the batches' pages stay in the subscriber's ring.
 fn sender_identity(ctx: &Ctx) -> Result<()> {
     let watcher = Watcher::start(ctx, "watch", &[WATCHED4])?;
     let before = udp_batch(WATCHED4, PEER4, 24000, BATCH, PAYLOAD)?;
     let (other_pid, other) = udp_as_nobody()?;
     let after = udp_batch(WATCHED4, PEER4, 24100, BATCH, PAYLOAD)?;
+    // Hundreds of batches went out; the subscriber's ring kept their pages.
+    let pages = super::fuzz::live(ctx)?.pages;
+    ensure!(
+        (1..=RING_PAGES).contains(&pages),
+        "{pages} batch pages held by one subscriber, expected 1..={RING_PAGES}"
+    );
     let records = watcher.collect()?;
     ctx.log(&format!(
         "{} records; pid {other_pid} as uid 65534 sent {}",
