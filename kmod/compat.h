@@ -30,6 +30,14 @@
 #error "nfwatch needs Linux 5.4 or newer"
 #endif
 
+/*
+ * The attribute that exempts a local from the zeroing CONFIG_INIT_STACK_ALL_ZERO
+ * gives every other; a kernel without the name just zeroes it.
+ */
+#ifndef __uninitialized
+#define __uninitialized
+#endif
+
 /* 5.7 added NLA_POLICY_EXACT_LEN; before it the length was a minimum only. */
 #ifndef NLA_POLICY_EXACT_LEN
 #define NLA_POLICY_EXACT_LEN(_len) { .type = NLA_EXACT_LEN, .len = (_len) }

@@ -5,8 +5,11 @@
  * The hook runs last (after any OUTPUT rule may have rerouted the packet)
  * so the route attached to the skb is the one the packet leaves by. It
  * never changes, drops or delays a packet: every path returns NF_ACCEPT.
- * Headers are read with skb_header_pointer() only, since nothing says the
- * skb is linear.
+ * Headers are read with skb_header_pointer(), or in place after checking
+ * they are in the skb's head, since nothing says the skb is linear. The
+ * buffers it copies into are left out of the kernel's zeroing of locals
+ * (__uninitialized): it fills them whole or fails, and this path runs for
+ * every packet sent.
  */
 #include <linux/icmp.h>
 #include <linux/icmpv6.h>
@@ -44,7 +47,7 @@ static bool has_ports(u8 proto)
 /* Ports or ICMP type/code from the L4 header at @off; false if truncated. */
 static bool parse_l4(const struct sk_buff *skb, int off, struct nfwatch_record *rec)
 {
-	u8 buf[4];
+	u8 buf[4] __uninitialized;
 	const u8 *l4;
 
 	if (has_ports(rec->proto)) {
@@ -66,40 +69,16 @@ static bool parse_l4(const struct sk_buff *skb, int off, struct nfwatch_record *
 	return true;
 }
 
-/*
- * Source address only: what matching needs, read before anything else.
- * Every packet sent comes here; each family's copy has a constant size.
- */
-static bool parse_src(const struct sk_buff *skb, u8 family, u8 saddr[16])
-{
-	int nhoff = skb_network_offset(skb);
-	const u8 *p;
-	u8 buf[16];
-
-	if (family == AF_INET) {
-		p = skb_header_pointer(skb, nhoff + offsetof(struct iphdr, saddr), 4, buf);
-		if (!p)
-			return false;
-		memset(saddr, 0, 16);
-		memcpy(saddr, p, 4);
-		return true;
-	}
-	p = skb_header_pointer(skb, nhoff + offsetof(struct ipv6hdr, saddr), 16, buf);
-	if (!p)
-		return false;
-	memcpy(saddr, p, 16);
-	return true;
-}
-
 /* Returns the L4 offset, or -1 if the IPv4 header is bad. */
 static int parse_ipv4(const struct sk_buff *skb, struct nfwatch_record *rec)
 {
 	int nhoff = skb_network_offset(skb);
-	struct iphdr _iph;
+	struct iphdr _iph __uninitialized;
 	const struct iphdr *iph = skb_header_pointer(skb, nhoff, sizeof(_iph), &_iph);
 
 	if (!iph || iph->version != 4 || iph->ihl < 5)
 		return -1;
+	memcpy(rec->saddr, &iph->saddr, 4);
 	memcpy(rec->daddr, &iph->daddr, 4);
 	rec->proto = iph->protocol;
 	if (ntohs(iph->frag_off) & IP_OFFSET)
@@ -111,7 +90,7 @@ static int parse_ipv4(const struct sk_buff *skb, struct nfwatch_record *rec)
 static int parse_ipv6(const struct sk_buff *skb, struct nfwatch_record *rec)
 {
 	int nhoff = skb_network_offset(skb);
-	struct ipv6hdr _ip6h;
+	struct ipv6hdr _ip6h __uninitialized;
 	const struct ipv6hdr *ip6h = skb_header_pointer(skb, nhoff, sizeof(_ip6h), &_ip6h);
 	__be16 frag_off = 0;
 	u8 nexthdr;
@@ -119,6 +98,7 @@ static int parse_ipv6(const struct sk_buff *skb, struct nfwatch_record *rec)
 
 	if (!ip6h || ip6h->version != 6)
 		return -1;
+	memcpy(rec->saddr, &ip6h->saddr, 16);
 	memcpy(rec->daddr, &ip6h->daddr, 16);
 	nexthdr = ip6h->nexthdr;
 	rec->proto = nexthdr;
@@ -137,13 +117,13 @@ static int parse_ipv6(const struct sk_buff *skb, struct nfwatch_record *rec)
  * The name and zeros after its NUL: no stale bytes of an older, longer
  * name leave the kernel. A word at a time, as strscpy() reads, for a
  * fraction of what strnlen() and memset() cost on this per-packet path
- * (the name is always NUL-terminated in IFNAMSIZ).
+ * (the name is always NUL-terminated in IFNAMSIZ). Inlined: the loop
+ * unrolls.
  */
-static void copy_ifname(char to[IFNAMSIZ], const char from[IFNAMSIZ])
+static __always_inline void copy_ifname(char to[IFNAMSIZ], const char from[IFNAMSIZ])
 {
 	const struct word_at_a_time constants = WORD_AT_A_TIME_CONSTANTS;
 	unsigned long words[IFNAMSIZ / sizeof(unsigned long)];
-	bool ended = false;
 	unsigned int i;
 
 	BUILD_BUG_ON(IFNAMSIZ % sizeof(unsigned long));
@@ -151,12 +131,12 @@ static void copy_ifname(char to[IFNAMSIZ], const char from[IFNAMSIZ])
 	for (i = 0; i < ARRAY_SIZE(words); i++) {
 		unsigned long data;
 
-		if (ended) {
-			words[i] = 0;
-		} else if (has_zero(words[i], &data, &constants)) {
+		if (has_zero(words[i], &data, &constants)) {
 			data = prep_zero_mask(words[i], data, &constants);
 			words[i] &= zero_bytemask(create_zero_mask(data));
-			ended = true;
+			while (++i < ARRAY_SIZE(words))
+				words[i] = 0;
+			break;
 		}
 	}
 	memcpy(to, words, IFNAMSIZ);
@@ -230,14 +210,13 @@ static enum parse_result parse_packet(const struct sk_buff *skb, const struct nf
  */
 static noinline void record_packet(struct nfwatch_net *nn, struct nfwatch_sub *first,
 				   struct sk_buff *skb, const struct nf_hook_state *state,
-				   u8 family, const u8 saddr[16])
+				   u8 family)
 {
 	struct nfwatch_sub *sub = first;
 	struct nfwatch_packet pkt = {};
 	enum parse_result res;
 
 	pkt.rec.family = family;
-	memcpy(pkt.rec.saddr, saddr, sizeof(pkt.rec.saddr));
 	res = parse_packet(skb, state, &pkt);
 	if (res != PARSE_OK)
 		count_malformed(nn);
@@ -245,34 +224,85 @@ static noinline void record_packet(struct nfwatch_net *nn, struct nfwatch_sub *f
 		return;
 	this_cpu_inc(nn->stats->matched);
 	list_for_each_entry_from_rcu(sub, &nn->subs, node)
-		if (sub == first || nfwatch_set_contains(rcu_dereference(sub->set), family, saddr))
+		if (sub == first ||
+		    nfwatch_set_contains(rcu_dereference(sub->set), family, pkt.rec.saddr))
 			nfwatch_deliver(sub, &pkt);
 }
 
+/* Counts the packet; false if nobody here subscribes (the last may be leaving). */
+static bool hook_enter(struct nfwatch_net *nn)
+{
+	if (list_empty(&nn->subs))
+		return false;
+	this_cpu_inc(nn->stats->seen);
+	return true;
+}
+
+/* Out of line: an skb whose IPv4 source is not in its head is rare. */
+static noinline s64 ipv4_saddr_copy(const struct sk_buff *skb, int off)
+{
+	__be32 saddr;
+
+	if (skb_copy_bits(skb, off, &saddr, sizeof(saddr)))
+		return -1;
+	return (__force u32)saddr;
+}
+
 /*
+ * Every IPv4 packet sent comes here, most of them watched by nobody: the
+ * source is read in place when it is in the skb's head, with no buffer on
+ * the stack, and the set's lookup starts with its /16 filter. The parser
+ * reads the source again from the header it copies.
  * @priv is this namespace's nfwatch_net: its hooks are registered with it.
  * Netfilter runs hooks under rcu_read_lock(), which covers the list and sets.
  */
-static unsigned int nfwatch_hook(void *priv, struct sk_buff *skb,
-				 const struct nf_hook_state *state)
+static unsigned int nfwatch_hook_ipv4(void *priv, struct sk_buff *skb,
+				      const struct nf_hook_state *state)
 {
-	u8 family = state->pf == NFPROTO_IPV4 ? AF_INET : AF_INET6;
+	int off = skb_network_offset(skb) + offsetof(struct iphdr, saddr);
 	struct nfwatch_net *nn = priv;
 	struct nfwatch_sub *sub;
-	u8 saddr[16];
+	s64 saddr;
 
-	/* Registered only while someone here subscribes; the last may be leaving. */
-	if (list_empty(&nn->subs))
+	if (!hook_enter(nn))
 		return NF_ACCEPT;
-
-	this_cpu_inc(nn->stats->seen);
-	if (!parse_src(skb, family, saddr)) {
+	if (likely((int)skb_headlen(skb) - off >= (int)sizeof(__be32)))
+		saddr = (__force u32)get_unaligned((const __be32 *)(skb->data + off));
+	else
+		saddr = ipv4_saddr_copy(skb, off);
+	if (saddr < 0) {
 		count_malformed(nn);
 		return NF_ACCEPT;
 	}
 	list_for_each_entry_rcu(sub, &nn->subs, node) {
-		if (nfwatch_set_contains(rcu_dereference(sub->set), family, saddr)) {
-			record_packet(nn, sub, skb, state, family, saddr);
+		if (nfwatch_set_contains_v4(rcu_dereference(sub->set), (__force __be32)(u32)saddr)) {
+			record_packet(nn, sub, skb, state, AF_INET);
+			break;
+		}
+	}
+	return NF_ACCEPT;
+}
+
+/* As nfwatch_hook_ipv4(), for IPv6. */
+static unsigned int nfwatch_hook_ipv6(void *priv, struct sk_buff *skb,
+				      const struct nf_hook_state *state)
+{
+	int off = skb_network_offset(skb) + offsetof(struct ipv6hdr, saddr);
+	struct nfwatch_net *nn = priv;
+	struct nfwatch_sub *sub;
+	const u8 *saddr;
+	u8 buf[16] __uninitialized;
+
+	if (!hook_enter(nn))
+		return NF_ACCEPT;
+	saddr = skb_header_pointer(skb, off, sizeof(buf), buf);
+	if (!saddr) {
+		count_malformed(nn);
+		return NF_ACCEPT;
+	}
+	list_for_each_entry_rcu(sub, &nn->subs, node) {
+		if (nfwatch_set_contains(rcu_dereference(sub->set), AF_INET6, saddr)) {
+			record_packet(nn, sub, skb, state, AF_INET6);
 			break;
 		}
 	}
@@ -281,13 +311,13 @@ static unsigned int nfwatch_hook(void *priv, struct sk_buff *skb,
 
 static const struct nf_hook_ops nfwatch_hook_ops[NFWATCH_HOOKS] = {
 	{
-		.hook = nfwatch_hook,
+		.hook = nfwatch_hook_ipv4,
 		.pf = NFPROTO_IPV4,
 		.hooknum = NF_INET_LOCAL_OUT,
 		.priority = NF_IP_PRI_LAST,
 	},
 	{
-		.hook = nfwatch_hook,
+		.hook = nfwatch_hook_ipv6,
 		.pf = NFPROTO_IPV6,
 		.hooknum = NF_INET_LOCAL_OUT,
 		.priority = NF_IP6_PRI_LAST,

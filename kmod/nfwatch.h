@@ -141,6 +141,7 @@ struct nfwatch_prefix {
 struct nfwatch_prefix_set *nfwatch_set_build(const struct nfwatch_prefix *prefixes,
 					     unsigned int n);
 unsigned int nfwatch_set_size(const struct nfwatch_prefix_set *set);
+bool nfwatch_set_contains_v4(const struct nfwatch_prefix_set *set, __be32 addr);
 bool nfwatch_set_contains(const struct nfwatch_prefix_set *set, u8 family,
 			  const u8 *addr);
 bool nfwatch_prefix_has_host_bits(const struct nfwatch_prefix *prefix);

@@ -12,7 +12,8 @@
  * number of prefixes. In front of the IPv4 tables, one bit per /16 says
  * whether any prefix reaches into it, so most IPv4 sources a set does not
  * hold cost one bit test: the hook asks about every packet sent, and most
- * are not watched.
+ * are not watched. A set of a few IPv4 prefixes, the usual case, is also
+ * kept as (network, mask) pairs that a lookup scans instead of hashing.
  */
 #include <linux/bitmap.h>
 #include <linux/hash.h>
@@ -42,12 +43,18 @@ struct nfwatch_table {
 };
 
 /* The IPv4 filter's bits: one per value of an address's top 16 bits. */
-#define NFWATCH_V4_FILTER_BITS 16	/* as get_unaligned_be16() reads */
+#define NFWATCH_V4_FILTER_BITS 16
+
+/* IPv4 prefixes a set keeps as pairs to scan, at most. */
+#define NFWATCH_V4_SCAN_MAX 8
 
 struct nfwatch_prefix_set {
 	unsigned int count;
 	u16 *slots;			/* after keys[]: a key's index in its group + 1, 0 if empty */
 	DECLARE_BITMAP(v4_filter, 1 << NFWATCH_V4_FILTER_BITS);
+	unsigned int v4_scan;		/* pairs in v4_net/v4_mask; 0: look up in the table */
+	u32 v4_net[NFWATCH_V4_SCAN_MAX];
+	u32 v4_mask[NFWATCH_V4_SCAN_MAX];
 	struct nfwatch_table tables[2];	/* [0] IPv4, [1] IPv6 */
 	struct nfwatch_key keys[];
 };
@@ -193,6 +200,26 @@ static void set_v4_filter(struct nfwatch_prefix_set *set)
 	}
 }
 
+/* A set's IPv4 prefixes as pairs, if it has no more than NFWATCH_V4_SCAN_MAX. */
+static void set_v4_scan(struct nfwatch_prefix_set *set)
+{
+	const struct nfwatch_table *t = &set->tables[family_table(AF_INET)];
+	unsigned int i, k;
+
+	for (i = 0; i < t->ngroups; i++) {
+		const struct nfwatch_group *g = &t->groups[i];
+
+		if (set->v4_scan + g->count > NFWATCH_V4_SCAN_MAX) {
+			set->v4_scan = 0;
+			return;
+		}
+		for (k = 0; k < g->count; k++) {
+			set->v4_net[set->v4_scan] = set->keys[g->start + k].hi >> 32;
+			set->v4_mask[set->v4_scan++] = g->len ? ~0U << (32 - g->len) : 0;
+		}
+	}
+}
+
 /* @prefixes are valid (lengths in range, no host bits); GFP_KERNEL context. */
 struct nfwatch_prefix_set *nfwatch_set_build(const struct nfwatch_prefix *prefixes,
 					     unsigned int n)
@@ -218,6 +245,7 @@ struct nfwatch_prefix_set *nfwatch_set_build(const struct nfwatch_prefix *prefix
 	set_fill(set, entries, n);
 	set_hash(set);
 	set_v4_filter(set);
+	set_v4_scan(set);
 	atomic_inc(&nfwatch_live.sets);
 out:
 	kvfree(entries);
@@ -230,8 +258,9 @@ unsigned int nfwatch_set_size(const struct nfwatch_prefix_set *set)
 }
 
 /* Linear probing: the table is at most half full, so an empty slot ends a miss. */
-static bool group_contains(const struct nfwatch_prefix_set *set,
-			   const struct nfwatch_group *g, const struct nfwatch_key *key)
+static __always_inline bool group_contains(const struct nfwatch_prefix_set *set,
+					   const struct nfwatch_group *g,
+					   const struct nfwatch_key *key)
 {
 	const struct nfwatch_key *keys = &set->keys[g->start];
 	const u16 *slots = &set->slots[g->slot_start];
@@ -247,16 +276,12 @@ static bool group_contains(const struct nfwatch_prefix_set *set,
 	return false;
 }
 
-bool nfwatch_set_contains(const struct nfwatch_prefix_set *set, u8 family,
-			  const u8 *addr)
+/* Inlined into each family's lookup: for IPv4 the key's low half is 0. */
+static __always_inline bool table_contains(const struct nfwatch_prefix_set *set,
+					   const struct nfwatch_table *t, struct nfwatch_key key)
 {
-	const struct nfwatch_table *t = &set->tables[family_table(family)];
-	struct nfwatch_key key;
 	unsigned int i;
 
-	if (family == AF_INET && !test_bit(get_unaligned_be16(addr), set->v4_filter))
-		return false;
-	key = addr_key(family, addr);
 	for (i = 0; i < t->ngroups; i++) {
 		const struct nfwatch_group *g = &t->groups[i];
 		struct nfwatch_key masked = mask_key(key, g->len);
@@ -265,6 +290,38 @@ bool nfwatch_set_contains(const struct nfwatch_prefix_set *set, u8 family,
 			return true;
 	}
 	return false;
+}
+
+/* Out of line: the scan's callers need no registers saved. */
+static noinline bool table_contains_v4(const struct nfwatch_prefix_set *set, u32 host)
+{
+	return table_contains(set, &set->tables[family_table(AF_INET)],
+			      (struct nfwatch_key){ .hi = (u64)host << 32 });
+}
+
+/* The hook asks this about every IPv4 packet sent. */
+bool nfwatch_set_contains_v4(const struct nfwatch_prefix_set *set, __be32 addr)
+{
+	u32 host = be32_to_cpu(addr);
+	unsigned int i;
+
+	if (!test_bit(host >> (32 - NFWATCH_V4_FILTER_BITS), set->v4_filter))
+		return false;
+	if (set->v4_scan) {
+		for (i = 0; i < set->v4_scan; i++)
+			if ((host & set->v4_mask[i]) == set->v4_net[i])
+				return true;
+		return false;
+	}
+	return table_contains_v4(set, host);
+}
+
+bool nfwatch_set_contains(const struct nfwatch_prefix_set *set, u8 family,
+			  const u8 *addr)
+{
+	if (family == AF_INET)
+		return nfwatch_set_contains_v4(set, get_unaligned((const __be32 *)addr));
+	return table_contains(set, &set->tables[family_table(AF_INET6)], addr_key(AF_INET6, addr));
 }
 
 void nfwatch_set_free(struct nfwatch_prefix_set *set)
