@@ -659,6 +659,10 @@ impl LineSink {
         match &self.destination {
             Destination::Stdout(_) => Ok(()),
             Destination::File { file, .. } => {
+                // A device or a FIFO has nothing to make durable, and fsync() on it fails.
+                if !file.metadata()?.is_file() {
+                    return Ok(());
+                }
                 file.sync_all()?;
                 // Writes to an unlinked file succeed; the records are lost all the same.
                 if std::os::unix::fs::MetadataExt::nlink(&file.metadata()?) == 0 {
@@ -957,5 +961,18 @@ mod tests {
                 "ah", "253"
             ]
         );
+    }
+
+    #[test]
+    fn finish_on_a_device_succeeds() {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .unwrap();
+        let mut sink = LineSink::new(Destination::File { file, start: 0 });
+        sink.line_buffer().extend_from_slice(b"line\n");
+        sink.line_added().unwrap();
+        sink.finish().unwrap();
+        assert_eq!(sink.lines_written(), 1);
     }
 }
