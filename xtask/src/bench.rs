@@ -257,6 +257,26 @@ pub struct BenchOpts {
     pub perf: bool,
     /// Measure on Machine::Icount: instructions, not the host's speed.
     pub icount: bool,
+    /// Instructions by function instead (see crate::insns).
+    pub insns: bool,
+}
+
+/// `--insns`: the table, printed and written to target/bench/`name`.
+fn insns_report(out: &Path, kernel: &str, name: &str) -> Result<()> {
+    let heading = format!(
+        "`cargo xtask bench --insns` on {kernel}, {}: guest kernel instructions per UDP \
+         packet sent, in all and by function (QEMU TCG plugin, one run of each configuration)",
+        stdout_of(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?.trim()
+    );
+    let text = crate::insns::report(out, CONFIGS, &heading)?;
+    let dir = util::target_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(name);
+    std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+    step("results");
+    print!("{text}");
+    println!("\n(written to {})", path.display());
+    Ok(())
 }
 
 /// `cargo xtask bench`.
@@ -278,6 +298,8 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
         "nfwatch",
         "--package",
         "xtask",
+        "--package",
+        "tcg-insns",
     ]))?;
     let release = util::target_dir().join("release");
     let env = host::Env {
@@ -288,7 +310,9 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
         },
     };
     // Separate names, so one mode's run leaves the other's results alone.
-    let (machine, vm_dir, results) = if opts.icount {
+    let (machine, vm_dir, results) = if opts.insns {
+        (Machine::Icount, "bench-insns", "insns.md")
+    } else if opts.icount {
         (Machine::Icount, "bench-icount", "results-icount.json")
     } else {
         (Machine::Smp2Parallel, "bench", "results.json")
@@ -317,6 +341,9 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
     if opts.perf {
         extra.push("--perf".into());
     }
+    if opts.insns {
+        extra.push("--insns".into());
+    }
     let runs = opts.rounds * opts.protos.len().max(1) * CONFIGS.len() + 2;
     let deadline = Duration::from_secs(600 + runs as u64 * (opts.seconds as u64 + 60));
     let run = host::GuestRun {
@@ -325,8 +352,22 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
         extra: &extra,
         deadline,
         machine,
+        plugin: opts.insns.then(|| {
+            format!(
+                "{},out={},trigger={:x}",
+                release.join("libtcg_insns.so").display(),
+                out.join(crate::insns::DUMPS).display(),
+                crate::insns::TRIGGER
+            )
+        }),
     };
     let status = host::boot_guest(&env, &kernel, &ko, &run)?;
+    if opts.insns {
+        if !status.success() {
+            bail!("the bench guest failed ({status}); see {}", out.display());
+        }
+        return insns_report(&out, &kernel.version, results);
+    }
     let raw = read_raw(&out)?;
     let rows = summarize(&raw.samples);
     let report = Report {

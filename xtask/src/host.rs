@@ -89,6 +89,8 @@ pub(crate) struct GuestRun<'a> {
     pub(crate) extra: &'a [String],
     pub(crate) deadline: Duration,
     pub(crate) machine: vm::Machine,
+    /// A QEMU TCG plugin and its arguments (see vm::Boot).
+    pub(crate) plugin: Option<String>,
 }
 
 /// Boots `kernel` running `run` with its module and binaries.
@@ -119,6 +121,7 @@ pub(crate) fn boot_guest(
         log: out.join("console.log"),
         deadline: run.deadline,
         machine: run.machine,
+        plugin: run.plugin.clone(),
     })
 }
 
@@ -160,6 +163,7 @@ fn test_kernel(env: &Env, kernel: &Kernel, ko: &Path, opts: &TestOpts) -> Vec<Ou
         extra: &extra,
         deadline,
         machine: vm::Machine::Smp2,
+        plugin: None,
     };
     let booted = boot_guest(env, kernel, ko, &run);
     let mut outcomes = match Results::read(&out) {
@@ -245,6 +249,7 @@ pub fn demo() -> Result<()> {
         extra: &[],
         deadline: DEMO_BOOT_DEADLINE,
         machine: vm::Machine::Smp2,
+        plugin: None,
     };
     let status = boot_guest(&env, &kernel, &ko, &run)?;
     if !status.success() {

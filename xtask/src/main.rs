@@ -5,6 +5,7 @@ mod debug_kernel;
 mod deps;
 mod guest;
 mod host;
+mod insns;
 mod kernels;
 mod kmod;
 mod results;
@@ -90,6 +91,11 @@ enum Cmd {
         /// so packets/s falls by the tool's whole cost.
         #[arg(long)]
         icount: bool,
+        /// Instead of the rounds: count the guest kernel's instructions per
+        /// UDP packet by function, each configuration once, in one --icount
+        /// boot under a QEMU plugin (crates/tcg-insns).
+        #[arg(long)]
+        insns: bool,
     },
     /// (in the VM) Run the scenarios.
     #[command(hide = true)]
@@ -173,11 +179,13 @@ fn dispatch(command: Cmd) -> Result<bool> {
             proto,
             perf,
             icount,
+            insns,
         } => bench::bench(&bench::BenchOpts {
             rounds,
             seconds,
             perf,
             icount,
+            insns,
             protos: if proto.is_empty() {
                 vec!["udp".into(), "tcp".into()]
             } else {

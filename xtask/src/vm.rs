@@ -53,6 +53,8 @@ pub struct Boot<'a> {
     pub log: PathBuf,
     pub deadline: Duration,
     pub machine: Machine,
+    /// A QEMU TCG plugin and its arguments (`path,name=value,...`).
+    pub plugin: Option<String>,
 }
 
 fn shell_quote(arg: &str) -> String {
@@ -84,6 +86,22 @@ fn tee(from: impl Read + Send + 'static, log: Arc<Mutex<std::fs::File>>) -> thre
             }
         }
     })
+}
+
+/// virtme-ng's `--qemu-opts` for `machine`, with `plugin` loaded.
+fn qemu_opts(machine: Machine, plugin: Option<&str>) -> Option<String> {
+    let opts: Vec<String> = [
+        match machine {
+            Machine::Icount => Some("-icount shift=0,sleep=off".to_string()),
+            Machine::Smp2 => Some("-accel tcg,thread=single".to_string()),
+            Machine::Smp2Parallel => None,
+        },
+        plugin.map(|plugin| format!("-plugin {plugin}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!opts.is_empty()).then(|| format!("--qemu-opts={}", opts.join(" ")))
 }
 
 /// Boots the VM and returns the guest command's exit status; the VM (the
@@ -120,11 +138,7 @@ pub fn boot(boot: &Boot) -> Result<ExitStatus> {
         ])
         .arg(boot.machine.cpus().to_string())
         .arg(format!("--rwdir={}", vm_dir.display()))
-        .args(match boot.machine {
-            Machine::Icount => Some("--qemu-opts=-icount shift=0,sleep=off"),
-            Machine::Smp2 => Some("--qemu-opts=-accel tcg,thread=single"),
-            Machine::Smp2Parallel => None,
-        })
+        .args(qemu_opts(boot.machine, boot.plugin.as_deref()))
         .arg("--")
         .arg(&script)
         .current_dir(util::workspace_root())

@@ -30,6 +30,10 @@ pub struct BenchArgs {
     /// Also profile each configuration once (UDP) with `perf record -a -g`.
     #[arg(long)]
     perf: bool,
+    /// Instead of the rounds: each configuration once (UDP), between two
+    /// dumps of the tcg-insns plugin's counts (see crate::insns).
+    #[arg(long)]
+    insns: bool,
 }
 
 /// The dummy device UDP leaves by (and is dropped on).
@@ -398,6 +402,104 @@ impl Bench<'_> {
     }
 }
 
+/// The page at crate::insns::TRIGGER: each call of its one `ret` has the
+/// tcg-insns plugin write its counts since the last call to a new dump.
+struct Trigger {
+    call: extern "C" fn(),
+    calls: usize,
+}
+
+impl Trigger {
+    fn map() -> Result<Self> {
+        const PAGE: usize = 4096;
+        let at = crate::insns::TRIGGER as *mut libc::c_void;
+        // SAFETY: a new anonymous page at an address nothing else maps
+        // (MAP_FIXED_NOREPLACE fails rather than replace a mapping); it is
+        // written while writable, then made executable, and never unmapped.
+        unsafe {
+            let page = libc::mmap(
+                at,
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            );
+            ensure!(
+                page == at,
+                "cannot map the trigger page at {at:?}: {}",
+                std::io::Error::last_os_error()
+            );
+            page.cast::<u8>().write(0xc3); // ret
+            ensure!(
+                libc::mprotect(page, PAGE, libc::PROT_READ | libc::PROT_EXEC) == 0,
+                "cannot make the trigger page executable: {}",
+                std::io::Error::last_os_error()
+            );
+            Ok(Self {
+                call: std::mem::transmute::<*mut libc::c_void, extern "C" fn()>(page),
+                calls: 0,
+            })
+        }
+    }
+
+    /// Has the plugin write a dump; returns its number.
+    fn pull(&mut self) -> usize {
+        (self.call)();
+        self.calls += 1;
+        self.calls - 1
+    }
+}
+
+/// The guest's text symbols (the module's too, while it is loaded).
+fn save_text_symbols(path: &Path) -> Result<()> {
+    let all = std::fs::read_to_string("/proc/kallsyms").context("cannot read /proc/kallsyms")?;
+    let text: String = all
+        .lines()
+        .filter(|l| matches!(l.split_whitespace().nth(1), Some("t" | "T" | "w" | "W")))
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+impl Bench<'_> {
+    /// One UDP run of `config` between two pulls of `trigger`: the second
+    /// pull's dump holds the run.
+    fn insns(&self, trigger: &mut Trigger, config: usize) -> Result<crate::insns::Run> {
+        let tag = format!("insns-c{config}");
+        let tool = self.start(&tag, "udp", config)?;
+        save_text_symbols(&self.args.out.join(crate::insns::kallsyms_file(config)))?;
+        trigger.pull();
+        let report = self.generate(&tag, "udp");
+        let dump = trigger.pull();
+        let drained = Self::stop(config, tool);
+        let report = report?;
+        drained?;
+        Ok(crate::insns::Run {
+            config,
+            dump,
+            packets: report.packets,
+        })
+    }
+}
+
+/// `guest-bench --insns`: every configuration once, nothing else.
+fn insns(bench: &Bench) -> Result<()> {
+    let mut trigger = Trigger::map()?;
+    let mut runs = Vec::new();
+    for config in 0..CONFIGS.len() {
+        let run = bench.insns(&mut trigger, config)?;
+        println!(
+            "insns: config {config}: {} packets, dump {}",
+            run.packets, run.dump
+        );
+        runs.push(run);
+    }
+    let path = bench.args.out.join(crate::insns::RUNS);
+    std::fs::write(&path, serde_json::to_string_pretty(&runs)?)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// The module's global matched counter.
 fn matched(nfwatch: &Path) -> Result<u64> {
     let text = stdout_of(Command::new(nfwatch).args(["stats", "--json"]))?;
@@ -431,6 +533,13 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         &bench.log("listener.log"),
     )?;
     listener.wait_line("the TCP listener", DEADLINE, |l| l == "ready")?;
+    if args.insns {
+        insns(&bench)?;
+        if module_loaded() {
+            rmmod()?;
+        }
+        return Ok(());
+    }
     let mut raw = Raw {
         kernel: stdout_of(Command::new("uname").arg("-r"))?
             .trim()
