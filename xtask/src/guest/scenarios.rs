@@ -489,13 +489,16 @@ fn kill9(ctx: &Ctx) -> Result<()> {
     still_records(ctx, 26000)
 }
 
-/// Counts calls of the module's hook function with a kprobe: an observer
-/// outside the module, on every tested kernel (6.1 cannot `nft list hooks`).
+/// Counts calls of the module's IPv4 hook function with a kprobe: an
+/// observer outside the module, on every tested kernel (6.1 cannot `nft
+/// list hooks`).
 struct HookCalls {
     tracing: &'static Path,
 }
 
 const HOOK_PROBE: &str = "nfwatch_hook_calls";
+/// What the scenario's IPv4 datagrams go through.
+const HOOK_FUNCTION: &str = "nfwatch_hook_ipv4";
 
 impl HookCalls {
     fn attach() -> Result<Self> {
@@ -508,12 +511,12 @@ impl HookCalls {
             )?;
         }
         let calls = Self { tracing };
-        calls.append("kprobe_events", &format!("p:{HOOK_PROBE} nfwatch_hook"))?;
+        calls.append("kprobe_events", &format!("p:{HOOK_PROBE} {HOOK_FUNCTION}"))?;
         std::fs::write(
             tracing.join(format!("events/kprobes/{HOOK_PROBE}/enable")),
             "1",
         )
-        .context("cannot enable the kprobe on nfwatch_hook")?;
+        .with_context(|| format!("cannot enable the kprobe on {HOOK_FUNCTION}"))?;
         Ok(calls)
     }
 
