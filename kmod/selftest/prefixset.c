@@ -115,13 +115,13 @@ static bool selftest_edges(void)
 bool nfwatch_selftest_prefixset(void)
 {
 	/*
-	 * Random lengths (sets of up to NFWATCH_V4_SCAN_MAX IPv4 prefixes are
-	 * scanned, larger ones hashed), then full tables of one length (long
-	 * probe runs).
+	 * Random lengths; the largest IPv4 set that is scanned and the smallest
+	 * that is hashed (n - 1 distinct prefixes: the last is a duplicate);
+	 * then full tables of one length (long probe runs).
 	 */
 	bool ok = selftest_edges() && selftest_random(1, 1000, -1) &&
-		  selftest_random(NFWATCH_V4_SCAN_MAX, 20000, 24) &&
 		  selftest_random(NFWATCH_V4_SCAN_MAX + 1, 20000, 24) &&
+		  selftest_random(NFWATCH_V4_SCAN_MAX + 2, 20000, 24) &&
 		  selftest_random(64, 20000, -1) &&
 		  selftest_random(NFWATCH_MAX_PREFIXES, 20000, -1) &&
 		  selftest_random(NFWATCH_MAX_PREFIXES, 20000, 24) &&
