@@ -49,6 +49,26 @@ static bool batch_fits(const struct sock *sk, const struct sk_buff *skb)
 	return queued + skb->truesize + NFWATCH_REPLY_ROOM <= READ_ONCE(sk->sk_rcvbuf);
 }
 
+/*
+ * Under sub->lock: the records written into the open batch's last page go
+ * into its frag's size and the skb's lengths. Once per page (when the next
+ * is added, and before the batch is sent), so a record only moves
+ * sub->slot_next on.
+ */
+static void batch_close_page(struct nfwatch_sub *sub, struct sk_buff *skb)
+{
+	struct skb_shared_info *shinfo = skb_shinfo(skb);
+	unsigned int bytes;
+
+	if (!shinfo->nr_frags)
+		return;
+	bytes = (sub->slot_next - (sub->slot_end - NFWATCH_PAGE_RECORDS)) *
+		sizeof(*sub->slot_next);
+	skb_frag_size_add(&shinfo->frags[shinfo->nr_frags - 1], bytes);
+	skb->len += bytes;
+	skb->data_len += bytes;
+}
+
 /* Under sub->lock. */
 static void batch_send(struct nfwatch_sub *sub)
 {
@@ -58,6 +78,7 @@ static void batch_send(struct nfwatch_sub *sub)
 
 	if (!skb)
 		return;
+	batch_close_page(sub, skb);
 	sub->batch = NULL;
 	sub->batch_count = 0;
 	atomic_dec(&nfwatch_live.batches);
@@ -174,6 +195,21 @@ static void ring_release(struct nfwatch_sub *sub)
 	}
 }
 
+/* Under sub->lock: a new last page for the open batch; false if none could be had. */
+static bool batch_add_page(struct nfwatch_sub *sub, struct sk_buff *skb)
+{
+	struct page *page = ring_page(sub);
+
+	if (!page)
+		return false;
+	batch_close_page(sub, skb);
+	skb_fill_page_desc(skb, skb_shinfo(skb)->nr_frags, page, 0, 0);
+	skb->truesize += PAGE_SIZE;
+	sub->slot_next = page_address(page);
+	sub->slot_end = sub->slot_next + NFWATCH_PAGE_RECORDS;
+	return true;
+}
+
 /*
  * Under sub->lock: room for one more record at the end of the open batch,
  * in its last page or a new one; NULL if a page was needed and none could
@@ -181,26 +217,9 @@ static void ring_release(struct nfwatch_sub *sub)
  */
 static struct nfwatch_record *batch_slot(struct nfwatch_sub *sub, struct sk_buff *skb)
 {
-	struct skb_shared_info *shinfo = skb_shinfo(skb);
-	unsigned int nr = shinfo->nr_frags;
-	struct nfwatch_record *slot;
-	skb_frag_t *frag;
-
-	if (!nr || skb_frag_size(&shinfo->frags[nr - 1]) ==
-		   NFWATCH_PAGE_RECORDS * sizeof(*slot)) {
-		struct page *page = ring_page(sub);
-
-		if (!page)
-			return NULL;
-		skb_fill_page_desc(skb, nr++, page, 0, 0);
-		skb->truesize += PAGE_SIZE;
-	}
-	frag = &shinfo->frags[nr - 1];
-	slot = page_address(skb_frag_page(frag)) + skb_frag_off(frag) + skb_frag_size(frag);
-	skb_frag_size_add(frag, sizeof(*slot));
-	skb->len += sizeof(*slot);
-	skb->data_len += sizeof(*slot);
-	return slot;
+	if (sub->slot_next == sub->slot_end && !batch_add_page(sub, skb))
+		return NULL;
+	return sub->slot_next++;
 }
 
 /* Under sub->lock: the open batch (never full), or a new one, or NULL. */
@@ -211,6 +230,8 @@ static struct sk_buff *batch_open(struct nfwatch_sub *sub)
 					       &sub->batch_lost, &sub->batch_records);
 		if (!sub->batch)
 			return NULL;
+		sub->slot_next = NULL;
+		sub->slot_end = NULL;
 		atomic_inc(&nfwatch_live.batches);
 		hrtimer_start(&sub->flush_timer, ns_to_ktime(flush_interval_us * NSEC_PER_USEC),
 			      HRTIMER_MODE_REL_SOFT);

@@ -93,6 +93,8 @@ struct nfwatch_sub {
 	u64 lost_unreported;		/* lost since the last delivered batch */
 	struct nfwatch_sub_stats stats;	/* .prefixes under nn->lock */
 	struct hrtimer flush_timer;
+	struct nfwatch_record *slot_next;	/* free records in the batch's last page, */
+	struct nfwatch_record *slot_end;	/* up to here; equal: a page is needed */
 	struct page *ring[NFWATCH_RING_PAGES];	/* the records' pages, oldest use at @ring_next */
 	unsigned int ring_next;
 	/* The last uid and sending process and how the subscriber sees them. */
