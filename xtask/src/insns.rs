@@ -83,14 +83,16 @@ impl Profile {
         let mut user = None;
         for line in dump.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
+            let bad = || format!("bad dump line {line:?}");
             match fields[..] {
-                ["user", n] => user = Some(n.parse::<u64>()?),
+                ["user", n] => user = Some(n.parse::<u64>().with_context(bad)?),
                 [addr, insns, runs] => {
-                    let addr = u64::from_str_radix(addr, 16)?;
-                    let total = insns.parse::<u64>()? * runs.parse::<u64>()?;
+                    let addr = u64::from_str_radix(addr, 16).with_context(bad)?;
+                    let total = insns.parse::<u64>().with_context(bad)?
+                        * runs.parse::<u64>().with_context(bad)?;
                     *kernel.entry(symbols.find(addr).to_string()).or_default() += total;
                 }
-                _ => bail!("bad dump line {line:?}"),
+                _ => bail!(bad()),
             }
         }
         Ok(Self {
@@ -212,6 +214,11 @@ mod tests {
         assert_eq!(profile.user, 50.0);
         assert_eq!(profile.kernel_total(), 15.0);
         assert!(Profile::parse("ffffffff81000100 4\n", &symbols, 10).is_err());
+        let err = Profile::parse("user x\n", &symbols, 10).err().unwrap();
+        assert!(
+            format!("{err:#}").contains("bad dump line \"user x\""),
+            "{err:#}"
+        );
         assert!(Profile::parse(dump, &symbols, 0).is_err());
     }
 

@@ -394,6 +394,31 @@ fn removed_file(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// `-o /dev/null`: a device takes every line and has nothing to fsync, so
+/// nfwatch exits 0 with the records counted (it failed with EINVAL at the end).
+fn device_output(ctx: &Ctx) -> Result<()> {
+    let watcher = Watcher::start_args(
+        ctx,
+        "devnull",
+        &[WATCHED4],
+        "jsonl",
+        Path::new("/dev/null"),
+        &[],
+    )?;
+    let sent = udp_from(&[WATCHED4], 30200)?[0].len() as u64;
+    let summary = watcher.stop()?;
+    ctx.log(&format!(
+        "-o /dev/null: {sent} datagrams sent, exit 0, {}",
+        summary.text
+    ));
+    ensure!(
+        summary.written >= sent && summary.lost_in_kernel == 0 && summary.overruns == 0,
+        "-o /dev/null: {sent} datagrams sent, but: {}",
+        summary.text
+    );
+    Ok(())
+}
+
 fn closed_pipe(ctx: &Ctx) -> Result<()> {
     let out = ctx.path("head.jsonl");
     let script = format!(
@@ -480,6 +505,7 @@ pub fn output_faults(ctx: &Ctx) -> Result<()> {
         ("closed pipe", closed_pipe),
         ("signals", signal_stops),
         ("removed file", removed_file),
+        ("device output", device_output),
     ] {
         if let Err(e) = check(ctx) {
             ctx.log(&format!("{what}: FAILED: {e:#}"));
