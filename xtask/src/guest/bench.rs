@@ -48,10 +48,21 @@ const TCP_DST: &str = "10.40.0.1:5002";
 const TMP: &str = "/tmp/nfwbench";
 /// The nftables table of configuration 6.
 const NFT_TABLE: &str = "nfwbench";
-/// tcpdump's capture length and buffer (KiB): headers only, like nfwatch's
-/// records, and a buffer the size of nfwatch's default receive buffer.
+/// tcpdump's capture length on the egress device and buffer (KiB): headers
+/// only, like nfwatch's records, and a buffer the size of nfwatch's default
+/// receive buffer.
 const SNAPLEN: &str = "128";
 const TCPDUMP_BUFFER_KIB: &str = "8192";
+/// nflog:1 keeps libpcap's default capture length (whole packets here):
+/// libpcap reads a netlink socket into a buffer of 128 + snaplen bytes, and
+/// the kernel batches NFLOG messages (up to 100 per datagram), so with -s 128
+/// each read keeps the first message or two and silently drops the rest.
+const NFLOG_SNAPLEN: &str = "0";
+/// net.core.rmem_max: at least tcpdump's buffer, so that `-B` holds for
+/// nflog:1 too. libpcap sizes a netlink socket by SO_RCVBUF, which the
+/// kernel caps at rmem_max (212992 bytes by default); AF_PACKET's ring and
+/// nfwatch (SO_RCVBUFFORCE) are not capped.
+const RMEM_MAX: &str = "8388608";
 /// A pcap file that has not grown for this long is taken as drained
 /// (longer than libpcap's 1 s TPACKET_V3 block timeout).
 const PCAP_SETTLED: Duration = Duration::from_secs(2);
@@ -66,6 +77,7 @@ struct Bench<'a> {
 }
 
 fn setup() -> Result<()> {
+    std::fs::write("/proc/sys/net/core/rmem_max", RMEM_MAX).context("cannot set rmem_max")?;
     for cmd in [
         "link set lo up".to_string(),
         format!("link add {DUMMY} type dummy"),
@@ -174,11 +186,13 @@ impl Bench<'_> {
 
     fn tcpdump(&self, tag: &str, interface: &str) -> Result<Tool> {
         let out = Path::new(TMP).join(format!("{tag}.pcap"));
+        let nflog = interface.starts_with("nflog");
+        let snaplen = if nflog { NFLOG_SNAPLEN } else { SNAPLEN };
         let mut cmd = Command::new("tcpdump");
-        cmd.args(["-i", interface, "-n", "-Z", "root", "-s", SNAPLEN])
+        cmd.args(["-i", interface, "-n", "-Z", "root", "-s", snaplen])
             .args(["-B", TCPDUMP_BUFFER_KIB, "-w"])
             .arg(&out);
-        if !interface.starts_with("nflog") {
+        if !nflog {
             cmd.args(["src", "host", SRC]);
         }
         let mut proc = Spawned::start(&mut cmd, &self.log(&format!("{tag}.tcpdump.log")))?;
