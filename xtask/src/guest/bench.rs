@@ -5,7 +5,7 @@ use super::generator::{busy_seconds, gen_args, GenReport};
 use super::nfwatch::{Summary, DEADLINE, SUBSCRIBED};
 use super::proc::Spawned;
 use super::{insmod, module_loaded, net, rmmod};
-use crate::bench::{Accounting, Raw, Sample, CONFIGS, RAW};
+use crate::bench::{Accounting, Raw, Sample, CONFIGS, INSNS_EXTRA, RAW};
 use crate::util::{run, stdout_of, wait_until};
 use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
@@ -135,6 +135,14 @@ fn nft(script: &str) -> Result<()> {
     run(Command::new("nft").args(script.split_whitespace()))
 }
 
+/// Table NFT_TABLE with a base chain `out` at the IPv4 output hook.
+fn nft_output_chain() -> Result<()> {
+    nft(&format!("add table ip {NFT_TABLE}"))?;
+    nft(&format!(
+        "add chain ip {NFT_TABLE} out {{ type filter hook output priority 0 ; }}"
+    ))
+}
+
 /// What a tool said once drained.
 #[derive(Default)]
 struct Drained {
@@ -218,7 +226,7 @@ impl Bench<'_> {
 
     /// Starts configuration `config`'s tool.
     fn start(&self, tag: &str, proto: &str, config: usize) -> Result<Tool> {
-        let want_module = (1..=4).contains(&config);
+        let want_module = (1..=4).contains(&config) || config == 8;
         if want_module && !module_loaded() {
             insmod(&self.args.module)?;
         } else if !want_module && module_loaded() {
@@ -232,14 +240,19 @@ impl Bench<'_> {
             4 => self.nfwatch(tag, &all, "text", None)?,
             5 => self.tcpdump(tag, device(proto))?,
             6 => {
-                nft(&format!("add table ip {NFT_TABLE}"))?;
-                nft(&format!(
-                    "add chain ip {NFT_TABLE} out {{ type filter hook output priority 0 ; }}"
-                ))?;
+                nft_output_chain()?;
                 nft(&format!(
                     "add rule ip {NFT_TABLE} out ip saddr {SRC} log group 1"
                 ))?;
                 self.tcpdump(tag, "nflog:1")?
+            }
+            7 => {
+                nft_output_chain()?;
+                Tool::None
+            }
+            8 => {
+                nft_output_chain()?;
+                self.nfwatch(tag, &unmatched_prefixes(), "jsonl", None)?
             }
             _ => bail!("no configuration {config}"),
         })
@@ -249,7 +262,7 @@ impl Bench<'_> {
     /// what `start` set up for it.
     fn stop(config: usize, tool: Tool) -> Result<Drained> {
         let drained = Self::drain(tool);
-        if config == 6 {
+        if config >= 6 {
             nft(&format!("delete table ip {NFT_TABLE}"))?;
         }
         drained
@@ -497,11 +510,11 @@ impl Bench<'_> {
     }
 }
 
-/// `guest-bench --insns`: every configuration once, nothing else.
+/// `guest-bench --insns`: every configuration once, then INSNS_EXTRA's, nothing else.
 fn insns(bench: &Bench) -> Result<()> {
     let mut trigger = Trigger::map()?;
     let mut runs = Vec::new();
-    for config in 0..CONFIGS.len() {
+    for config in 0..CONFIGS.len() + INSNS_EXTRA.len() {
         let run = bench.insns(&mut trigger, config)?;
         println!(
             "insns: config {config}: {} packets, dump {}",
