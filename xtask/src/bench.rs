@@ -53,6 +53,10 @@ pub struct Sample {
     /// Drops the tool itself reports (nfwatch: lost + overruns; tcpdump:
     /// dropped by kernel).
     pub dropped: Option<u64>,
+    /// The tool's own CPU time over its whole run (getrusage of the reaped
+    /// process; absent in results from before session 8).
+    #[serde(default)]
+    pub tool_cpu_seconds: Option<f64>,
     /// Guest-wide busy CPU seconds from the start of sending until the tool
     /// had drained and exited.
     pub busy_seconds: f64,
@@ -106,6 +110,10 @@ pub struct Row {
     pub cpu_per_mpkt: f64,
     /// Over rounds, CPU per packet / CPU per packet of (0): median and quartiles.
     pub cpu_ratio: Option<Spread>,
+    /// Medians of the sender's and the tool's own CPU µs per packet: where
+    /// the hook runs, and the process that reads and writes.
+    pub sender_us: f64,
+    pub tool_us: Option<f64>,
 }
 
 /// The median of some values and their lower and upper quartiles: on these
@@ -209,6 +217,9 @@ pub fn summarize(samples: &[Sample]) -> Vec<Row> {
                 dropped: values(&|s| s.dropped.map(|d| d as f64)),
                 cpu_per_mpkt: values(&|s| Some(cpu_per_mpkt(s))).unwrap_or(f64::NAN),
                 cpu_ratio: paired_ratio(&these, &baseline, cpu_per_mpkt),
+                sender_us: values(&|s| Some(s.gen_cpu_seconds / s.packets as f64 * 1e6))
+                    .unwrap_or(f64::NAN),
+                tool_us: values(&|s| s.tool_cpu_seconds.map(|t| t / s.packets as f64 * 1e6)),
             });
         }
     }
@@ -222,12 +233,12 @@ fn opt(value: Option<f64>, fmt: impl Fn(f64) -> String) -> String {
 /// The markdown table of `rows`.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
-        "| proto | configuration | packets/s | vs (0) (quartiles) | recorded | dropped (tool) | CPU s / M packets | vs (0) (quartiles) |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|\n",
+        "| proto | configuration | packets/s | vs (0) (quartiles) | recorded | dropped (tool) | CPU s / M packets | vs (0) (quartiles) | sender's own µs / packet | tool's own µs / packet |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {:.0} | {} | {} | {} | {:.2} | {} |\n",
+            "| {} | {} | {:.0} | {} | {} | {} | {:.2} | {} | {:.2} | {} |\n",
             r.proto,
             r.name,
             r.pps,
@@ -236,6 +247,8 @@ pub fn table(rows: &[Row]) -> String {
             opt(r.dropped, |x| format!("{x:.0}")),
             r.cpu_per_mpkt,
             r.cpu_ratio.map_or_else(|| "–".into(), |x| x.show(2)),
+            r.sender_us,
+            opt(r.tool_us, |x| format!("{x:.2}")),
         ));
     }
     out
@@ -472,6 +485,7 @@ mod tests {
             records: (config >= 3).then_some(packets),
             file_lines: None,
             dropped: (config >= 2).then_some(0),
+            tool_cpu_seconds: (config >= 2).then_some(0.25),
             busy_seconds: busy,
             drain_seconds: 0.0,
         }
@@ -517,7 +531,8 @@ mod tests {
         assert_eq!(r.cpu_ratio.map(|x| x.median), Some(2.0));
         let text = table(&rows);
         assert_eq!(text.lines().count(), 4);
-        assert!(text.contains("| udp | 3 nfwatch watch --format jsonl (all traffic) | 500 | 0.500 (0.500–0.500) | 100.00% | 0 | 2000.00 | 2.00 (2.00–2.00) |"), "{text}");
+        assert!(text.contains("| udp | 3 nfwatch watch --format jsonl (all traffic) | 500 | 0.500 (0.500–0.500) | 100.00% | 0 | 2000.00 | 2.00 (2.00–2.00) | 1000.00 | 500.00 |"), "{text}");
+        assert!(text.contains("| 1.00 (1.00–1.00) | 500.00 | – |"), "{text}");
         assert!(
             text.contains("| 1000 | 1.000 (1.000–1.000) | – | – |"),
             "{text}"

@@ -1,7 +1,7 @@
 //! `guest-bench`: the measurements of `cargo xtask bench` (see crate::bench),
 //! all in one boot. Outputs go to a tmpfs; raw samples to --out.
 
-use super::generator::{busy_seconds, gen_args, GenReport};
+use super::generator::{busy_seconds, gen_args, rusage_seconds, GenReport};
 use super::nfwatch::{Summary, DEADLINE, SUBSCRIBED};
 use super::proc::Spawned;
 use super::{insmod, module_loaded, net, rmmod};
@@ -154,6 +154,8 @@ struct Drained {
     records: Option<u64>,
     file_lines: Option<u64>,
     dropped: Option<u64>,
+    /// The tool's own CPU seconds over its whole run (its rusage once reaped).
+    tool_cpu_seconds: Option<f64>,
     summary: Option<Summary>,
 }
 
@@ -276,9 +278,11 @@ impl Bench<'_> {
                 ..Drained::default()
             }),
             Tool::Nfwatch { mut proc, out } => {
+                let reaped_cpu = rusage_seconds(libc::RUSAGE_CHILDREN);
                 proc.signal(libc::SIGTERM)?;
                 proc.wait_success(DEADLINE)?;
                 let (busy_at_exit, exited) = (busy_seconds()?, Some(Instant::now()));
+                let tool_cpu_seconds = rusage_seconds(libc::RUSAGE_CHILDREN) - reaped_cpu;
                 let summary = Summary::parse(&proc.lines())?;
                 let lines = count_lines(&out)?;
                 std::fs::remove_file(&out)?;
@@ -288,6 +292,7 @@ impl Bench<'_> {
                     records: Some(summary.written),
                     file_lines: Some(lines),
                     dropped: Some(summary.lost_in_kernel + summary.overruns),
+                    tool_cpu_seconds: Some(tool_cpu_seconds),
                     summary: Some(summary),
                 })
             }
@@ -300,9 +305,11 @@ impl Bench<'_> {
                     }
                     Ok((last.1.elapsed() >= PCAP_SETTLED).then_some(()))
                 })?;
+                let reaped_cpu = rusage_seconds(libc::RUSAGE_CHILDREN);
                 proc.signal(libc::SIGINT)?;
                 proc.wait_success(DEADLINE)?;
                 let (busy_at_exit, exited) = (busy_seconds()?, Some(Instant::now()));
+                let tool_cpu_seconds = rusage_seconds(libc::RUSAGE_CHILDREN) - reaped_cpu;
                 let lines = proc.lines();
                 let captured = tcpdump_count(&lines, " packets captured")?;
                 let dropped = tcpdump_count(&lines, " packets dropped by kernel")?;
@@ -312,6 +319,7 @@ impl Bench<'_> {
                     exited,
                     records: Some(captured),
                     dropped: Some(dropped),
+                    tool_cpu_seconds: Some(tool_cpu_seconds),
                     ..Drained::default()
                 })
             }
@@ -341,6 +349,7 @@ impl Bench<'_> {
             records: drained.records,
             file_lines: drained.file_lines,
             dropped: drained.dropped,
+            tool_cpu_seconds: drained.tool_cpu_seconds,
             busy_seconds: busy_end - report.busy_start,
             drain_seconds: drained
                 .exited

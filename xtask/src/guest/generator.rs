@@ -69,11 +69,13 @@ pub fn busy_seconds() -> Result<f64> {
     Ok(busy as f64 / hz.max(1) as f64)
 }
 
-fn rusage_seconds() -> f64 {
+/// CPU seconds (user + system) of this process (`libc::RUSAGE_SELF`) or of
+/// its children reaped so far (`libc::RUSAGE_CHILDREN`).
+pub fn rusage_seconds(who: libc::c_int) -> f64 {
     // SAFETY: getrusage writes into the zeroed struct we own.
     let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        libc::getrusage(who, &mut usage);
         usage
     };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
@@ -185,7 +187,7 @@ pub fn gen(args: &GenArgs) -> Result<()> {
     let until = Duration::from_secs_f64(args.seconds);
     let segs_before = tcp_out_segs()?;
     let busy_start = busy_seconds()?;
-    let cpu_start = rusage_seconds();
+    let cpu_start = rusage_seconds(libc::RUSAGE_SELF);
     let start = Instant::now();
     let (packets, bytes) = match args.proto.as_str() {
         "udp" => {
@@ -203,7 +205,7 @@ pub fn gen(args: &GenArgs) -> Result<()> {
         packets,
         bytes,
         seconds,
-        cpu_seconds: rusage_seconds() - cpu_start,
+        cpu_seconds: rusage_seconds(libc::RUSAGE_SELF) - cpu_start,
         busy_start,
         busy_end: busy_seconds()?,
     };
