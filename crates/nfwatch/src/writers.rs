@@ -143,6 +143,31 @@ fn render_second(text: &mut Vec<u8>, second: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// "00" to "99", for writing two digits at a time.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut pairs = [0; 200];
+    let mut n = 0;
+    while n < 100 {
+        pairs[2 * n] = b'0' + (n / 10) as u8;
+        pairs[2 * n + 1] = b'0' + (n % 10) as u8;
+        n += 1;
+    }
+    pairs
+};
+
+/// ".NNNNNNNNNZ": the nine digits of `nanos` (below 10^9), two at a time,
+/// since every line has one.
+fn fraction(mut nanos: u32) -> [u8; 11] {
+    let mut text = *b".000000000Z";
+    for at in [8, 6, 4, 2] {
+        let pair = (nanos % 100) as usize * 2;
+        text[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        nanos /= 100;
+    }
+    text[1] = b'0' + nanos as u8;
+    text
+}
+
 /// A device name as one format writes it (escaped, quoted where needed).
 fn render_ifname(text: &mut Vec<u8>, format: Format, name: IfName) {
     let name = name.to_str_lossy();
@@ -316,14 +341,9 @@ impl LineFormatter {
 
     /// RFC 3339 in UTC with exactly nine fractional digits.
     fn ts(&mut self, out: &mut Vec<u8>, ts_ns: u64) -> io::Result<()> {
-        let (second, mut nanos) = (ts_ns / 1_000_000_000, ts_ns % 1_000_000_000);
+        let (second, nanos) = (ts_ns / 1_000_000_000, ts_ns % 1_000_000_000);
         self.second.push(out, second, render_second)?;
-        let mut fraction = *b".000000000Z";
-        for digit in fraction[1..10].iter_mut().rev() {
-            *digit = b'0' + (nanos % 10) as u8;
-            nanos /= 10;
-        }
-        out.extend_from_slice(&fraction);
+        out.extend_from_slice(&fraction(nanos as u32));
         Ok(())
     }
 
@@ -691,6 +711,20 @@ impl LineSink {
 mod tests {
     use super::*;
     use nfwatch_proto::IfName;
+
+    #[test]
+    fn fractions_have_nine_digits() {
+        for (nanos, text) in [
+            (0, ".000000000Z"),
+            (5, ".000000005Z"),
+            (40, ".000000040Z"),
+            (100_000_000, ".100000000Z"),
+            (123_456_789, ".123456789Z"),
+            (999_999_999, ".999999999Z"),
+        ] {
+            assert_eq!(&fraction(nanos), text.as_bytes(), "{nanos}");
+        }
+    }
 
     fn ifname(name: &[u8]) -> IfName {
         let mut padded = [0u8; 16];
