@@ -46,7 +46,7 @@ const UDP_DST: &str = "10.40.0.2:9";
 const TCP_DST: &str = "10.40.0.1:5002";
 /// Where the tools write (a tmpfs).
 const TMP: &str = "/tmp/nfwbench";
-/// The nftables table of configuration 6.
+/// The nftables table of configurations 6, 7 and 8.
 const NFT_TABLE: &str = "nfwbench";
 /// tcpdump's capture length on the egress device and buffer (KiB): headers
 /// only, like nfwatch's records, and a buffer the size of nfwatch's default
