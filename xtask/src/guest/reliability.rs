@@ -7,7 +7,7 @@ use super::net::*;
 use super::nfwatch::{read_records, stats, Record, Summary, Watcher, DEADLINE};
 use super::proc::Spawned;
 use super::scenarios::{still_records, udp_from, wait_subscribers};
-use super::traffic::{ip, Flood};
+use super::traffic::{ip, Flood, FLOOD_PORTS};
 use super::{dmesg, dmesg_problems, insmod, module_loaded, rmmod, Ctx};
 use crate::util::{capture, run, wait_until};
 use anyhow::{bail, ensure, Context, Result};
@@ -300,6 +300,7 @@ pub fn overload(ctx: &Ctx) -> Result<()> {
         summary.text
     ));
     summary.check_consistent(records.len())?;
+    flood_records(&records)?;
     let [matched, delivered, _] = summary
         .kernel
         .context("no `kernel counted` line: the final counters were lost")?;
@@ -318,6 +319,34 @@ pub fn overload(ctx: &Ctx) -> Result<()> {
         "kernel delivered {delivered}, CLI wrote {}",
         summary.written
     );
+    Ok(())
+}
+
+/// The records of one Flood from WATCHED4 to PEER4, in file order: each
+/// one the flood's, and their times never going back (one sending thread,
+/// and batches keep the order records were made in). Thousands of them
+/// span many pages of many batches, so a record written or read at the
+/// wrong place, or a time's digits out of order, shows here.
+fn flood_records(records: &[Record]) -> Result<()> {
+    ensure!(!records.is_empty(), "no records of the flood");
+    for (i, r) in records.iter().enumerate() {
+        ensure!(
+            r.proto == "udp"
+                && r.src == WATCHED4
+                && r.dst == PEER4
+                && r.dport.is_some_and(|p| FLOOD_PORTS.contains(&p)),
+            "record {i} is not the flood's: {r:?}"
+        );
+    }
+    // RFC 3339 with nine digits sorts as text in time order.
+    if let Some(i) = (1..records.len()).find(|&i| records[i].ts < records[i - 1].ts) {
+        bail!(
+            "record {i}'s time {} is before record {}'s {}",
+            records[i].ts,
+            i - 1,
+            records[i - 1].ts
+        );
+    }
     Ok(())
 }
 

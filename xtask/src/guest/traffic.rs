@@ -183,6 +183,9 @@ pub fn ipv4_fragment(src: &str, dst: &str, payload: usize) -> Result<()> {
     Ok(())
 }
 
+/// The destination ports a Flood cycles through, one datagram each.
+pub const FLOOD_PORTS: std::ops::Range<u16> = 6000..6050;
+
 /// UDP sent from `src` to `dst` in a loop on a thread until dropped.
 pub struct Flood {
     stop: Arc<AtomicBool>,
@@ -201,7 +204,8 @@ impl Flood {
             let sent = (|| {
                 let mut sent = 0;
                 while !flag.load(Ordering::Relaxed) {
-                    sent += udp_batch(src, dst, 6000, 50, 32)?.len() as u64;
+                    sent += udp_batch(src, dst, FLOOD_PORTS.start, FLOOD_PORTS.len() as u16, 32)?
+                        .len() as u64;
                 }
                 Ok(sent)
             })();
