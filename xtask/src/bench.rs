@@ -2,6 +2,7 @@
 //! (issue #4). The guest (guest/bench.rs) measures; the host builds release
 //! binaries, boots, and turns the raw samples into medians and a table.
 
+use crate::bytecost::{self, ByteCost};
 use crate::host;
 use crate::util::{self, run, stdout_of, step};
 use crate::vm::Machine;
@@ -92,6 +93,10 @@ pub struct Raw {
     pub accounting: Vec<Accounting>,
     /// Measurements that failed (they are missing from `samples`).
     pub errors: Vec<String>,
+    /// The guest's cost of copying and clearing bytes, before the rounds
+    /// (absent in results from before session 9).
+    #[serde(default)]
+    pub byte_cost: Option<ByteCost>,
 }
 
 /// Medians over the rounds of one (protocol, configuration).
@@ -267,6 +272,10 @@ struct Report<'a> {
     seconds_per_run: f64,
     rows: Vec<Row>,
     accounting: &'a [Accounting],
+    /// The cost of copying and clearing bytes in the guest and, measured
+    /// the same way after the run, on the host.
+    byte_cost_guest: Option<ByteCost>,
+    byte_cost_host: ByteCost,
     errors: &'a [String],
     samples: &'a [Sample],
 }
@@ -409,6 +418,8 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
         seconds_per_run: raw.seconds,
         rows: rows.clone(),
         accounting: &raw.accounting,
+        byte_cost_guest: raw.byte_cost,
+        byte_cost_host: bytecost::measure(),
         errors: &raw.errors,
         samples: &raw.samples,
     };
@@ -439,6 +450,9 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
             a.stats_matched_delta,
             if a.exact { "EXACT" } else { "NOT EXACT" }
         );
+    }
+    if let Some(guest) = &report.byte_cost_guest {
+        println!("\n{}", bytecost::describe(guest, &report.byte_cost_host));
     }
     for e in &raw.errors {
         println!("error: {e}");

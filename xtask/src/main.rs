@@ -1,6 +1,7 @@
 //! nfwatch's build, test and demo runner: `cargo xtask help`.
 
 mod bench;
+mod bytecost;
 mod debug_kernel;
 mod deps;
 mod guest;

@@ -582,6 +582,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             .to_string(),
         rounds: args.rounds,
         seconds: args.seconds,
+        byte_cost: Some(crate::bytecost::measure()),
         ..Raw::default()
     };
     for round in 0..args.rounds {
