@@ -21,7 +21,7 @@ pub struct ByteCost {
 
 const PAGE: usize = 4096;
 
-/// `rep movsb` of `from` into `to` (of equal length), as copy_to_user does.
+/// `rep movsb` of `from` into `to`, as copy_to_user does.
 fn rep_movsb(to: &mut [u8; PAGE], from: &[u8; PAGE]) {
     // SAFETY: copies PAGE bytes between two distinct buffers of PAGE bytes;
     // the direction flag is clear, as the ABI guarantees.

@@ -135,6 +135,21 @@ fn nft(script: &str) -> Result<()> {
     run(Command::new("nft").args(script.split_whitespace()))
 }
 
+/// Stops a tool with `signal` and reaps it: the guest's busy seconds and
+/// the time when it had exited, and the tool's own CPU seconds (those of
+/// the children reaped meanwhile, which is only the tool).
+fn stop_tool(proc: &mut Spawned, signal: libc::c_int) -> Result<(f64, Instant, f64)> {
+    let reaped_cpu = rusage_seconds(libc::RUSAGE_CHILDREN);
+    proc.signal(signal)?;
+    proc.wait_success(DEADLINE)?;
+    let (busy_at_exit, exited) = (busy_seconds()?, Instant::now());
+    Ok((
+        busy_at_exit,
+        exited,
+        rusage_seconds(libc::RUSAGE_CHILDREN) - reaped_cpu,
+    ))
+}
+
 /// Table NFT_TABLE with a base chain `out` at the IPv4 output hook.
 fn nft_output_chain() -> Result<()> {
     nft(&format!("add table ip {NFT_TABLE}"))?;
@@ -278,17 +293,13 @@ impl Bench<'_> {
                 ..Drained::default()
             }),
             Tool::Nfwatch { mut proc, out } => {
-                let reaped_cpu = rusage_seconds(libc::RUSAGE_CHILDREN);
-                proc.signal(libc::SIGTERM)?;
-                proc.wait_success(DEADLINE)?;
-                let (busy_at_exit, exited) = (busy_seconds()?, Some(Instant::now()));
-                let tool_cpu_seconds = rusage_seconds(libc::RUSAGE_CHILDREN) - reaped_cpu;
+                let (busy_at_exit, exited, tool_cpu_seconds) = stop_tool(&mut proc, libc::SIGTERM)?;
                 let summary = Summary::parse(&proc.lines())?;
                 let lines = count_lines(&out)?;
                 std::fs::remove_file(&out)?;
                 Ok(Drained {
                     busy_at_exit,
-                    exited,
+                    exited: Some(exited),
                     records: Some(summary.written),
                     file_lines: Some(lines),
                     dropped: Some(summary.lost_in_kernel + summary.overruns),
@@ -305,18 +316,14 @@ impl Bench<'_> {
                     }
                     Ok((last.1.elapsed() >= PCAP_SETTLED).then_some(()))
                 })?;
-                let reaped_cpu = rusage_seconds(libc::RUSAGE_CHILDREN);
-                proc.signal(libc::SIGINT)?;
-                proc.wait_success(DEADLINE)?;
-                let (busy_at_exit, exited) = (busy_seconds()?, Some(Instant::now()));
-                let tool_cpu_seconds = rusage_seconds(libc::RUSAGE_CHILDREN) - reaped_cpu;
+                let (busy_at_exit, exited, tool_cpu_seconds) = stop_tool(&mut proc, libc::SIGINT)?;
                 let lines = proc.lines();
                 let captured = tcpdump_count(&lines, " packets captured")?;
                 let dropped = tcpdump_count(&lines, " packets dropped by kernel")?;
                 std::fs::remove_file(&out)?;
                 Ok(Drained {
                     busy_at_exit,
-                    exited,
+                    exited: Some(exited),
                     records: Some(captured),
                     dropped: Some(dropped),
                     tool_cpu_seconds: Some(tool_cpu_seconds),
