@@ -5,7 +5,7 @@ use super::generator::{busy_seconds, gen_args, rusage_seconds, GenReport};
 use super::nfwatch::{Summary, DEADLINE, SUBSCRIBED};
 use super::proc::Spawned;
 use super::{insmod, module_loaded, net, rmmod};
-use crate::bench::{Accounting, Raw, Sample, CONFIGS, INSNS_EXTRA, RAW};
+use crate::bench::{Accounting, Raw, Sample, BUSY_NEIGHBOUR, CONFIGS, INSNS_EXTRA, RAW};
 use crate::util::{run, stdout_of, wait_until};
 use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
@@ -177,8 +177,18 @@ struct Drained {
 /// A tool running during one measurement.
 enum Tool {
     None,
-    Nfwatch { proc: Spawned, out: PathBuf },
-    Tcpdump { proc: Spawned, out: PathBuf },
+    Nfwatch {
+        proc: Spawned,
+        out: PathBuf,
+    },
+    Tcpdump {
+        proc: Spawned,
+        out: PathBuf,
+    },
+    /// (9)'s loop on the other vCPU.
+    CpuLoop {
+        proc: Spawned,
+    },
 }
 
 impl Bench<'_> {
@@ -271,6 +281,14 @@ impl Bench<'_> {
                 nft_output_chain()?;
                 self.nfwatch(tag, &unmatched_prefixes(), "jsonl", None)?
             }
+            BUSY_NEIGHBOUR => {
+                // A shell builtin loop: user-space work only. The scheduler
+                // keeps it and the generator on different vCPUs.
+                let mut cmd = Command::new("sh");
+                cmd.args(["-c", "trap 'exit 0' TERM; while :; do :; done"]);
+                let proc = Spawned::start(&mut cmd, &self.log(&format!("{tag}.loop.log")))?;
+                Tool::CpuLoop { proc }
+            }
             _ => bail!("no configuration {config}"),
         })
     }
@@ -279,7 +297,7 @@ impl Bench<'_> {
     /// what `start` set up for it.
     fn stop(config: usize, tool: Tool) -> Result<Drained> {
         let drained = Self::drain(tool);
-        if config >= 6 {
+        if (6..=8).contains(&config) {
             nft(&format!("delete table ip {NFT_TABLE}"))?;
         }
         drained
@@ -305,6 +323,15 @@ impl Bench<'_> {
                     dropped: Some(summary.lost_in_kernel + summary.overruns),
                     tool_cpu_seconds: Some(tool_cpu_seconds),
                     summary: Some(summary),
+                })
+            }
+            Tool::CpuLoop { mut proc } => {
+                let (busy_at_exit, exited, tool_cpu_seconds) = stop_tool(&mut proc, libc::SIGTERM)?;
+                Ok(Drained {
+                    busy_at_exit,
+                    exited: Some(exited),
+                    tool_cpu_seconds: Some(tool_cpu_seconds),
+                    ..Drained::default()
                 })
             }
             Tool::Tcpdump { mut proc, out } => {
@@ -592,9 +619,13 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         byte_cost: Some(crate::bytecost::measure()),
         ..Raw::default()
     };
+    let mut configs: Vec<usize> = (0..CONFIGS.len()).collect();
+    if online_cpus()? > 1 {
+        configs.push(BUSY_NEIGHBOUR);
+    }
     for round in 0..args.rounds {
         for proto in &protos {
-            for config in 0..CONFIGS.len() {
+            for &config in &configs {
                 let started = Instant::now();
                 match bench.measure(proto, config, round) {
                     Ok(s) => {
@@ -642,6 +673,13 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         stdout_of(&mut Command::new("dmesg"))?,
     )?;
     Ok(())
+}
+
+/// The guest's online CPUs.
+fn online_cpus() -> Result<usize> {
+    Ok(std::thread::available_parallelism()
+        .context("cannot count the CPUs")?
+        .get())
 }
 
 fn write_raw(out: &Path, raw: &Raw) -> Result<()> {
