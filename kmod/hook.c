@@ -202,31 +202,52 @@ static enum parse_result parse_packet(const struct sk_buff *skb, const struct nf
 	return PARSE_L4_TRUNCATED;
 }
 
-/*
- * @first's set holds the packet's source: parse the packet once and deliver
- * it to @first and every later subscriber whose set holds the source. Out
- * of line, so the packets nobody watches do not pay for its stack (the
- * kernel zeroes every local at function entry).
- */
-static noinline void record_packet(struct nfwatch_net *nn, struct nfwatch_sub *first,
-				   struct sk_buff *skb, const struct nf_hook_state *state,
-				   u8 family)
+/* The first subscriber from @sub on whose set holds the IPv4 @src, or NULL. */
+static struct nfwatch_sub *first_holder_v4(struct nfwatch_net *nn, struct nfwatch_sub *sub,
+					   u32 src)
 {
-	struct nfwatch_sub *sub = first;
+	list_for_each_entry_from_rcu(sub, &nn->subs, node)
+		if (nfwatch_set_contains_v4(rcu_dereference(sub->set), cpu_to_be32(src)))
+			return sub;
+	return NULL;
+}
+
+/*
+ * Parse the packet once and deliver it to every subscriber from @first on
+ * whose set holds its source. IPv6: @first's set holds it (the hook looked
+ * it up). IPv4: @first's set only passed @v4_src through its /16 filter,
+ * and the lookup is done here, so the IPv4 hook reaches this by a tail
+ * call. Out of line either way: the packets nobody watches pay neither for
+ * its stack (the kernel zeroes every local at function entry) nor, for
+ * IPv4, for a call.
+ */
+static noinline unsigned int record_packet(struct nfwatch_net *nn, struct nfwatch_sub *first,
+					   struct sk_buff *skb,
+					   const struct nf_hook_state *state, u8 family,
+					   u32 v4_src)
+{
 	struct nfwatch_packet pkt = {};
+	struct nfwatch_sub *sub;
 	enum parse_result res;
 
+	if (family == AF_INET) {
+		first = first_holder_v4(nn, first, v4_src);
+		if (!first)
+			return NF_ACCEPT;
+	}
 	pkt.rec.family = family;
 	res = parse_packet(skb, state, &pkt);
 	if (res != PARSE_OK)
 		count_malformed(nn);
 	if (res == PARSE_BAD_IP)
-		return;
+		return NF_ACCEPT;
 	this_cpu_inc(nn->stats->matched);
+	sub = first;
 	list_for_each_entry_from_rcu(sub, &nn->subs, node)
 		if (sub == first ||
 		    nfwatch_set_contains(rcu_dereference(sub->set), family, pkt.rec.saddr))
 			nfwatch_deliver(sub, &pkt);
+	return NF_ACCEPT;
 }
 
 /* Counts the packet; false if nobody here subscribes (the last may be leaving). */
@@ -238,21 +259,41 @@ static bool hook_enter(struct nfwatch_net *nn)
 	return true;
 }
 
+/*
+ * Each subscriber's set is asked first through its /16 filter, inline; the
+ * first that passes @src hands the packet on for the lookup.
+ */
+static __always_inline unsigned int hook_ipv4_source(struct nfwatch_net *nn,
+						     struct sk_buff *skb,
+						     const struct nf_hook_state *state,
+						     u32 src)
+{
+	struct nfwatch_sub *sub;
+
+	list_for_each_entry_rcu(sub, &nn->subs, node)
+		if (nfwatch_v4_filter_passes(rcu_dereference(sub->set), src))
+			return record_packet(nn, sub, skb, state, AF_INET, src);
+	return NF_ACCEPT;
+}
+
 /* Out of line: an skb whose IPv4 source is not in its head is rare. */
-static noinline s64 ipv4_saddr_copy(const struct sk_buff *skb, int off)
+static noinline unsigned int hook_ipv4_copied(struct nfwatch_net *nn, struct sk_buff *skb,
+					      const struct nf_hook_state *state, int off)
 {
 	__be32 saddr;
 
-	if (skb_copy_bits(skb, off, &saddr, sizeof(saddr)))
-		return -1;
-	return (__force u32)saddr;
+	if (skb_copy_bits(skb, off, &saddr, sizeof(saddr))) {
+		count_malformed(nn);
+		return NF_ACCEPT;
+	}
+	return hook_ipv4_source(nn, skb, state, be32_to_cpu(saddr));
 }
 
 /*
  * Every IPv4 packet sent comes here, most of them watched by nobody: the
- * source is read in place when it is in the skb's head, with no buffer on
- * the stack, and the set's lookup starts with its /16 filter. The parser
- * reads the source again from the header it copies.
+ * source is read in place when it is in the skb's head, and a packet that
+ * every set's filter turns away costs no call. The parser reads the source
+ * again from the header it copies.
  * @priv is this namespace's nfwatch_net: its hooks are registered with it.
  * Netfilter runs hooks under rcu_read_lock(), which covers the list and sets.
  */
@@ -261,26 +302,12 @@ static unsigned int nfwatch_hook_ipv4(void *priv, struct sk_buff *skb,
 {
 	int off = skb_network_offset(skb) + offsetof(struct iphdr, saddr);
 	struct nfwatch_net *nn = priv;
-	struct nfwatch_sub *sub;
-	s64 saddr;
 
 	if (!hook_enter(nn))
 		return NF_ACCEPT;
-	if (likely((int)skb_headlen(skb) - off >= (int)sizeof(__be32)))
-		saddr = (__force u32)get_unaligned((const __be32 *)(skb->data + off));
-	else
-		saddr = ipv4_saddr_copy(skb, off);
-	if (saddr < 0) {
-		count_malformed(nn);
-		return NF_ACCEPT;
-	}
-	list_for_each_entry_rcu(sub, &nn->subs, node) {
-		if (nfwatch_set_contains_v4(rcu_dereference(sub->set), (__force __be32)(u32)saddr)) {
-			record_packet(nn, sub, skb, state, AF_INET);
-			break;
-		}
-	}
-	return NF_ACCEPT;
+	if (unlikely((int)skb_headlen(skb) - off < (int)sizeof(__be32)))
+		return hook_ipv4_copied(nn, skb, state, off);
+	return hook_ipv4_source(nn, skb, state, get_unaligned_be32(skb->data + off));
 }
 
 /* As nfwatch_hook_ipv4(), for IPv6. */
@@ -302,7 +329,7 @@ static unsigned int nfwatch_hook_ipv6(void *priv, struct sk_buff *skb,
 	}
 	list_for_each_entry_rcu(sub, &nn->subs, node) {
 		if (nfwatch_set_contains(rcu_dereference(sub->set), AF_INET6, saddr)) {
-			record_packet(nn, sub, skb, state, AF_INET6);
+			record_packet(nn, sub, skb, state, AF_INET6, 0);
 			break;
 		}
 	}

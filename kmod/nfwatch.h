@@ -3,6 +3,7 @@
 #ifndef _NFWATCH_H
 #define _NFWATCH_H
 
+#include <linux/bitops.h>
 #include <linux/hrtimer.h>
 #include <linux/list.h>
 #include <linux/mutex.h>
@@ -135,6 +136,27 @@ int nfwatch_hooks_register(struct net *net, struct nfwatch_net *nn);
 void nfwatch_hooks_unregister(struct net *net, struct nfwatch_net *nn);
 
 /* prefixset.c */
+
+/* The IPv4 filter's bits: one per value of an address's top 16 bits. */
+#define NFWATCH_V4_FILTER_BITS 16
+
+/*
+ * What every set starts with: a bit per /16 that any of its IPv4 prefixes
+ * reaches into. The hook tests it inline, so an unwatched source it turns
+ * away (most packets sent) costs no call.
+ */
+struct nfwatch_v4_filter {
+	DECLARE_BITMAP(bits, 1 << NFWATCH_V4_FILTER_BITS);
+};
+
+/* False: no prefix of @set holds @host (IPv4, host order); true: look it up. */
+static inline bool nfwatch_v4_filter_passes(const struct nfwatch_prefix_set *set, u32 host)
+{
+	const struct nfwatch_v4_filter *filter = (const void *)set;
+
+	return test_bit(host >> (32 - NFWATCH_V4_FILTER_BITS), filter->bits);
+}
+
 struct nfwatch_prefix {
 	u8 family;
 	u8 len;

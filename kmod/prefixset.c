@@ -42,22 +42,21 @@ struct nfwatch_table {
 	struct nfwatch_group groups[129];
 };
 
-/* The IPv4 filter's bits: one per value of an address's top 16 bits. */
-#define NFWATCH_V4_FILTER_BITS 16
-
 /* IPv4 prefixes a set keeps as pairs to scan, at most. */
 #define NFWATCH_V4_SCAN_MAX 8
 
 struct nfwatch_prefix_set {
+	struct nfwatch_v4_filter v4_filter;	/* first: nfwatch_v4_filter_passes() */
 	unsigned int count;
 	u16 *slots;			/* after keys[]: a key's index in its group + 1, 0 if empty */
-	DECLARE_BITMAP(v4_filter, 1 << NFWATCH_V4_FILTER_BITS);
 	unsigned int v4_scan;		/* pairs in v4_net/v4_mask; 0: look up in the table */
 	u32 v4_net[NFWATCH_V4_SCAN_MAX];
 	u32 v4_mask[NFWATCH_V4_SCAN_MAX];
 	struct nfwatch_table tables[2];	/* [0] IPv4, [1] IPv6 */
 	struct nfwatch_key keys[];
 };
+
+static_assert(offsetof(struct nfwatch_prefix_set, v4_filter) == 0);
 
 /* A group of n keys takes 1 << order_base_2(2n) < 4n slots. */
 #define NFWATCH_SLOTS_PER_KEY 4
@@ -195,7 +194,7 @@ static void set_v4_filter(struct nfwatch_prefix_set *set)
 		for (k = 0; k < g->count; k++) {
 			unsigned int top = set->keys[g->start + k].hi >> (64 - NFWATCH_V4_FILTER_BITS);
 
-			bitmap_set(set->v4_filter, top, 1U << shift);
+			bitmap_set(set->v4_filter.bits, top, 1U << shift);
 		}
 	}
 }
@@ -305,7 +304,7 @@ bool nfwatch_set_contains_v4(const struct nfwatch_prefix_set *set, __be32 addr)
 	u32 host = be32_to_cpu(addr);
 	unsigned int i;
 
-	if (!test_bit(host >> (32 - NFWATCH_V4_FILTER_BITS), set->v4_filter))
+	if (!nfwatch_v4_filter_passes(set, host))
 		return false;
 	if (set->v4_scan) {
 		for (i = 0; i < set->v4_scan; i++)
