@@ -46,8 +46,10 @@ const UDP_DST: &str = "10.40.0.2:9";
 const TCP_DST: &str = "10.40.0.1:5002";
 /// Where the tools write (a tmpfs).
 const TMP: &str = "/tmp/nfwbench";
-/// The nftables table of configurations 6, 7 and 8.
+/// The nftables table of NFT_CONFIGS.
 const NFT_TABLE: &str = "nfwbench";
+/// The configurations that add NFT_TABLE (`start`) and delete it (`stop`).
+const NFT_CONFIGS: std::ops::RangeInclusive<usize> = 6..=8;
 /// tcpdump's capture length on the egress device and buffer (KiB): headers
 /// only, like nfwatch's records, and a buffer the size of nfwatch's default
 /// receive buffer.
@@ -260,6 +262,9 @@ impl Bench<'_> {
             rmmod()?;
         }
         let all = [format!("{SRC}/32")];
+        if NFT_CONFIGS.contains(&config) {
+            nft_output_chain()?;
+        }
         Ok(match config {
             0 | 1 => Tool::None,
             2 => self.nfwatch(tag, &unmatched_prefixes(), "jsonl", None)?,
@@ -267,20 +272,13 @@ impl Bench<'_> {
             4 => self.nfwatch(tag, &all, "text", None)?,
             5 => self.tcpdump(tag, device(proto))?,
             6 => {
-                nft_output_chain()?;
                 nft(&format!(
                     "add rule ip {NFT_TABLE} out ip saddr {SRC} log group 1"
                 ))?;
                 self.tcpdump(tag, "nflog:1")?
             }
-            7 => {
-                nft_output_chain()?;
-                Tool::None
-            }
-            8 => {
-                nft_output_chain()?;
-                self.nfwatch(tag, &unmatched_prefixes(), "jsonl", None)?
-            }
+            7 => Tool::None,
+            8 => self.nfwatch(tag, &unmatched_prefixes(), "jsonl", None)?,
             BUSY_NEIGHBOUR => {
                 // A shell builtin loop: user-space work only. The scheduler
                 // keeps it and the generator on different vCPUs.
@@ -297,7 +295,7 @@ impl Bench<'_> {
     /// what `start` set up for it.
     fn stop(config: usize, tool: Tool) -> Result<Drained> {
         let drained = Self::drain(tool);
-        if (6..=8).contains(&config) {
+        if NFT_CONFIGS.contains(&config) {
             nft(&format!("delete table ip {NFT_TABLE}"))?;
         }
         drained
