@@ -1,11 +1,21 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Self-test of the hook's device-name copy, run at load with selftest=1:
- * every name length, with stale bytes of a longer name after the NUL,
- * comes out as the name and zeros. Included by hook.c.
+ * Self-tests of the hook, run at load with selftest=1. Included by hook.c.
+ *
+ * The device-name copy: every name length, with stale bytes of a longer
+ * name after the NUL, comes out as the name and zeros.
+ *
+ * The IPv4 hook on skbs no socket sends: a subscriber of the test's own
+ * (no socket holds it; its batch is never sent) watches 10.1.2.3, and the
+ * hook is given that source's UDP packet whole in the skb's head, with the
+ * headers split between the head and a page at every offset (the source
+ * then copied out, as the parser's headers), and cut short (counted as
+ * malformed, no record). Each record is read back from the open batch.
  */
+#include <linux/pid_namespace.h>
+#include <linux/user_namespace.h>
 
-bool nfwatch_selftest_hook(void)
+static bool selftest_ifname(void)
 {
 	char from[IFNAMSIZ], to[IFNAMSIZ], want[IFNAMSIZ];
 	unsigned int len;
@@ -24,6 +34,156 @@ bool nfwatch_selftest_hook(void)
 			ok = false;
 		}
 	}
+	return ok;
+}
+
+/* 10.1.2.3:1111 -> 10.9.9.9:2222, UDP, 8 bytes of payload. */
+static const u8 selftest_udp4[] = {
+	0x45, 0x00, 0x00, 0x24, 0x00, 0x01, 0x00, 0x00,	/* IPv4, 36 bytes */
+	0x40, IPPROTO_UDP, 0x00, 0x00,
+	10, 1, 2, 3,
+	10, 9, 9, 9,
+	0x04, 0x57, 0x08, 0xae, 0x00, 0x10, 0x00, 0x00,	/* ports 1111, 2222 */
+	'n', 'f', 'w', 'a', 't', 'c', 'h', '!',
+};
+
+/*
+ * An skb holding the first @head bytes of selftest_udp4 in its head and,
+ * if @rest, the others in a page frag.
+ */
+static struct sk_buff *selftest_skb(unsigned int head, bool rest)
+{
+	unsigned int tail = sizeof(selftest_udp4) - head;
+	struct sk_buff *skb = alloc_skb(64 + head, GFP_KERNEL);
+	struct page *page;
+
+	if (!skb)
+		return NULL;
+	skb_reserve(skb, 64);
+	skb_reset_network_header(skb);
+	skb_put_data(skb, selftest_udp4, head);
+	if (!rest || !tail)
+		return skb;
+	page = alloc_page(GFP_KERNEL);
+	if (!page) {
+		kfree_skb(skb);
+		return NULL;
+	}
+	memcpy(page_address(page), selftest_udp4 + head, tail);
+	skb_add_rx_frag(skb, 0, page, 0, tail, PAGE_SIZE);
+	return skb;
+}
+
+static u64 selftest_malformed(struct nfwatch_net *nn)
+{
+	u64 sum = 0;
+	int cpu;
+
+	for_each_possible_cpu(cpu)
+		sum += per_cpu_ptr(nn->stats, cpu)->malformed;
+	return sum;
+}
+
+/* False unless the open batch holds just the record of selftest_udp4. */
+static bool selftest_record_ok(const struct nfwatch_sub *sub)
+{
+	const struct nfwatch_record *rec = sub->slot_next - 1;
+
+	return sub->batch_count == 1 && rec->family == AF_INET &&
+	       !memcmp(rec->saddr, selftest_udp4 + 12, 4) &&
+	       !memcmp(rec->daddr, selftest_udp4 + 16, 4) && rec->proto == IPPROTO_UDP &&
+	       rec->sport == 1111 && rec->dport == 2222 && rec->flags == NFWATCH_F_PORTS &&
+	       rec->len == sizeof(selftest_udp4);
+}
+
+/*
+ * One skb through the hook: recorded, or if cut short (!@rest) counted as
+ * malformed. Bottom halves stay off until the batch's flush timer is
+ * cancelled: the timer would send the batch to a socket this subscriber
+ * does not have, and it runs in a softirq of this CPU.
+ */
+static bool selftest_hook_skb(struct nfwatch_net *nn, struct nfwatch_sub *sub,
+			      unsigned int head, bool rest)
+{
+	struct nf_hook_state state = {
+		.hook = NF_INET_LOCAL_OUT,
+		.pf = NFPROTO_IPV4,
+		.net = &init_net,
+	};
+	u64 malformed = selftest_malformed(nn);
+	struct sk_buff *skb = selftest_skb(head, rest);
+	bool ok;
+
+	if (!skb)
+		return false;
+	local_bh_disable();
+	rcu_read_lock();
+	nfwatch_hook_ipv4(nn, skb, &state);
+	rcu_read_unlock();
+	if (rest)
+		ok = selftest_record_ok(sub);
+	else
+		ok = !sub->batch && selftest_malformed(nn) == malformed + 1;
+	hrtimer_try_to_cancel(&sub->flush_timer);
+	local_bh_enable();
+	nfwatch_delivery_stop(sub, false);
+	kfree_skb(skb);
+	if (!ok)
+		pr_err("nfwatch: IPv4 hook wrong on %u bytes in the head%s\n", head,
+		       rest ? " and the rest in a page" : ", cut short");
+	return ok;
+}
+
+static bool selftest_ipv4_skbs(void)
+{
+	const struct nfwatch_prefix watched = {
+		.family = AF_INET, .len = 32, .addr = { 10, 1, 2, 3 },
+	};
+	struct nfwatch_net *nn = kzalloc(sizeof(*nn), GFP_KERNEL);
+	struct nfwatch_sub *sub = kzalloc(sizeof(*sub), GFP_KERNEL);
+	struct nfwatch_prefix_set *set = nfwatch_set_build(&watched, 1);
+	unsigned int head;
+	bool ok = false;
+
+	if (!nn || !sub || !set)
+		goto out;
+	nn->stats = alloc_percpu(struct nfwatch_ns_stats);
+	if (!nn->stats)
+		goto out;
+	INIT_LIST_HEAD(&nn->subs);
+	sub->nn = nn;
+	sub->net = &init_net;
+	sub->user_ns = &init_user_ns;
+	sub->pid_ns = &init_pid_ns;
+	RCU_INIT_POINTER(sub->set, set);
+	set = NULL;
+	nfwatch_delivery_init(sub);
+	list_add_tail_rcu(&sub->node, &nn->subs);
+
+	/* A header cut short before the source, inside it, and after it. */
+	ok = true;
+	for (head = 0; head <= sizeof(selftest_udp4); head++) {
+		ok &= selftest_hook_skb(nn, sub, head, true);
+		if (head < 20)
+			ok &= selftest_hook_skb(nn, sub, head, false);
+	}
+	list_del_rcu(&sub->node);
+	nfwatch_set_free(rcu_dereference_protected(sub->set, true));
+out:
+	nfwatch_set_free(set);
+	if (nn)
+		free_percpu(nn->stats);
+	kfree(sub);
+	kfree(nn);
+	return ok;
+}
+
+bool nfwatch_selftest_hook(void)
+{
+	bool ifname = selftest_ifname();
+	bool ipv4 = selftest_ipv4_skbs();
+	bool ok = ifname && ipv4;
+
 	pr_info("nfwatch: hook self-test %s\n", ok ? "passed" : "FAILED");
 	return ok;
 }
