@@ -5,12 +5,13 @@
  * The device-name copy: every name length, with stale bytes of a longer
  * name after the NUL, comes out as the name and zeros.
  *
- * The IPv4 hook on skbs no socket sends: a subscriber of the test's own
- * (no socket holds it; its batch is never sent) watches 10.1.2.3, and the
- * hook is given that source's UDP packet whole in the skb's head, with the
- * headers split between the head and a page at every offset (the source
- * then copied out, as the parser's headers), and cut short (counted as
- * malformed, no record). Each record is read back from the open batch.
+ * The IPv4 hook on skbs built here, for a subscriber of the test's own
+ * that watches 10.1.2.3 (no socket holds it; its batch is never sent).
+ * The hook gets that source's UDP packet whole in the skb's head, then
+ * split between the head and a page at every offset, so the source and
+ * the headers are copied out of the page. It also gets the packet cut
+ * short, which must count as malformed and make no record. Each record
+ * is read back from the open batch.
  */
 #include <linux/pid_namespace.h>
 #include <linux/user_namespace.h>
@@ -160,7 +161,7 @@ static bool selftest_ipv4_skbs(void)
 	nfwatch_delivery_init(sub);
 	list_add_tail_rcu(&sub->node, &nn->subs);
 
-	/* A header cut short before the source, inside it, and after it. */
+	/* Split at every offset; cut short before, inside and after the source. */
 	ok = true;
 	for (head = 0; head <= sizeof(selftest_udp4); head++) {
 		ok &= selftest_hook_skb(nn, sub, head, true);
