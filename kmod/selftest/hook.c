@@ -88,13 +88,16 @@ static u64 selftest_malformed(struct nfwatch_net *nn)
 /* False unless the open batch holds just the record of selftest_udp4. */
 static bool selftest_record_ok(const struct nfwatch_sub *sub)
 {
-	const struct nfwatch_record *rec = sub->slot_next - 1;
+	const struct nfwatch_record *rec;
 
-	return sub->batch_count == 1 && rec->family == AF_INET &&
-	       !memcmp(rec->saddr, selftest_udp4 + 12, 4) &&
+	/* No record taken: no slot to read. */
+	if (sub->batch_count != 1)
+		return false;
+	rec = sub->slot_next - 1;
+	return rec->family == AF_INET && !memcmp(rec->saddr, selftest_udp4 + 12, 4) &&
 	       !memcmp(rec->daddr, selftest_udp4 + 16, 4) && rec->proto == IPPROTO_UDP &&
 	       rec->sport == 1111 && rec->dport == 2222 && rec->flags == NFWATCH_F_PORTS &&
-	       rec->len == sizeof(selftest_udp4);
+	       rec->len == sizeof(selftest_udp4) && rec->segs == 1;
 }
 
 /*
