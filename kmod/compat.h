@@ -3,10 +3,10 @@
  * Every kernel-version difference nfwatch meets, in one place.
  *
  * Written for Linux >= 5.4 (the Generic Netlink family-level policy and
- * strict validation came in 5.2, NLA_POLICY_EXACT_LEN in 5.7). Tested on
- * Debian's 6.1 and 6.12. Older history, for the record: hooks are per
- * network namespace since 4.13 (nf_register_net_hooks) and the hook
- * prototype is (priv, skb, state) since 4.4.
+ * strict validation came in 5.2). Tested on Debian's 6.1 and 6.12. Where a
+ * vendor kernel may have backported an interface, the interface is tested
+ * for (here, or by a header search in Kbuild: NFWATCH_HAVE_*), not the
+ * version number.
  */
 #ifndef _NFWATCH_COMPAT_H
 #define _NFWATCH_COMPAT_H
@@ -16,11 +16,13 @@
 #include <linux/rcupdate.h>
 #include <net/genetlink.h>
 #include <net/route.h>
-#include <net/ip6_fib.h>
 #include <net/sock.h>
+#if IS_ENABLED(CONFIG_IPV6)
+#include <net/ip6_fib.h>
+#endif
 
 /* 6.12 moved the unaligned helpers to linux/. */
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
+#ifdef NFWATCH_HAVE_LINUX_UNALIGNED_H
 #include <linux/unaligned.h>
 #else
 #include <asm/unaligned.h>
@@ -38,21 +40,6 @@
 #define __uninitialized
 #endif
 
-/* 5.7 added NLA_POLICY_EXACT_LEN; before it the length was a minimum only. */
-#ifndef NLA_POLICY_EXACT_LEN
-#define NLA_POLICY_EXACT_LEN(_len) { .type = NLA_EXACT_LEN, .len = (_len) }
-#endif
-
-/*
- * 6.1: commands from resv_start_op on are validated strictly (reserved
- * header fields too); we want that for every command.
- */
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 1, 0)
-#define NFWATCH_GENL_RESV_START_OP(first_cmd) .resv_start_op = (first_cmd),
-#else
-#define NFWATCH_GENL_RESV_START_OP(first_cmd)
-#endif
-
 /* 5.5 added rcu_replace_pointer() (rcu_swap_protected() before). */
 #ifndef rcu_replace_pointer
 #define rcu_replace_pointer(rcu_ptr, ptr, c)					\
@@ -63,11 +50,18 @@
 })
 #endif
 
+/* 6.2 added formatted extack messages; before, a fixed text says it. */
+#ifdef NL_SET_ERR_MSG_FMT
+#define NFWATCH_SET_ERR_MSG_FMT(extack, fixed, fmt, args...) NL_SET_ERR_MSG_FMT(extack, fmt, ##args)
+#else
+#define NFWATCH_SET_ERR_MSG_FMT(extack, fixed, fmt, args...) NL_SET_ERR_MSG(extack, fixed)
+#endif
+
 /* 6.13 replaced hrtimer_init() + .function by hrtimer_setup(). */
 static inline void nfwatch_hrtimer_setup(struct hrtimer *timer,
 					 enum hrtimer_restart (*fn)(struct hrtimer *))
 {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 13, 0)
+#ifdef NFWATCH_HAVE_HRTIMER_SETUP
 	hrtimer_setup(timer, fn, CLOCK_MONOTONIC, HRTIMER_MODE_REL_SOFT);
 #else
 	hrtimer_init(timer, CLOCK_MONOTONIC, HRTIMER_MODE_REL_SOFT);
@@ -78,7 +72,7 @@ static inline void nfwatch_hrtimer_setup(struct hrtimer *timer,
 /* 6.16 hid sk->sk_uid behind sk_uid(). */
 static inline kuid_t nfwatch_sk_uid(const struct sock *sk)
 {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 16, 0)
+#ifdef NFWATCH_HAVE_SK_UID
 	return sk_uid(sk);
 #else
 	return sk->sk_uid;
@@ -102,9 +96,11 @@ static inline u8 nfwatch_rt4_gateway(const struct rtable *rt, u8 gw[16])
 	return 0;
 }
 
+#if IS_ENABLED(CONFIG_IPV6)
 static inline const struct rt6_info *nfwatch_dst_rt6(const struct dst_entry *dst)
 {
 	return container_of(dst, const struct rt6_info, dst);
 }
+#endif
 
 #endif /* _NFWATCH_COMPAT_H */

@@ -12,15 +12,17 @@
  *
  * The hook appends to the subscriber's open batch; a batch goes out when
  * it is full or when flush_interval_us has passed since its first record
- * (a soft hrtimer). Sending never waits: if the subscriber's receive
+ * (a soft hrtimer, pinned to the CPU that opened the batch). Sending never waits: if the subscriber's receive
  * buffer has no room the batch is dropped, its records are counted as
  * lost, and that count rides along in the next batch that gets through.
  * Each batch attempted takes the next sequence number, so a dropped one
  * also shows as a gap.
  */
 #include <linux/hrtimer.h>
+#include <linux/memcontrol.h>
 #include <linux/pid_namespace.h>
 #include <linux/sched.h>
+#include <linux/sched/mm.h>
 #include <linux/user_namespace.h>
 #include <net/sock.h>
 #include "compat.h"
@@ -88,8 +90,8 @@ static void batch_send(struct nfwatch_sub *sub)
 		count_lost(sub, count);
 		return;
 	}
-	err = nfwatch_batch_send(sub->net, skb, sub->portid, sub->batch_seq, sub->seq,
-				 sub->batch_lost, sub->lost_unreported, sub->batch_records);
+	err = nfwatch_batch_send(sub->sk, skb, sub->batch_seq, sub->seq, sub->batch_lost,
+				 sub->lost_unreported, sub->batch_records);
 	if (err) {
 		count_lost(sub, count);
 		return;
@@ -106,7 +108,8 @@ static enum hrtimer_restart flush_timer_fn(struct hrtimer *timer)
 	struct nfwatch_sub *sub = container_of(timer, struct nfwatch_sub, flush_timer);
 
 	spin_lock_bh(&sub->lock);
-	batch_send(sub);
+	if (!sub->dead)
+		batch_send(sub);
 	spin_unlock_bh(&sub->lock);
 	return HRTIMER_NORESTART;
 }
@@ -154,6 +157,21 @@ static void fit_to_subscriber(struct nfwatch_sub *sub, const struct nfwatch_pack
 }
 
 /*
+ * A page charged to the subscriber's memory cgroup, not to whoever sends
+ * the packet. Not GFP_ATOMIC: its __GFP_HIGH would let the charge go over
+ * the cgroup's limit.
+ */
+static struct page *ring_alloc_page(struct nfwatch_sub *sub)
+{
+	struct mem_cgroup *old = set_active_memcg(sub->memcg);
+	struct page *page = alloc_page(GFP_NOWAIT | __GFP_NOWARN | __GFP_NOMEMALLOC |
+				       __GFP_ACCOUNT);
+
+	set_active_memcg(old);
+	return page;
+}
+
+/*
  * Under sub->lock: a page for the open batch, with a reference for it. The
  * ring's oldest page is reused once the ring holds the only reference (the
  * batch it went out in was read or dropped); a page still in use is left
@@ -168,7 +186,7 @@ static struct page *ring_page(struct nfwatch_sub *sub)
 		/* The reader's last access happened before its put_page(). */
 		smp_acquire__after_ctrl_dep();
 	} else {
-		page = alloc_page(GFP_ATOMIC | __GFP_NOWARN | __GFP_NOMEMALLOC);
+		page = ring_alloc_page(sub);
 		if (!page)
 			return NULL;
 		if (*slot)
@@ -226,26 +244,34 @@ static struct nfwatch_record *batch_slot(struct nfwatch_sub *sub, struct sk_buff
 static struct sk_buff *batch_open(struct nfwatch_sub *sub)
 {
 	if (!sub->batch) {
-		sub->batch = nfwatch_batch_new(sub->portid, GFP_ATOMIC, &sub->batch_seq,
-					       &sub->batch_lost, &sub->batch_records);
+		sub->batch = nfwatch_batch_new(GFP_ATOMIC, &sub->batch_seq, &sub->batch_lost,
+					       &sub->batch_records);
 		if (!sub->batch)
 			return NULL;
 		sub->slot_next = NULL;
 		sub->slot_end = NULL;
 		atomic_inc(&nfwatch_live.batches);
-		hrtimer_start(&sub->flush_timer, ns_to_ktime(flush_interval_us * NSEC_PER_USEC),
-			      HRTIMER_MODE_REL_SOFT);
+		hrtimer_start(&sub->flush_timer,
+			      ns_to_ktime(nfwatch_flush_interval_us * NSEC_PER_USEC),
+			      HRTIMER_MODE_REL_PINNED_SOFT);
 	}
 	return sub->batch;
 }
 
-/* From the hook, under RCU; any context but hard IRQ. */
+/*
+ * From the hook, under RCU; any context but hard IRQ. A subscriber being
+ * removed is no longer anyone's: its packet counts as lost here only.
+ */
 void nfwatch_deliver(struct nfwatch_sub *sub, const struct nfwatch_packet *pkt)
 {
 	struct nfwatch_record *slot = NULL;
 	struct sk_buff *skb;
 
 	spin_lock_bh(&sub->lock);
+	if (unlikely(sub->dead)) {
+		this_cpu_inc(sub->nn->stats->lost);
+		goto out;
+	}
 	sub->stats.matched++;
 	skb = batch_open(sub);
 	if (skb)
@@ -263,12 +289,16 @@ out:
 }
 
 /*
- * Once no hook can reach @sub any more (unlinked, RCU grace period over):
- * stop the timer, then send the open batch (@flush) or count it as lost,
- * and let go of the ring (batches out there hold their pages) and the pid.
+ * Process context, @sub unlinked: from now on a hook that still finds it
+ * delivers nothing. Stop the timer, then send the open batch (@flush) or
+ * count it as lost, and let go of the ring (batches out there hold their
+ * pages) and the pid.
  */
 void nfwatch_delivery_stop(struct nfwatch_sub *sub, bool flush)
 {
+	spin_lock_bh(&sub->lock);
+	sub->dead = true;
+	spin_unlock_bh(&sub->lock);
 	hrtimer_cancel(&sub->flush_timer);
 	spin_lock_bh(&sub->lock);
 	if (flush) {

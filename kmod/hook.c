@@ -10,7 +10,13 @@
  * buffers it copies into are left out of the kernel's zeroing of locals
  * (__uninitialized): it fills them whole or fails, and this path runs for
  * every packet sent.
+ *
+ * A packet sent through a VRF crosses LOCAL_OUT twice, once with the VRF
+ * device as its output and once with the device it leaves by (l3mdev): it
+ * is recorded on the second.
  */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
 #include <linux/icmp.h>
 #include <linux/icmpv6.h>
 #include <linux/ip.h>
@@ -86,39 +92,67 @@ static int parse_ipv4(const struct sk_buff *skb, struct nfwatch_record *rec)
 	return nhoff + iph->ihl * 4;
 }
 
-/* Returns the L4 offset, or -1 if the IPv6 header chain is bad. */
+#if IS_ENABLED(CONFIG_IPV6)
+/*
+ * Past the extension headers. A non-first fragment ends the chain at its
+ * fragment header, whose next header is the fragmented packet's protocol,
+ * as IPv4 reports it. Returns the offset of what follows, or -1 if a
+ * header is cut short.
+ */
+static int skip_ipv6_exthdrs(const struct sk_buff *skb, int off, struct nfwatch_record *rec)
+{
+	u8 nexthdr = rec->proto;
+
+	while (ipv6_ext_hdr(nexthdr) && nexthdr != NEXTHDR_NONE) {
+		struct frag_hdr _hdr __uninitialized;
+		const struct frag_hdr *hp;
+
+		/* An extension header's first 8 bytes: a fragment header's whole. */
+		BUILD_BUG_ON(sizeof(_hdr) != 8);
+		hp = skb_header_pointer(skb, off, sizeof(_hdr), &_hdr);
+		if (!hp)
+			return -1;
+		if (nexthdr == NEXTHDR_FRAGMENT) {
+			off += sizeof(*hp);
+			if (ntohs(hp->frag_off) & IP6_OFFSET) {
+				rec->flags |= NFWATCH_F_FRAG;
+				nexthdr = hp->nexthdr;
+				break;
+			}
+		} else if (nexthdr == NEXTHDR_AUTH) {
+			off += ipv6_authlen((const struct ipv6_opt_hdr *)hp);
+		} else {
+			off += ipv6_optlen((const struct ipv6_opt_hdr *)hp);
+		}
+		nexthdr = hp->nexthdr;
+	}
+	rec->proto = nexthdr;
+	return off;
+}
+
+/*
+ * Returns the L4 offset, or -1 if the IPv6 header chain is bad. A chain
+ * that ends in NO-NEXT-HEADER is a packet of protocol 59.
+ */
 static int parse_ipv6(const struct sk_buff *skb, struct nfwatch_record *rec)
 {
 	int nhoff = skb_network_offset(skb);
 	struct ipv6hdr _ip6h __uninitialized;
 	const struct ipv6hdr *ip6h = skb_header_pointer(skb, nhoff, sizeof(_ip6h), &_ip6h);
-	__be16 frag_off = 0;
-	u8 nexthdr;
-	int off;
 
 	if (!ip6h || ip6h->version != 6)
 		return -1;
 	memcpy(rec->saddr, &ip6h->saddr, 16);
 	memcpy(rec->daddr, &ip6h->daddr, 16);
-	nexthdr = ip6h->nexthdr;
-	rec->proto = nexthdr;
-	if (nexthdr == NEXTHDR_NONE)
-		return nhoff + sizeof(*ip6h);
-	off = ipv6_skip_exthdr(skb, nhoff + sizeof(*ip6h), &nexthdr, &frag_off);
-	if (off < 0)
-		return -1;
-	rec->proto = nexthdr;
-	if (ntohs(frag_off) & ~0x7)
-		rec->flags |= NFWATCH_F_FRAG;
-	return off;
+	rec->proto = ip6h->nexthdr;
+	return skip_ipv6_exthdrs(skb, nhoff + sizeof(*ip6h), rec);
 }
+#endif
 
 /*
  * The name and zeros after its NUL: no stale bytes of an older, longer
- * name leave the kernel. A word at a time, as strscpy() reads, for a
- * fraction of what strnlen() and memset() cost on this per-packet path
- * (the name is always NUL-terminated in IFNAMSIZ). Inlined: the loop
- * unrolls.
+ * name leave the kernel. A word at a time, as strscpy() reads (the name is
+ * always NUL-terminated in IFNAMSIZ).
  */
 static __always_inline void copy_ifname(char to[IFNAMSIZ], const char from[IFNAMSIZ])
 {
@@ -142,12 +176,17 @@ static __always_inline void copy_ifname(char to[IFNAMSIZ], const char from[IFNAM
 	memcpy(to, words, IFNAMSIZ);
 }
 
+/*
+ * The device of the route the packet carries, which is the one it leaves
+ * by: an OUTPUT rule that re-routes it (a mark and policy routing, DNAT)
+ * replaces the route but not @out, the device of the first route.
+ */
 static void fill_route(const struct sk_buff *skb, const struct net_device *out,
 		       struct nfwatch_record *rec)
 {
 	const struct dst_entry *dst = skb_dst(skb);
 
-	if (!out && dst)
+	if (dst && dst->dev)
 		out = dst->dev;
 	BUILD_BUG_ON(sizeof(rec->ifname) != IFNAMSIZ);
 	if (out) {
@@ -162,13 +201,22 @@ static void fill_route(const struct sk_buff *skb, const struct net_device *out,
 			rec->nh_family = AF_INET;
 			memcpy(rec->nexthop, rec->daddr, 4);
 		}
-	} else {
-		const struct in6_addr *nh =
-			rt6_nexthop(nfwatch_dst_rt6(dst), (const struct in6_addr *)rec->daddr);
-
-		rec->nh_family = AF_INET6;
-		memcpy(rec->nexthop, nh, 16);
+		return;
 	}
+#if IS_ENABLED(CONFIG_IPV6)
+	rec->nh_family = AF_INET6;
+	memcpy(rec->nexthop,
+	       rt6_nexthop(nfwatch_dst_rt6(dst), (const struct in6_addr *)rec->daddr), 16);
+#endif
+}
+
+static int parse_ip(const struct sk_buff *skb, struct nfwatch_record *rec)
+{
+#if IS_ENABLED(CONFIG_IPV6)
+	if (rec->family == AF_INET6)
+		return parse_ipv6(skb, rec);
+#endif
+	return parse_ipv4(skb, rec);
 }
 
 enum parse_result {
@@ -185,7 +233,7 @@ static enum parse_result parse_packet(const struct sk_buff *skb, const struct nf
 	const struct sock *sk;
 	int l4off;
 
-	l4off = rec->family == AF_INET ? parse_ipv4(skb, rec) : parse_ipv6(skb, rec);
+	l4off = parse_ip(skb, rec);
 	if (l4off < 0)
 		return PARSE_BAD_IP;
 	rec->ts_ns = ktime_get_real_ns();
@@ -216,10 +264,8 @@ static struct nfwatch_sub *first_holder_v4(struct nfwatch_net *nn, struct nfwatc
  * Parse the packet once and deliver it to every subscriber from @first on
  * whose set holds its source. IPv6: @first's set holds it (the hook looked
  * it up). IPv4: @first's set only passed @v4_src through its /16 filter,
- * and the lookup is done here, so the IPv4 hook reaches this by a tail
- * call. Out of line either way: the packets nobody watches pay neither for
- * its stack (the kernel zeroes every local at function entry) nor, for
- * IPv4, for a call.
+ * and the lookup is done here. Out of line: the packets nobody watches do
+ * not pay for its stack, which the kernel zeroes at function entry.
  */
 static noinline unsigned int record_packet(struct nfwatch_net *nn, struct nfwatch_sub *first,
 					   struct sk_buff *skb,
@@ -235,6 +281,9 @@ static noinline unsigned int record_packet(struct nfwatch_net *nn, struct nfwatc
 		if (!first)
 			return NF_ACCEPT;
 	}
+	/* The VRF's crossing; the packet comes again with its real device. */
+	if (state->out && netif_is_l3_master(state->out))
+		return NF_ACCEPT;
 	pkt.rec.family = family;
 	res = parse_packet(skb, state, &pkt);
 	if (res != PARSE_OK)
@@ -261,7 +310,8 @@ static bool hook_enter(struct nfwatch_net *nn)
 
 /*
  * Each subscriber's set is asked first through its /16 filter, inline; the
- * first that passes @src hands the packet on for the lookup.
+ * first that passes @src hands the packet on for the lookup, by a tail
+ * call.
  */
 static __always_inline unsigned int hook_ipv4_source(struct nfwatch_net *nn,
 						     struct sk_buff *skb,
@@ -310,6 +360,7 @@ static unsigned int nfwatch_hook_ipv4(void *priv, struct sk_buff *skb,
 	return hook_ipv4_source(nn, skb, state, get_unaligned_be32(skb->data + off));
 }
 
+#if IS_ENABLED(CONFIG_IPV6)
 /* As nfwatch_hook_ipv4(), for IPv6. */
 static unsigned int nfwatch_hook_ipv6(void *priv, struct sk_buff *skb,
 				      const struct nf_hook_state *state)
@@ -335,6 +386,7 @@ static unsigned int nfwatch_hook_ipv6(void *priv, struct sk_buff *skb,
 	}
 	return NF_ACCEPT;
 }
+#endif
 
 static const struct nf_hook_ops nfwatch_hook_ops[NFWATCH_HOOKS] = {
 	{
@@ -343,12 +395,14 @@ static const struct nf_hook_ops nfwatch_hook_ops[NFWATCH_HOOKS] = {
 		.hooknum = NF_INET_LOCAL_OUT,
 		.priority = NF_IP_PRI_LAST,
 	},
+#if IS_ENABLED(CONFIG_IPV6)
 	{
 		.hook = nfwatch_hook_ipv6,
 		.pf = NFPROTO_IPV6,
 		.hooknum = NF_INET_LOCAL_OUT,
 		.priority = NF_IP6_PRI_LAST,
 	},
+#endif
 };
 
 /* @nn's own copy of the hooks, which hands @nn to every call. */
@@ -368,4 +422,6 @@ void nfwatch_hooks_unregister(struct net *net, struct nfwatch_net *nn)
 	nf_unregister_net_hooks(net, nn->hook_ops, NFWATCH_HOOKS);
 }
 
+#ifdef CONFIG_NFWATCH_SELFTEST
 #include "selftest/hook.c"
+#endif

@@ -3,37 +3,54 @@
  * nfwatch: tell subscribers about every packet this host sends from the
  * source prefixes they watch. Module load/unload and parameters.
  */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <net/genetlink.h>
 #include "nfwatch.h"
 
-unsigned int flush_interval_us = 5000;
-module_param(flush_interval_us, uint, 0444);
+unsigned int nfwatch_flush_interval_us = 5000;
+module_param_named(flush_interval_us, nfwatch_flush_interval_us, uint, 0444);
 MODULE_PARM_DESC(flush_interval_us,
 		 "Longest a record waits in a partly filled batch, in microseconds (100..1000000, default 5000)");
 
-unsigned int batch_bytes = 32000;
-module_param(batch_bytes, uint, 0444);
+unsigned int nfwatch_batch_bytes = 32000;
+module_param_named(batch_bytes, nfwatch_batch_bytes, uint, 0444);
 MODULE_PARM_DESC(batch_bytes,
 		 "Size of one batch message in bytes (1024..65000, default 32000)");
 
-static bool selftest;
-module_param(selftest, bool, 0444);
-MODULE_PARM_DESC(selftest, "Run the self-tests at load and refuse to load if one fails");
+unsigned int nfwatch_max_subscribers = 64;
+module_param_named(max_subscribers, nfwatch_max_subscribers, uint, 0644);
+MODULE_PARM_DESC(max_subscribers,
+		 "Most subscribers one network namespace may have (default 64)");
 
 struct nfwatch_live nfwatch_live;
 unsigned int nfwatch_batch_records __read_mostly;
 unsigned int nfwatch_net_id __read_mostly;
 
-/* Every self-test runs, so one failing does not hide another. */
-static bool nfwatch_selftests(void)
-{
-	bool prefixset = nfwatch_selftest_prefixset();
-	bool hook = nfwatch_selftest_hook();
+#ifdef CONFIG_NFWATCH_SELFTEST
+static bool nfwatch_selftest;
+module_param_named(selftest, nfwatch_selftest, bool, 0444);
+MODULE_PARM_DESC(selftest, "Run the self-tests at load and refuse to load if one fails");
 
-	return prefixset && hook;
+/* Every self-test runs, so one failing does not hide another. */
+static bool nfwatch_selftests_fail(void)
+{
+	bool prefixset, hook;
+
+	if (!nfwatch_selftest)
+		return false;
+	prefixset = nfwatch_selftest_prefixset();
+	hook = nfwatch_selftest_hook();
+	return !(prefixset && hook);
 }
+#else
+static bool nfwatch_selftests_fail(void)
+{
+	return false;
+}
+#endif
 
 static __net_init int nfwatch_net_init(struct net *net)
 {
@@ -63,13 +80,13 @@ static int __init nfwatch_init(void)
 {
 	int err;
 
-	flush_interval_us = clamp(flush_interval_us, 100U, 1000000U);
-	batch_bytes = clamp(batch_bytes, 1024U, NFWATCH_BATCH_BYTES_MAX);
+	nfwatch_flush_interval_us = clamp(nfwatch_flush_interval_us, 100U, 1000000U);
+	nfwatch_batch_bytes = clamp(nfwatch_batch_bytes, 1024U, NFWATCH_BATCH_BYTES_MAX);
 	/* A batch's records are page frags of one skb. */
 	BUILD_BUG_ON(NFWATCH_BATCH_PAGES_MAX > MAX_SKB_FRAGS);
-	nfwatch_batch_records = nfwatch_batch_capacity(batch_bytes);
+	nfwatch_batch_records = nfwatch_batch_capacity(nfwatch_batch_bytes);
 
-	if (selftest && !nfwatch_selftests())
+	if (nfwatch_selftests_fail())
 		return -ENOTRECOVERABLE;
 
 	err = register_pernet_subsys(&nfwatch_net_ops);
@@ -81,14 +98,15 @@ static int __init nfwatch_init(void)
 	err = nfwatch_genl_register();
 	if (err)
 		goto err_notifier;
-	pr_info("nfwatch: loaded (flush_interval_us=%u batch_bytes=%u, %u records a batch)\n",
-		flush_interval_us, batch_bytes, nfwatch_batch_records);
+	pr_info("loaded (flush_interval_us=%u batch_bytes=%u, %u records a batch)\n",
+		nfwatch_flush_interval_us, nfwatch_batch_bytes, nfwatch_batch_records);
 	return 0;
 
 err_notifier:
 	nfwatch_notifier_unregister();
 err_pernet:
 	unregister_pernet_subsys(&nfwatch_net_ops);
+	rcu_barrier();
 	return err;
 }
 
@@ -98,13 +116,14 @@ static void __exit nfwatch_exit(void)
 	 * No new requests first, then no socket-release callbacks (they would
 	 * look at per-namespace data the pernet exit frees), then unhook, wait
 	 * one grace period for every namespace at once, and say goodbye to
-	 * every subscriber. The module queues no RCU callbacks, so there is
-	 * nothing more to wait for.
+	 * every subscriber. Last, the RCU callbacks that free subscribers and
+	 * sets must have run.
 	 */
 	nfwatch_genl_unregister();
 	nfwatch_notifier_unregister();
 	unregister_pernet_subsys(&nfwatch_net_ops);
-	pr_info("nfwatch: unloaded\n");
+	rcu_barrier();
+	pr_info("unloaded\n");
 }
 
 module_init(nfwatch_init);

@@ -191,7 +191,8 @@ static int nfwatch_cmd_unsubscribe(struct sk_buff *skb, struct genl_info *info)
 	struct nfwatch_sub_stats final;
 	int err;
 
-	err = nfwatch_unsubscribe(genl_info_net(info), info->snd_portid, &final);
+	err = nfwatch_unsubscribe(genl_info_net(info), NETLINK_CB(skb).sk, info->snd_portid,
+				  &final);
 	if (err) {
 		NL_SET_ERR_MSG(info->extack, "this socket holds no subscription");
 		return err;
@@ -202,7 +203,8 @@ static int nfwatch_cmd_unsubscribe(struct sk_buff *skb, struct genl_info *info)
 static int nfwatch_cmd_get_stats(struct sk_buff *skb, struct genl_info *info)
 {
 	struct nfwatch_sub_stats own;
-	bool subscribed = nfwatch_own_stats(genl_info_net(info), info->snd_portid, &own);
+	bool subscribed = nfwatch_own_stats(genl_info_net(info), NETLINK_CB(skb).sk,
+					    info->snd_portid, &own);
 
 	return reply_stats(info, NFWATCH_CMD_GET_STATS, subscribed ? &own : NULL, true);
 }
@@ -232,10 +234,12 @@ static struct genl_family nfwatch_family __ro_after_init = {
 	.maxattr = NFWATCH_A_MAX,
 	.policy = nfwatch_policy,
 	.netnsok = true,
+	/* Not under genl_mutex: each namespace's requests are serialised by its own lock. */
+	.parallel_ops = true,
 	.module = THIS_MODULE,
 	.ops = nfwatch_ops,
 	.n_ops = ARRAY_SIZE(nfwatch_ops),
-	NFWATCH_GENL_RESV_START_OP(NFWATCH_CMD_SUBSCRIBE)
+	/* .resv_start_op 0: every command is validated strictly. */
 };
 
 int nfwatch_genl_register(void)
@@ -265,8 +269,8 @@ unsigned int nfwatch_batch_capacity(unsigned int bytes)
  * are reserved now and filled in when the batch is sent; RECORDS is opened
  * last, and its records go in page frags (delivery.c).
  */
-struct sk_buff *nfwatch_batch_new(u32 portid, gfp_t gfp, struct nlattr **seq,
-				  struct nlattr **lost, struct nlattr **records)
+struct sk_buff *nfwatch_batch_new(gfp_t gfp, struct nlattr **seq, struct nlattr **lost,
+				  struct nlattr **records)
 {
 	struct sk_buff *skb = genlmsg_new(batch_header_size(), gfp);
 	void *hdr;
@@ -290,22 +294,39 @@ err:
 	return NULL;
 }
 
+/*
+ * Queue @skb on the subscriber's own socket; consumed either way. Never
+ * sleeps. Not netlink_unicast(): that looks the portid up, and netlink
+ * frees a portid before NETLINK_URELEASE tells us its socket is gone, so
+ * by then another socket may hold it. What this skips of netlink_unicast()
+ * is the nlmon tap and the overrun report, which the batches' own loss
+ * count replaces.
+ */
+static int nfwatch_unicast(struct sock *sk, struct sk_buff *skb)
+{
+	int err = -ECONNREFUSED;
+
+	if (!sock_flag(sk, SOCK_DEAD))
+		err = sock_queue_rcv_skb(sk, skb);
+	if (err)
+		kfree_skb(skb);
+	return err;
+}
+
 /* Seal and send a batch; the skb is consumed either way. Never sleeps. */
-int nfwatch_batch_send(struct net *net, struct sk_buff *skb, u32 portid,
-		       struct nlattr *seq_attr, u64 seq, struct nlattr *lost_attr,
-		       u64 lost, struct nlattr *records)
+int nfwatch_batch_send(struct sock *sk, struct sk_buff *skb, struct nlattr *seq_attr, u64 seq,
+		       struct nlattr *lost_attr, u64 lost, struct nlattr *records)
 {
 	put_unaligned(seq, (u64 *)nla_data(seq_attr));
 	put_unaligned(lost, (u64 *)nla_data(lost_attr));
 	/* RECORDS ends the message; the lengths count the records in the frags. */
 	records->nla_len = skb_tail_pointer(skb) - (unsigned char *)records + skb->data_len;
 	nlmsg_hdr(skb)->nlmsg_len = skb->len;
-	return genlmsg_unicast(net, skb, portid);
+	return nfwatch_unicast(sk, skb);
 }
 
 /* Best effort: if the subscriber's buffer is full it learns from DELFAMILY. */
-void nfwatch_notify_shutdown(struct net *net, u32 portid,
-			     const struct nfwatch_sub_stats *final)
+void nfwatch_notify_shutdown(struct sock *sk, const struct nfwatch_sub_stats *final)
 {
 	struct sk_buff *msg = genlmsg_new(NLMSG_DEFAULT_SIZE, GFP_KERNEL);
 	void *hdr;
@@ -318,5 +339,5 @@ void nfwatch_notify_shutdown(struct net *net, u32 portid,
 		return;
 	}
 	genlmsg_end(msg, hdr);
-	genlmsg_unicast(net, msg, portid);
+	nfwatch_unicast(sk, msg);
 }

@@ -29,7 +29,7 @@ struct nfwatch_ns_stats {
 };
 
 /* IPv4 and IPv6 LOCAL_OUT. */
-#define NFWATCH_HOOKS 2
+#define NFWATCH_HOOKS (1 + IS_ENABLED(CONFIG_IPV6))
 
 /*
  * One network namespace: its hooks' view of who is subscribed. The hooks
@@ -38,8 +38,8 @@ struct nfwatch_ns_stats {
  */
 struct nfwatch_net {
 	struct list_head subs;		/* of nfwatch_sub; RCU readers, writers hold @lock */
-	struct mutex lock;
-	unsigned int nsubs;
+	struct mutex lock;		/* serialises requests: the family has parallel_ops */
+	unsigned int nsubs;		/* read locklessly by GET_STATS */
 	bool hooked;			/* @hook_ops registered: first subscriber to last, until pre_exit */
 	struct nf_hook_ops hook_ops[NFWATCH_HOOKS];	/* .priv is this */
 	bool dying;			/* pernet exit began: no new subscribers */
@@ -73,18 +73,23 @@ struct nfwatch_sub_stats {
  * One subscribing netlink socket. Found by the hook under RCU; delivery
  * state is under @lock, which is taken with bottom halves off because the
  * hook runs in process and softirq context and the flush timer in softirq.
+ * Once @dead is set nothing is delivered any more, and what the hook may
+ * still reach (the struct and @set) is freed after a grace period.
  */
 struct nfwatch_sub {
 	struct list_head node;
 	struct nfwatch_net *nn;
 	struct net *net;
 	u32 portid;
-	struct sock *sk;		/* held: delivery looks at its receive queue */
+	struct sock *sk;		/* held: batches go to this socket, not to the portid */
 	struct nfwatch_prefix_set __rcu *set;
 	struct user_namespace *user_ns;	/* to show uids as the subscriber sees them */
 	struct pid_namespace *pid_ns;	/* likewise pids */
+	struct mem_cgroup *memcg;	/* held, or NULL: charged for the ring's pages */
+	struct rcu_head rcu;
 
 	spinlock_t lock;
+	bool dead;			/* removed: deliver nothing, start no timer */
 	struct sk_buff *batch;		/* being filled, or NULL */
 	struct nlattr *batch_seq;
 	struct nlattr *batch_lost;
@@ -123,8 +128,9 @@ struct nfwatch_live {
 extern struct nfwatch_live nfwatch_live;
 extern unsigned int nfwatch_batch_records;
 extern unsigned int nfwatch_net_id;
-extern unsigned int flush_interval_us;
-extern unsigned int batch_bytes;
+extern unsigned int nfwatch_flush_interval_us;
+extern unsigned int nfwatch_batch_bytes;
+extern unsigned int nfwatch_max_subscribers;
 
 static inline struct nfwatch_net *nfwatch_pernet(const struct net *net)
 {
@@ -170,13 +176,16 @@ bool nfwatch_set_contains(const struct nfwatch_prefix_set *set, u8 family,
 			  const u8 *addr);
 bool nfwatch_prefix_has_host_bits(const struct nfwatch_prefix *prefix);
 void nfwatch_set_free(struct nfwatch_prefix_set *set);
+void nfwatch_set_free_rcu(struct nfwatch_prefix_set *set);
 
 /* subscriber.c */
 void nfwatch_pernet_pre_exit_subs(struct net *net);
 int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
 		      struct nfwatch_prefix_set *set, struct netlink_ext_ack *extack);
-int nfwatch_unsubscribe(struct net *net, u32 portid, struct nfwatch_sub_stats *final);
-bool nfwatch_own_stats(struct net *net, u32 portid, struct nfwatch_sub_stats *out);
+int nfwatch_unsubscribe(struct net *net, const struct sock *sk, u32 portid,
+			struct nfwatch_sub_stats *final);
+bool nfwatch_own_stats(struct net *net, const struct sock *sk, u32 portid,
+		       struct nfwatch_sub_stats *out);
 void nfwatch_ns_stats(struct net *net, struct nfwatch_ns_stats *sum, unsigned int *nsubs);
 int nfwatch_pernet_init_subs(struct nfwatch_net *nn);
 void nfwatch_pernet_exit_subs(struct nfwatch_net *nn);
@@ -192,16 +201,16 @@ void nfwatch_delivery_stop(struct nfwatch_sub *sub, bool flush);
 unsigned int nfwatch_batch_capacity(unsigned int bytes);
 int nfwatch_genl_register(void);
 void nfwatch_genl_unregister(void);
-struct sk_buff *nfwatch_batch_new(u32 portid, gfp_t gfp, struct nlattr **seq,
-				  struct nlattr **lost, struct nlattr **records);
-int nfwatch_batch_send(struct net *net, struct sk_buff *skb, u32 portid,
-		       struct nlattr *seq_attr, u64 seq, struct nlattr *lost_attr,
-		       u64 lost, struct nlattr *records);
-void nfwatch_notify_shutdown(struct net *net, u32 portid,
-			     const struct nfwatch_sub_stats *final);
+struct sk_buff *nfwatch_batch_new(gfp_t gfp, struct nlattr **seq, struct nlattr **lost,
+				  struct nlattr **records);
+int nfwatch_batch_send(struct sock *sk, struct sk_buff *skb, struct nlattr *seq_attr, u64 seq,
+		       struct nlattr *lost_attr, u64 lost, struct nlattr *records);
+void nfwatch_notify_shutdown(struct sock *sk, const struct nfwatch_sub_stats *final);
 
-/* selftest/ */
+/* selftest/, built with make SELFTEST=1 */
+#ifdef CONFIG_NFWATCH_SELFTEST
 bool nfwatch_selftest_prefixset(void);
 bool nfwatch_selftest_hook(void);
+#endif
 
 #endif /* _NFWATCH_H */

@@ -15,6 +15,8 @@
  * are not watched. A set of a few IPv4 prefixes, the usual case, is also
  * kept as (network, mask) pairs that a lookup scans instead of hashing.
  */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
 #include <linux/bitmap.h>
 #include <linux/hash.h>
 #include <linux/log2.h>
@@ -53,6 +55,7 @@ struct nfwatch_prefix_set {
 	u32 v4_net[NFWATCH_V4_SCAN_MAX];
 	u32 v4_mask[NFWATCH_V4_SCAN_MAX];
 	struct nfwatch_table tables[2];	/* [0] IPv4, [1] IPv6 */
+	struct rcu_head rcu;
 	struct nfwatch_key keys[];
 };
 
@@ -219,7 +222,11 @@ static void set_v4_scan(struct nfwatch_prefix_set *set)
 	}
 }
 
-/* @prefixes are valid (lengths in range, no host bits); GFP_KERNEL context. */
+/*
+ * @prefixes are valid (lengths in range, no host bits); GFP_KERNEL context.
+ * The set is charged to the caller's memory cgroup: any user namespace's
+ * owner may subscribe in its own network namespace.
+ */
 struct nfwatch_prefix_set *nfwatch_set_build(const struct nfwatch_prefix *prefixes,
 					     unsigned int n)
 {
@@ -232,7 +239,7 @@ struct nfwatch_prefix_set *nfwatch_set_build(const struct nfwatch_prefix *prefix
 		return NULL;
 	/* n <= NFWATCH_MAX_PREFIXES: no sum here can overflow. */
 	set = kvzalloc(struct_size(set, keys, n) + n * NFWATCH_SLOTS_PER_KEY * sizeof(*set->slots),
-		       GFP_KERNEL);
+		       GFP_KERNEL_ACCOUNT);
 	if (!set)
 		goto out;
 	set->slots = (u16 *)&set->keys[n];
@@ -331,4 +338,17 @@ void nfwatch_set_free(struct nfwatch_prefix_set *set)
 	atomic_dec(&nfwatch_live.sets);
 }
 
+static void set_free_rcu(struct rcu_head *head)
+{
+	nfwatch_set_free(container_of(head, struct nfwatch_prefix_set, rcu));
+}
+
+/* Once no hook can still hold @set; the module's exit waits with rcu_barrier(). */
+void nfwatch_set_free_rcu(struct nfwatch_prefix_set *set)
+{
+	call_rcu(&set->rcu, set_free_rcu);
+}
+
+#ifdef CONFIG_NFWATCH_SELFTEST
 #include "selftest/prefixset.c"
+#endif

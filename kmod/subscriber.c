@@ -1,20 +1,30 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Subscribers: one per subscribing netlink socket (its portid), kept per
- * network namespace, freed when the socket goes (NETLINK_URELEASE), when
- * it unsubscribes, or when the module or the namespace goes away.
+ * Subscribers: one per subscribing netlink socket, kept per network
+ * namespace, removed when the socket goes (NETLINK_URELEASE), when it
+ * unsubscribes, or when the module or the namespace goes away.
  *
- * Removal always runs the same steps: unlink under nn->lock, wait an RCU
- * grace period so no hook still holds the subscriber, stop delivery, free.
+ * A subscriber is its socket, not its portid: netlink frees the portid
+ * before NETLINK_URELEASE reaches us, so by then another socket may hold
+ * it. Batches go to the subscriber's own socket (delivery.c), a SUBSCRIBE
+ * from another socket on a known portid replaces the stale entry, and
+ * NETLINK_URELEASE removes only the entry of a socket that died.
+ *
+ * Removal always runs the same steps under nn->lock: unlink, stop delivery
+ * (from then on the hook delivers nothing to it), let go of what only
+ * delivery uses, and free the rest after an RCU grace period, when no hook
+ * can hold it any more. Nothing here waits for a grace period.
  *
  * The Netfilter hooks of a namespace are registered by its first
  * subscriber and removed with its last, as nftables does for a base chain:
  * with nobody subscribed the module costs a sending host nothing at all.
  */
+#include <linux/memcontrol.h>
 #include <linux/netlink.h>
 #include <linux/notifier.h>
 #include <linux/pid_namespace.h>
 #include <linux/rculist.h>
+#include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <linux/user_namespace.h>
 #include <net/genetlink.h>
@@ -22,21 +32,35 @@
 #include "compat.h"
 #include "nfwatch.h"
 
-/* Under nn->lock. */
+/* The subscriber on @portid, whichever socket holds it. */
 static struct nfwatch_sub *sub_find(struct nfwatch_net *nn, u32 portid)
 {
 	struct nfwatch_sub *sub;
 
+	lockdep_assert_held(&nn->lock);
 	list_for_each_entry(sub, &nn->subs, node)
 		if (sub->portid == portid)
 			return sub;
 	return NULL;
 }
 
+/* @sk's subscription, or NULL. */
+static struct nfwatch_sub *sub_find_own(struct nfwatch_net *nn, const struct sock *sk,
+					u32 portid)
+{
+	struct nfwatch_sub *sub = sub_find(nn, portid);
+
+	return sub && sub->sk == sk ? sub : NULL;
+}
+
+/*
+ * Charged to the requester's memory cgroup (SUBSCRIBE runs in its
+ * sendmsg()), as are its set and, through @memcg, its ring's pages.
+ */
 static struct nfwatch_sub *sub_new(struct nfwatch_net *nn, struct net *net, struct sock *sk,
 				   u32 portid, struct nfwatch_prefix_set *set)
 {
-	struct nfwatch_sub *sub = kzalloc(sizeof(*sub), GFP_KERNEL);
+	struct nfwatch_sub *sub = kzalloc(sizeof(*sub), GFP_KERNEL_ACCOUNT);
 
 	if (!sub)
 		return NULL;
@@ -47,29 +71,29 @@ static struct nfwatch_sub *sub_new(struct nfwatch_net *nn, struct net *net, stru
 	sub->sk = sk;
 	RCU_INIT_POINTER(sub->set, set);
 	sub->stats.prefixes = nfwatch_set_size(set);
-	/* The requester's namespaces: SUBSCRIBE runs in its sendmsg(). */
-	sub->user_ns = get_user_ns(current_user_ns());
+	/* uids as the socket's opener sees them, as nfnetlink_log does. */
+	sub->user_ns = get_user_ns(sk_user_ns(sk));
 	sub->pid_ns = get_pid_ns(task_active_pid_ns(current));
+	sub->memcg = get_mem_cgroup_from_mm(current->mm);
 	nfwatch_delivery_init(sub);
 	atomic_inc(&nfwatch_live.subscribers);
 	return sub;
 }
 
-static void sub_free(struct nfwatch_sub *sub)
+static void sub_free_rcu(struct rcu_head *head)
 {
+	struct nfwatch_sub *sub = container_of(head, struct nfwatch_sub, rcu);
+
 	nfwatch_set_free(rcu_dereference_protected(sub->set, true));
-	put_pid_ns(sub->pid_ns);
-	put_user_ns(sub->user_ns);
-	sock_put(sub->sk);
 	kfree(sub);
 	atomic_dec(&nfwatch_live.subscribers);
 }
 
-/* Under nn->lock. */
 static int hooks_hold(struct nfwatch_net *nn, struct net *net)
 {
 	int err;
 
+	lockdep_assert_held(&nn->lock);
 	if (nn->hooked)
 		return 0;
 	err = nfwatch_hooks_register(net, nn);
@@ -77,28 +101,60 @@ static int hooks_hold(struct nfwatch_net *nn, struct net *net)
 	return err;
 }
 
-/* Under nn->lock. A hook still running finishes within a grace period. */
+/* A hook still running finishes within a grace period. */
 static void hooks_drop(struct nfwatch_net *nn, struct net *net)
 {
+	lockdep_assert_held(&nn->lock);
 	if (!nn->hooked)
 		return;
 	nfwatch_hooks_unregister(net, nn);
 	nn->hooked = false;
 }
 
-/* Under nn->lock. */
-static void sub_unlink(struct nfwatch_net *nn, struct nfwatch_sub *sub)
+/*
+ * Unlink @sub and stop its delivery, sending its open batch (@flush) or
+ * counting it as lost; its final counters are in sub->stats. The caller
+ * then hands it to sub_free().
+ */
+static void sub_remove(struct nfwatch_net *nn, struct nfwatch_sub *sub, bool flush)
 {
+	lockdep_assert_held(&nn->lock);
 	list_del_rcu(&sub->node);
-	if (!--nn->nsubs)
+	WRITE_ONCE(nn->nsubs, nn->nsubs - 1);
+	if (!nn->nsubs)
 		hooks_drop(nn, sub->net);
+	nfwatch_delivery_stop(sub, flush);
+}
+
+/* What a hook cannot reach once delivery has stopped goes now, the rest after a grace period. */
+static void sub_free(struct nfwatch_sub *sub)
+{
+	mem_cgroup_put(sub->memcg);
+	put_pid_ns(sub->pid_ns);
+	put_user_ns(sub->user_ns);
+	sock_put(sub->sk);
+	call_rcu(&sub->rcu, sub_free_rcu);
+}
+
+/* Under nn->lock: room for one more subscriber here? */
+static bool sub_room(struct nfwatch_net *nn, struct netlink_ext_ack *extack)
+{
+	unsigned int max = READ_ONCE(nfwatch_max_subscribers);
+
+	if (nn->nsubs < max)
+		return true;
+	NFWATCH_SET_ERR_MSG_FMT(extack,
+				"this network namespace has as many subscribers as the module parameter max_subscribers allows",
+				"this network namespace has %u subscribers, the module parameter max_subscribers",
+				max);
+	return false;
 }
 
 int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
 		      struct nfwatch_prefix_set *set, struct netlink_ext_ack *extack)
 {
 	struct nfwatch_net *nn = nfwatch_pernet(net);
-	struct nfwatch_prefix_set *old = NULL;
+	struct nfwatch_prefix_set *old;
 	struct nfwatch_sub *sub;
 	int err = 0;
 
@@ -109,9 +165,19 @@ int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
 		goto out;
 	}
 	sub = sub_find(nn, portid);
-	if (sub) {
+	if (sub && sub->sk == sk) {
 		old = rcu_replace_pointer(sub->set, set, lockdep_is_held(&nn->lock));
 		sub->stats.prefixes = nfwatch_set_size(set);
+		nfwatch_set_free_rcu(old);
+		goto out;
+	}
+	if (sub) {
+		/* The socket that had this portid died; its URELEASE may not have come yet. */
+		sub_remove(nn, sub, false);
+		sub_free(sub);
+	}
+	if (!sub_room(nn, extack)) {
+		err = -ENOSPC;
 		goto out;
 	}
 	err = hooks_hold(nn, net);
@@ -127,68 +193,54 @@ int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
 		goto out;
 	}
 	list_add_tail_rcu(&sub->node, &nn->subs);
-	nn->nsubs++;
+	WRITE_ONCE(nn->nsubs, nn->nsubs + 1);
 out:
 	mutex_unlock(&nn->lock);
-	/*
-	 * A replaced set is freed here, after the readers, rather than from
-	 * an RCU callback: no callback of this module can outlive it, so
-	 * unloading needs no rcu_barrier().
-	 */
-	if (old) {
-		synchronize_rcu();
-		nfwatch_set_free(old);
-	}
 	return err;
 }
 
-/* Unlink @portid's subscriber and wait until no hook can still reach it. */
-static struct nfwatch_sub *sub_take(struct net *net, u32 portid)
+/* Unsubscribe: the open batch is sent, so it arrives before the reply. */
+int nfwatch_unsubscribe(struct net *net, const struct sock *sk, u32 portid,
+			struct nfwatch_sub_stats *final)
 {
 	struct nfwatch_net *nn = nfwatch_pernet(net);
 	struct nfwatch_sub *sub;
 
 	mutex_lock(&nn->lock);
-	sub = sub_find(nn, portid);
-	if (sub)
-		sub_unlink(nn, sub);
+	sub = sub_find_own(nn, sk, portid);
+	if (sub) {
+		sub_remove(nn, sub, true);
+		*final = sub->stats;
+		sub_free(sub);
+	}
 	mutex_unlock(&nn->lock);
-	if (sub)
-		synchronize_rcu();
-	return sub;
+	return sub ? 0 : -ENOENT;
 }
 
-/* Unsubscribe: the open batch is sent, so it arrives before the reply. */
-int nfwatch_unsubscribe(struct net *net, u32 portid, struct nfwatch_sub_stats *final)
-{
-	struct nfwatch_sub *sub = sub_take(net, portid);
-
-	if (!sub)
-		return -ENOENT;
-	nfwatch_delivery_stop(sub, true);
-	*final = sub->stats;
-	sub_free(sub);
-	return 0;
-}
-
-/* The socket is gone: nobody to send the open batch to. */
+/* A socket on @portid was released: nobody to send its open batch to. */
 static void sub_release(struct net *net, u32 portid)
 {
-	struct nfwatch_sub *sub = sub_take(net, portid);
-
-	if (!sub)
-		return;
-	nfwatch_delivery_stop(sub, false);
-	sub_free(sub);
-}
-
-bool nfwatch_own_stats(struct net *net, u32 portid, struct nfwatch_sub_stats *out)
-{
 	struct nfwatch_net *nn = nfwatch_pernet(net);
 	struct nfwatch_sub *sub;
 
 	mutex_lock(&nn->lock);
 	sub = sub_find(nn, portid);
+	/* Not a live socket that took the portid over (and subscribed) since. */
+	if (sub && sock_flag(sub->sk, SOCK_DEAD)) {
+		sub_remove(nn, sub, false);
+		sub_free(sub);
+	}
+	mutex_unlock(&nn->lock);
+}
+
+bool nfwatch_own_stats(struct net *net, const struct sock *sk, u32 portid,
+		       struct nfwatch_sub_stats *out)
+{
+	struct nfwatch_net *nn = nfwatch_pernet(net);
+	struct nfwatch_sub *sub;
+
+	mutex_lock(&nn->lock);
+	sub = sub_find_own(nn, sk, portid);
 	if (sub) {
 		spin_lock_bh(&sub->lock);
 		*out = sub->stats;
@@ -238,26 +290,20 @@ void nfwatch_pernet_pre_exit_subs(struct net *net)
 
 /*
  * The hooks were removed in pre_exit and the pernet core has waited a grace
- * period since, so no hook holds a subscriber: send each its last batch and
- * a SHUTDOWN with its final counters, and free it.
+ * period since, so no hook runs here any more: send each subscriber its
+ * last batch and a SHUTDOWN with its final counters, and free it.
  */
 void nfwatch_pernet_exit_subs(struct nfwatch_net *nn)
 {
 	struct nfwatch_sub *sub, *tmp;
-	LIST_HEAD(gone);
 
 	mutex_lock(&nn->lock);
 	list_for_each_entry_safe(sub, tmp, &nn->subs, node) {
-		sub_unlink(nn, sub);
-		list_add_tail(&sub->node, &gone);
-	}
-	mutex_unlock(&nn->lock);
-
-	list_for_each_entry_safe(sub, tmp, &gone, node) {
-		nfwatch_delivery_stop(sub, true);
-		nfwatch_notify_shutdown(sub->net, sub->portid, &sub->stats);
+		sub_remove(nn, sub, true);
+		nfwatch_notify_shutdown(sub->sk, &sub->stats);
 		sub_free(sub);
 	}
+	mutex_unlock(&nn->lock);
 	free_percpu(nn->stats);
 }
 

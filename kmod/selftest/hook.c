@@ -31,7 +31,7 @@ static bool selftest_ifname(void)
 		memset(to, 0x55, sizeof(to));
 		copy_ifname(to, from);
 		if (memcmp(to, want, IFNAMSIZ)) {
-			pr_err("nfwatch: device name of %u bytes copied wrong\n", len);
+			pr_err("device name of %u bytes copied wrong\n", len);
 			ok = false;
 		}
 	}
@@ -100,13 +100,30 @@ static bool selftest_record_ok(const struct nfwatch_sub *sub)
 	       rec->len == sizeof(selftest_udp4) && rec->segs == 1;
 }
 
+/* A subscriber of the test's own, with no socket: its batches are never sent. */
+static struct nfwatch_sub *selftest_sub(struct nfwatch_net *nn, struct nfwatch_prefix_set *set)
+{
+	struct nfwatch_sub *sub = kzalloc(sizeof(*sub), GFP_KERNEL);
+
+	if (!sub)
+		return NULL;
+	sub->nn = nn;
+	sub->net = &init_net;
+	sub->user_ns = &init_user_ns;
+	sub->pid_ns = &init_pid_ns;
+	RCU_INIT_POINTER(sub->set, set);
+	nfwatch_delivery_init(sub);
+	list_add_tail_rcu(&sub->node, &nn->subs);
+	return sub;
+}
+
 /*
  * One skb through the hook: recorded, or if cut short (!@rest) counted as
  * malformed. Bottom halves stay off until the batch's flush timer is
- * cancelled: the timer would send the batch to a socket this subscriber
- * does not have, and it runs in a softirq of this CPU.
+ * cancelled: the timer, pinned to this CPU and run in its softirq, would
+ * send the batch to the socket this subscriber does not have.
  */
-static bool selftest_hook_skb(struct nfwatch_net *nn, struct nfwatch_sub *sub,
+static bool selftest_hook_skb(struct nfwatch_net *nn, struct nfwatch_prefix_set *set,
 			      unsigned int head, bool rest)
 {
 	struct nf_hook_state state = {
@@ -116,10 +133,11 @@ static bool selftest_hook_skb(struct nfwatch_net *nn, struct nfwatch_sub *sub,
 	};
 	u64 malformed = selftest_malformed(nn);
 	struct sk_buff *skb = selftest_skb(head, rest);
-	bool ok;
+	struct nfwatch_sub *sub = selftest_sub(nn, set);
+	bool ok = false;
 
-	if (!skb)
-		return false;
+	if (!skb || !sub)
+		goto out;
 	local_bh_disable();
 	rcu_read_lock();
 	nfwatch_hook_ipv4(nn, skb, &state);
@@ -130,11 +148,14 @@ static bool selftest_hook_skb(struct nfwatch_net *nn, struct nfwatch_sub *sub,
 		ok = !sub->batch && selftest_malformed(nn) == malformed + 1;
 	hrtimer_try_to_cancel(&sub->flush_timer);
 	local_bh_enable();
+	list_del_rcu(&sub->node);
 	nfwatch_delivery_stop(sub, false);
-	kfree_skb(skb);
 	if (!ok)
-		pr_err("nfwatch: IPv4 hook wrong on %u bytes in the head%s\n", head,
+		pr_err("IPv4 hook wrong on %u bytes in the head%s\n", head,
 		       rest ? " and the rest in a page" : ", cut short");
+out:
+	kfree(sub);
+	consume_skb(skb);
 	return ok;
 }
 
@@ -144,40 +165,28 @@ static bool selftest_ipv4_skbs(void)
 		.family = AF_INET, .len = 32, .addr = { 10, 1, 2, 3 },
 	};
 	struct nfwatch_net *nn = kzalloc(sizeof(*nn), GFP_KERNEL);
-	struct nfwatch_sub *sub = kzalloc(sizeof(*sub), GFP_KERNEL);
 	struct nfwatch_prefix_set *set = nfwatch_set_build(&watched, 1);
 	unsigned int head;
 	bool ok = false;
 
-	if (!nn || !sub || !set)
+	if (!nn || !set)
 		goto out;
 	nn->stats = alloc_percpu(struct nfwatch_ns_stats);
 	if (!nn->stats)
 		goto out;
 	INIT_LIST_HEAD(&nn->subs);
-	sub->nn = nn;
-	sub->net = &init_net;
-	sub->user_ns = &init_user_ns;
-	sub->pid_ns = &init_pid_ns;
-	RCU_INIT_POINTER(sub->set, set);
-	set = NULL;
-	nfwatch_delivery_init(sub);
-	list_add_tail_rcu(&sub->node, &nn->subs);
 
 	/* Split at every offset; cut short before, inside and after the source. */
 	ok = true;
 	for (head = 0; head <= sizeof(selftest_udp4); head++) {
-		ok &= selftest_hook_skb(nn, sub, head, true);
+		ok &= selftest_hook_skb(nn, set, head, true);
 		if (head < 20)
-			ok &= selftest_hook_skb(nn, sub, head, false);
+			ok &= selftest_hook_skb(nn, set, head, false);
 	}
-	list_del_rcu(&sub->node);
-	nfwatch_set_free(rcu_dereference_protected(sub->set, true));
 out:
 	nfwatch_set_free(set);
 	if (nn)
 		free_percpu(nn->stats);
-	kfree(sub);
 	kfree(nn);
 	return ok;
 }
@@ -188,6 +197,6 @@ bool nfwatch_selftest_hook(void)
 	bool ipv4 = selftest_ipv4_skbs();
 	bool ok = ifname && ipv4;
 
-	pr_info("nfwatch: hook self-test %s\n", ok ? "passed" : "FAILED");
+	pr_info("hook self-test %s\n", ok ? "passed" : "FAILED");
 	return ok;
 }

@@ -74,7 +74,7 @@ static bool selftest_random(unsigned int n, unsigned int lookups, int v4_len)
 		}
 		if (nfwatch_set_contains(set, probe.family, probe.addr) !=
 		    ref_contains(p, n, probe.family, probe.addr)) {
-			pr_err("nfwatch: self-test: lookup %u disagrees with the reference\n", i);
+			pr_err("self-test: lookup %u disagrees with the reference\n", i);
 			goto out;
 		}
 	}
@@ -127,6 +127,6 @@ bool nfwatch_selftest_prefixset(void)
 		  selftest_random(NFWATCH_MAX_PREFIXES, 20000, 24) &&
 		  selftest_random(NFWATCH_MAX_PREFIXES, 20000, 32);
 
-	pr_info("nfwatch: prefix set self-test %s\n", ok ? "passed" : "FAILED");
+	pr_info("prefix set self-test %s\n", ok ? "passed" : "FAILED");
 	return ok;
 }

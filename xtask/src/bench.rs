@@ -344,7 +344,7 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
         deps::ensure_extra(&["linux-perf"])?;
     }
     let kernel = kernels::tested(Some(kernels::DEMO_SERIES))?.remove(0);
-    let ko = kmod::build(&kernel)?;
+    let ko = kmod::build(&kernel, kmod::Variant::Product)?;
     step("build nfwatch and xtask (release)");
     run(host::cargo().args([
         "build",

@@ -210,7 +210,8 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
     };
     let mut modules = Vec::new();
     for kernel in &kernels {
-        modules.push(kmod::build(kernel)?);
+        kmod::build(kernel, kmod::Variant::Product)?;
+        modules.push(kmod::build(kernel, kmod::Variant::Selftest)?);
     }
     let env = Env {
         vng_bin,
@@ -236,7 +237,7 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
 pub fn demo() -> Result<()> {
     let vng_bin = deps::ensure()?;
     let kernel = kernels::tested(Some(kernels::DEMO_SERIES))?.remove(0);
-    let ko = kmod::build(&kernel)?;
+    let ko = kmod::build(&kernel, kmod::Variant::Selftest)?;
     let env = Env {
         vng_bin,
         bins: build_binaries()?,
@@ -265,7 +266,10 @@ pub fn demo() -> Result<()> {
 pub fn build_kmod(kernel: Option<&str>) -> Result<()> {
     deps::ensure()?;
     for kernel in kernels::tested(kernel)? {
-        println!("{}", kmod::build(&kernel)?.display());
+        println!(
+            "{}",
+            kmod::build(&kernel, kmod::Variant::Product)?.display()
+        );
     }
     Ok(())
 }

@@ -6,12 +6,37 @@ use anyhow::{bail, Result};
 use std::path::PathBuf;
 use std::process::Command;
 
-/// Builds kmod/ against `kernel`'s headers in target/kmod/<version>/ with
-/// W=1 C=1 (sparse); returns the .ko. Fails on any warning or error line.
-pub fn build(kernel: &Kernel) -> Result<PathBuf> {
-    step(&format!("build kernel module for {}", kernel.version));
+/// Which module to build.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// What ships.
+    Product,
+    /// With the self-tests (`make SELFTEST=1`), which `selftest=1` runs at load.
+    Selftest,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Product => "product",
+            Variant::Selftest => "selftest",
+        }
+    }
+}
+
+/// Builds kmod/ against `kernel`'s headers in target/kmod/<version>/<variant>/
+/// with W=1 C=1 (sparse); returns the .ko. Fails on any warning or error line.
+pub fn build(kernel: &Kernel, variant: Variant) -> Result<PathBuf> {
+    step(&format!(
+        "build kernel module ({}) for {}",
+        variant.name(),
+        kernel.version
+    ));
     let root = util::workspace_root();
-    let copy = util::target_dir().join("kmod").join(&kernel.version);
+    let copy = util::target_dir()
+        .join("kmod")
+        .join(&kernel.version)
+        .join(variant.name());
     util::remove_dir(&copy)?;
     for dir in ["kmod", "include"] {
         util::copy_dir(&root.join(dir), &copy.join(dir))?;
@@ -21,6 +46,9 @@ pub fn build(kernel: &Kernel) -> Result<PathBuf> {
         .arg(kernel.build_dir())
         .arg(format!("M={}", copy.join("kmod").display()))
         .args(["W=1", "C=1", "modules"]);
+    if variant == Variant::Selftest {
+        make.arg("SELFTEST=1");
+    }
     let out = capture(&mut make)?;
     let text = format!(
         "{}{}",

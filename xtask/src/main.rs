@@ -116,6 +116,12 @@ enum Cmd {
     /// (in the VM) The benchmark's traffic generator.
     #[command(hide = true)]
     GuestGen(guest::GenArgs),
+    /// (in the VM, unprivileged) Binds portids it is given as they come free.
+    #[command(hide = true)]
+    GuestPortidThief,
+    /// (in the VM, own namespaces) Subscribes and unsubscribes piles of sockets.
+    #[command(hide = true)]
+    GuestSubscriberPile,
 }
 
 fn main() -> ExitCode {
@@ -196,5 +202,7 @@ fn dispatch(command: Cmd) -> Result<bool> {
         .map(|()| true),
         Cmd::GuestBench(args) => guest::bench::bench(&args).map(|()| true),
         Cmd::GuestGen(args) => guest::generator::gen(&args).map(|()| true),
+        Cmd::GuestPortidThief => guest::isolation::portid_thief().map(|()| true),
+        Cmd::GuestSubscriberPile => guest::isolation::subscriber_pile().map(|()| true),
     }
 }

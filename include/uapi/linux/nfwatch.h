@@ -8,6 +8,12 @@
  * nfwatch_record, one per locally sent packet whose source is in the set.
  * The subscription lives as long as the socket does.
  *
+ * A batch is queued only where the socket's receive buffer (SO_RCVBUF, which
+ * the kernel doubles) has room for it and for two replies; its records sit
+ * in pages, so it takes at least one page of the buffer, whatever its size:
+ * with 4 KiB pages 64 KiB holds three batches, with 64 KiB pages a buffer
+ * needs 512 KiB or more.
+ *
  * Requests are validated strictly: unknown attributes are rejected, and
  * nested attributes (NFWATCH_A_PREFIXES and each NFWATCH_A_PREFIX entry)
  * must carry NLA_F_NESTED. Subscribing and reading stats need
@@ -128,18 +134,28 @@ struct nfwatch_record {
 	__u8  saddr[16];
 	__u8  daddr[16];
 	__u8  nexthop[16];	/* gateway of the route, or daddr when on-link */
-	char  ifname[16];	/* egress device, NUL-padded */
+	char  ifname[16];	/* egress device (of the route the packet carries), NUL-padded */
 	__u32 len;		/* IP length in bytes (of the whole GSO packet) */
 	__u32 ifindex;		/* egress device */
 	__u32 uid;		/* owning socket's uid, in the subscriber's user namespace */
-	__u32 pid;		/* sending tgid, in the subscriber's pid namespace */
+	/*
+	 * Sending tgid, in the subscriber's pid namespace. A packet an NFQUEUE
+	 * verdict re-injects is seen in the verdict program's context: its
+	 * pid is that program's.
+	 */
+	__u32 pid;
 	__u16 sport;
 	__u16 dport;
 	__u16 segs;		/* GSO segments; 1 when not GSO */
 	__u16 flags;		/* NFWATCH_F_* */
 	__u8  family;		/* AF_INET or AF_INET6 */
 	__u8  nh_family;	/* family of nexthop; 0 when the packet had no route */
-	__u8  proto;		/* L4 protocol (after IPv6 extension headers) */
+	/*
+	 * L4 protocol, after IPv6 extension headers; of a non-first fragment,
+	 * the protocol its fragment header names; 59 when an IPv6 header chain
+	 * ends in NO-NEXT-HEADER.
+	 */
+	__u8  proto;
 	__u8  icmp_type;
 	__u8  icmp_code;
 	__u8  __pad[3];

@@ -110,6 +110,54 @@ impl Genl {
         })
     }
 
+    /// Binds the socket to `portid`; the kernel's error as it is (EADDRINUSE
+    /// while another socket holds it).
+    pub fn bind(&self, portid: u32) -> std::io::Result<()> {
+        // SAFETY: an all-zero sockaddr_nl is valid; the fields are set below.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        addr.nl_pid = portid;
+        // SAFETY: addr is a live sockaddr_nl of the size given.
+        let rc = unsafe {
+            libc::bind(
+                self.fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Reads every message already queued, without waiting; returns how many.
+    pub fn drain(&self) -> Result<usize> {
+        let mut buf = vec![0u8; 1 << 17];
+        let mut messages = 0;
+        loop {
+            // SAFETY: buf is a live, writable buffer of buf.len() bytes.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(libc::EAGAIN) => Ok(messages),
+                    // An overrun is news too: something was sent here.
+                    Some(libc::ENOBUFS) => Ok(messages + 1),
+                    _ => Err(e).context("netlink recv"),
+                };
+            }
+            messages += 1;
+        }
+    }
+
     /// The sequence number for the next request.
     pub fn next_seq(&mut self) -> u32 {
         self.seq += 1;
@@ -216,6 +264,15 @@ impl Genl {
 
     /// Bytes waiting in the socket's receive queue (without reading them).
     pub fn pending_bytes(&self) -> Result<usize> {
+        self.peek(libc::MSG_DONTWAIT)
+    }
+
+    /// Waits (up to the receive timeout) until a message is queued; its size.
+    pub fn wait_pending(&self) -> Result<usize> {
+        self.peek(0)
+    }
+
+    fn peek(&self, flags: libc::c_int) -> Result<usize> {
         let mut buf = [0u8; 64];
         // SAFETY: buf is a live, writable buffer; MSG_TRUNC makes the call
         // return the real length of the next message without copying more.
@@ -224,7 +281,7 @@ impl Genl {
                 self.fd.as_raw_fd(),
                 buf.as_mut_ptr().cast(),
                 buf.len(),
-                libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                flags | libc::MSG_PEEK | libc::MSG_TRUNC,
             )
         };
         if n >= 0 {

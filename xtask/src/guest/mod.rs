@@ -4,11 +4,13 @@ pub mod bench;
 pub mod fuzz;
 pub mod generator;
 mod genl;
+pub mod isolation;
 mod net;
 mod nfwatch;
 mod pcap;
 mod proc;
 mod reliability;
+mod routing;
 mod scenarios;
 mod traffic;
 

@@ -64,8 +64,8 @@ fn scratch(name: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// The attributes of SUBSCRIBE for one IPv4 /32.
-fn subscribe_attrs(addr: &str) -> Result<Vec<RawAttr>> {
+/// The attributes of SUBSCRIBE for one IPv4 prefix.
+pub(super) fn subscribe_attrs(addr: &str, len: u8) -> Result<Vec<RawAttr>> {
     let std::net::IpAddr::V4(v4) = ip(addr)? else {
         bail!("{addr} is not IPv4");
     };
@@ -75,7 +75,7 @@ fn subscribe_attrs(addr: &str) -> Result<Vec<RawAttr>> {
             NFWATCH_A_PREFIX,
             vec![
                 RawAttr::bytes(NFWATCH_PREFIX_A_IPV4, v4.octets().to_vec()),
-                RawAttr::u8(NFWATCH_PREFIX_A_LEN, 32),
+                RawAttr::u8(NFWATCH_PREFIX_A_LEN, len),
             ],
         )],
     )])
@@ -205,7 +205,7 @@ fn cycle(genl: &mut Genl, family: u16, attrs: &[RawAttr]) -> Result<()> {
 /// watched traffic flows; nothing may be left behind.
 pub fn churn(ctx: &Ctx) -> Result<()> {
     let flood = Flood::start(WATCHED4, PEER4);
-    let attrs = subscribe_attrs(WATCHED4)?;
+    let attrs = subscribe_attrs(WATCHED4, 32)?;
     let mut one = Genl::open()?;
     let family = one.resolve(NFWATCH_GENL_NAME)?;
     let start = Instant::now();

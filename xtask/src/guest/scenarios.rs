@@ -38,6 +38,12 @@ const ALL: &[(&str, Scenario)] = &[
     ("output_faults", super::reliability::output_faults),
     ("unload_under_load", super::reliability::unload_under_load),
     ("churn", super::reliability::churn),
+    ("reroute", super::routing::reroute),
+    ("vrf_once", super::routing::vrf_once),
+    ("ipv6_headers", super::routing::ipv6_headers),
+    ("portid_takeover", super::isolation::portid_takeover),
+    ("memcg_charged", super::isolation::memcg_charged),
+    ("genl_lock_free", super::isolation::genl_lock_free),
 ];
 
 /// The scenarios named (else all), in the canonical order.
@@ -76,7 +82,7 @@ fn matching<'r>(records: &'r [Record], flow: &Flow) -> Result<Vec<&'r Record>> {
 }
 
 /// The only record of `flow`.
-fn the_one<'r>(records: &'r [Record], flow: &Flow) -> Result<&'r Record> {
+pub(super) fn the_one<'r>(records: &'r [Record], flow: &Flow) -> Result<&'r Record> {
     match matching(records, flow)?.as_slice() {
         [one] => Ok(one),
         found => bail!("expected 1 record of {flow:?}, found {}", found.len()),
@@ -326,14 +332,14 @@ fn multiset(flows: Vec<Flow>) -> BTreeMap<Flow, usize> {
     counts
 }
 
-fn tcpdump_oracle(ctx: &Ctx) -> Result<()> {
-    let pcap = ctx.path("tcpdump.pcap");
-    let filter = format!("src host {WATCHED4} or src host {WATCHED6}");
+/// tcpdump capturing what `dev` sends that matches `filter` into `pcap`,
+/// once it says it listens.
+pub(super) fn start_tcpdump(ctx: &Ctx, dev: &str, filter: &str, pcap: &Path) -> Result<Spawned> {
     let mut tcpdump = Command::new("tcpdump");
     tcpdump
         .args([
             "-i",
-            DEV,
+            dev,
             "-n",
             "-U",
             "--immediate-mode",
@@ -346,12 +352,19 @@ fn tcpdump_oracle(ctx: &Ctx) -> Result<()> {
             "8192",
             "-w",
         ])
-        .arg(&pcap)
-        .arg(&filter);
-    let mut tcpdump = Spawned::start(&mut tcpdump, &ctx.path("tcpdump.log"))?;
+        .arg(pcap)
+        .arg(filter);
+    let mut tcpdump = Spawned::start(&mut tcpdump, &ctx.path(&format!("tcpdump-{dev}.log")))?;
     tcpdump.wait_line("tcpdump's `listening on` line", DEADLINE, |l| {
         l.contains("listening on")
     })?;
+    Ok(tcpdump)
+}
+
+fn tcpdump_oracle(ctx: &Ctx) -> Result<()> {
+    let pcap = ctx.path("tcpdump.pcap");
+    let filter = format!("src host {WATCHED4} or src host {WATCHED6}");
+    let mut tcpdump = start_tcpdump(ctx, DEV, &filter, &pcap)?;
     let watcher = Watcher::start(ctx, "watch", &[WATCHED4, WATCHED6])?;
     udp_from(&[WATCHED4, WATCHED6], 24000)?;
     tcp_exchange(WATCHED4, PEER4, TCP_PORT, b"oracle v4\n")?;
@@ -394,7 +407,7 @@ fn tcpdump_oracle(ctx: &Ctx) -> Result<()> {
     captured
 }
 
-fn traffic_count(pcap: &std::path::Path) -> Result<usize> {
+pub(super) fn traffic_count(pcap: &std::path::Path) -> Result<usize> {
     Ok(super::pcap::flows(pcap)?.len())
 }
 

@@ -1,0 +1,272 @@
+//! Where a packet leaves and what it is, when the host's routing or the
+//! packet's headers are not the plain case: re-routed in OUTPUT (a mark
+//! with policy routing, DNAT), sent through a VRF, IPv6 extension headers.
+
+use super::nfwatch::{Record, Watcher, DEADLINE};
+use super::pcap;
+use super::scenarios::{start_tcpdump, the_one, traffic_count};
+use super::traffic::{ip, udp_batch, Flow};
+use super::Ctx;
+use crate::util::{run, wait_until};
+use anyhow::{ensure, Context, Result};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::{Ipv6Addr, SocketAddr};
+use std::process::Command;
+
+use super::net::{PEER4, PEER6, WATCHED4, WATCHED6};
+
+/// The second way out: a dummy device, its gateways, and what the OUTPUT
+/// rules send there.
+const ALT_DEV: &str = "nfwalt";
+const ALT4: &str = "10.9.1.1";
+const ALT_GW4: &str = "10.9.1.254";
+const ALT6: &str = "fd09:1::1";
+const ALT_GW6: &str = "fd09:1::fe";
+/// Routed by nfw0 in the main table; a mark sends them by ALT_DEV.
+const MARKED4: &str = "10.40.0.1";
+const MARKED6: &str = "fd40::1";
+/// Routed by nfw0; OUTPUT DNAT turns it into DNAT_TO, on-link on ALT_DEV.
+const DNAT_FROM: &str = "10.41.0.1";
+const DNAT_TO: &str = "10.9.1.7";
+const MARK: &str = "0x40";
+const TABLE: &str = "140";
+
+fn ip_cmd(args: &str) -> Result<()> {
+    run(Command::new("ip").args(args.split_whitespace()))
+}
+
+fn nft(script: &str) -> Result<()> {
+    run(Command::new("nft").arg(script))
+}
+
+fn reroute_setup() -> Result<()> {
+    for args in [
+        format!("link add {ALT_DEV} type dummy"),
+        format!("addr add {ALT4}/24 dev {ALT_DEV}"),
+        format!("addr add {ALT6}/64 dev {ALT_DEV} nodad"),
+        format!("link set {ALT_DEV} up"),
+        format!("route add 10.40.0.0/24 via {PEER4}"),
+        format!("route add 10.41.0.0/24 via {PEER4}"),
+        format!("-6 route add fd40::/64 via {PEER6}"),
+        format!("route add 10.40.0.0/24 via {ALT_GW4} dev {ALT_DEV} table {TABLE}"),
+        format!("-6 route add fd40::/64 via {ALT_GW6} dev {ALT_DEV} table {TABLE}"),
+        format!("rule add fwmark {MARK} table {TABLE}"),
+        format!("-6 rule add fwmark {MARK} table {TABLE}"),
+    ] {
+        ip_cmd(&args)?;
+    }
+    nft(&format!(
+        "table ip nfwatch_reroute {{
+            chain set_mark {{ type route hook output priority mangle; ip daddr {MARKED4} meta mark set {MARK}; }}
+            chain to_alt {{ type nat hook output priority -100; ip daddr {DNAT_FROM} dnat to {DNAT_TO}; }}
+        }}
+        table ip6 nfwatch_reroute {{
+            chain set_mark {{ type route hook output priority mangle; ip6 daddr {MARKED6} meta mark set {MARK}; }}
+        }}"
+    ))
+}
+
+fn reroute_teardown() -> Result<()> {
+    nft("delete table ip nfwatch_reroute")?;
+    nft("delete table ip6 nfwatch_reroute")?;
+    for args in [
+        format!("rule del fwmark {MARK} table {TABLE}"),
+        format!("-6 rule del fwmark {MARK} table {TABLE}"),
+        "route del 10.40.0.0/24".to_string(),
+        "route del 10.41.0.0/24".to_string(),
+        "-6 route del fd40::/64".to_string(),
+        format!("link del {ALT_DEV}"),
+    ] {
+        ip_cmd(&args)?;
+    }
+    Ok(())
+}
+
+fn ifindex_of(dev: &str) -> Result<u32> {
+    let path = format!("/sys/class/net/{dev}/ifindex");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    Ok(text.trim().parse()?)
+}
+
+/// The record of `flow` says it left by `dev` via `hop`.
+fn expect_route(records: &[Record], flow: &Flow, dev: &str, hop: &str) -> Result<()> {
+    let r = the_one(records, flow)?;
+    ensure!(
+        r.ifname == dev && r.ifindex == ifindex_of(dev)?,
+        "to {}: device {} #{}, expected {dev}: {r:?}",
+        flow.dst,
+        r.ifname,
+        r.ifindex
+    );
+    ensure!(
+        r.nexthop.as_deref().map(ip).transpose()? == Some(ip(hop)?),
+        "to {}: next hop {:?}, expected {hop}",
+        flow.dst,
+        r.nexthop
+    );
+    Ok(())
+}
+
+/// Packets re-routed in OUTPUT (a mark with policy routing, for IPv4 and
+/// IPv6; DNAT to an address behind the other device) are recorded with the
+/// device they leave by, as tcpdump on that device sees them leave.
+pub fn reroute(ctx: &Ctx) -> Result<()> {
+    reroute_setup()?;
+    let result = reroute_checked(ctx);
+    reroute_teardown()?;
+    result
+}
+
+fn reroute_checked(ctx: &Ctx) -> Result<()> {
+    let pcap_path = ctx.path("alt.pcap");
+    let filter = format!("src host {WATCHED4} or src host {WATCHED6}");
+    let mut tcpdump = start_tcpdump(ctx, ALT_DEV, &filter, &pcap_path)?;
+    let watcher = Watcher::start(ctx, "watch", &[WATCHED4, WATCHED6])?;
+    let marked4 = udp_batch(WATCHED4, MARKED4, 27000, 1, 32)?.remove(0);
+    let marked6 = udp_batch(WATCHED6, MARKED6, 27001, 1, 32)?.remove(0);
+    let dnat = udp_batch(WATCHED4, DNAT_FROM, 27002, 1, 32)?.remove(0);
+    let records = watcher.collect()?;
+    wait_until("tcpdump to write the 3 packets", DEADLINE, || {
+        Ok((traffic_count(&pcap_path)? >= 3).then_some(()))
+    })?;
+    tcpdump.signal(libc::SIGINT)?;
+    tcpdump.wait_success(DEADLINE)?;
+    let left = pcap::flows(&pcap_path)?;
+    ctx.log(&format!("tcpdump on {ALT_DEV}: {left:?}"));
+    let dnatted = Flow {
+        dst: ip(DNAT_TO)?,
+        ..dnat
+    };
+    for flow in [&marked4, &marked6, &dnatted] {
+        ensure!(
+            left.contains(flow),
+            "tcpdump did not see {flow:?} leave by {ALT_DEV}"
+        );
+    }
+    expect_route(&records, &marked4, ALT_DEV, ALT_GW4)?;
+    expect_route(&records, &marked6, ALT_DEV, ALT_GW6)?;
+    expect_route(&records, &dnatted, ALT_DEV, DNAT_TO)
+}
+
+const VRF: &str = "nfwvrf";
+const VRF_DEV: &str = "nfwvrf0";
+const VRF4: &str = "10.50.0.1";
+const VRF_PEER4: &str = "10.50.0.9";
+const VRF_DATAGRAMS: u16 = 10;
+
+fn vrf_setup() -> Result<()> {
+    run(Command::new("modprobe").arg("vrf"))?;
+    for args in [
+        format!("link add {VRF} type vrf table 150"),
+        format!("link set {VRF} up"),
+        format!("link add {VRF_DEV} type dummy"),
+        format!("link set {VRF_DEV} master {VRF}"),
+        format!("addr add {VRF4}/24 dev {VRF_DEV}"),
+        format!("link set {VRF_DEV} up"),
+    ] {
+        ip_cmd(&args)?;
+    }
+    Ok(())
+}
+
+/// Datagrams from a socket bound to the VRF.
+fn udp_in_vrf(count: u16) -> Result<Vec<Flow>> {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.bind_device(Some(VRF.as_bytes()))?;
+    let local = SocketAddr::new(ip(VRF4)?, 0);
+    socket.bind(&local.into())?;
+    let local = socket
+        .local_addr()?
+        .as_socket()
+        .context("no local address")?;
+    (0..count)
+        .map(|i| {
+            let to = SocketAddr::new(ip(VRF_PEER4)?, 28000 + i);
+            socket.send_to(&[0u8; 32], &to.into())?;
+            Ok(Flow {
+                proto: "udp".into(),
+                src: local.ip(),
+                sport: Some(local.port()),
+                dst: to.ip(),
+                dport: Some(to.port()),
+            })
+        })
+        .collect()
+}
+
+/// A packet sent through a VRF crosses LOCAL_OUT twice; it is recorded
+/// once, with the device it leaves by.
+pub fn vrf_once(ctx: &Ctx) -> Result<()> {
+    vrf_setup()?;
+    let result = (|| {
+        let watcher = Watcher::start(ctx, "watch", &[VRF4])?;
+        let sent = udp_in_vrf(VRF_DATAGRAMS)?;
+        let records = watcher.collect()?;
+        ensure!(
+            records.len() == sent.len(),
+            "{} records for {} datagrams: {records:?}",
+            records.len(),
+            sent.len()
+        );
+        for flow in &sent {
+            expect_route(&records, flow, VRF_DEV, VRF_PEER4)?;
+        }
+        Ok(())
+    })();
+    ip_cmd(&format!("link del {VRF_DEV}"))?;
+    ip_cmd(&format!("link del {VRF}"))?;
+    result
+}
+
+/// An IPv6 packet as given, sent through a raw socket (headers included).
+fn send_ipv6_raw(src: Ipv6Addr, dst: Ipv6Addr, next: u8, rest: &[u8]) -> Result<()> {
+    let mut packet = vec![0x60, 0, 0, 0];
+    packet.extend_from_slice(&u16::try_from(rest.len())?.to_be_bytes());
+    packet.extend_from_slice(&[next, 64]);
+    packet.extend_from_slice(&src.octets());
+    packet.extend_from_slice(&dst.octets());
+    packet.extend_from_slice(rest);
+    let socket = Socket::new(
+        Domain::IPV6,
+        Type::RAW,
+        Some(Protocol::from(libc::IPPROTO_RAW)),
+    )
+    .context("cannot open a raw IPv6 socket")?;
+    let sent = socket.send_to(&packet, &SocketAddr::new(dst.into(), 0).into())?;
+    ensure!(sent == packet.len(), "short raw send");
+    Ok(())
+}
+
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_DEST: u8 = 60;
+const NEXTHDR_NONE: u8 = 59;
+
+/// A non-first IPv6 fragment of a UDP datagram reports UDP, as IPv4 does;
+/// a header chain ending in NO-NEXT-HEADER after an extension header is a
+/// packet of protocol 59.
+pub fn ipv6_headers(ctx: &Ctx) -> Result<()> {
+    let (src, dst): (Ipv6Addr, Ipv6Addr) = (WATCHED6.parse()?, PEER6.parse()?);
+    let watcher = Watcher::start(ctx, "watch", &[WATCHED6])?;
+    // Fragment header: UDP next, offset 1480 bytes, last fragment, an id.
+    let mut fragment = vec![17, 0];
+    fragment.extend_from_slice(&(185u16 << 3).to_be_bytes());
+    fragment.extend_from_slice(&0x4e57_u32.to_be_bytes());
+    fragment.extend_from_slice(&[0u8; 16]);
+    send_ipv6_raw(src, dst, NEXTHDR_FRAGMENT, &fragment)?;
+    // Destination options (8 bytes, PadN) followed by nothing.
+    send_ipv6_raw(src, dst, NEXTHDR_DEST, &[NEXTHDR_NONE, 0, 1, 4, 0, 0, 0, 0])?;
+    let records = watcher.collect()?;
+    ctx.log(&format!("{records:?}"));
+    let [frag, none] = records.as_slice() else {
+        anyhow::bail!("expected 2 records, got {}: {records:?}", records.len());
+    };
+    ensure!(
+        frag.proto == "udp" && frag.frag && frag.sport.is_none() && frag.len == 40 + 24,
+        "the non-first fragment: {frag:?}"
+    );
+    ensure!(
+        none.proto == NEXTHDR_NONE.to_string() && !none.frag && none.len == 40 + 8,
+        "the NO-NEXT-HEADER packet: {none:?}"
+    );
+    Ok(())
+}
