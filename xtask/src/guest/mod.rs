@@ -5,6 +5,7 @@ pub mod fuzz;
 pub mod generator;
 mod genl;
 pub mod isolation;
+mod kprobe;
 mod net;
 mod nfwatch;
 mod pcap;

@@ -2,6 +2,7 @@
 
 use super::generator::{gen_args, GenReport};
 use super::genl::Genl;
+use super::kprobe::Kprobe;
 use super::net::*;
 use super::nfwatch::{read_records, stats, Record, Watcher, DEADLINE};
 use super::proc::Spawned;
@@ -11,7 +12,6 @@ use crate::util::{capture, wait_until};
 use anyhow::{bail, ensure, Context, Result};
 use nfwatch_proto::*;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
@@ -505,62 +505,18 @@ fn kill9(ctx: &Ctx) -> Result<()> {
 /// Counts calls of the module's IPv4 hook function with a kprobe: an
 /// observer outside the module, on every tested kernel (6.1 cannot `nft
 /// list hooks`).
-struct HookCalls {
-    tracing: &'static Path,
-}
+struct HookCalls(Kprobe);
 
-const HOOK_PROBE: &str = "nfwatch_hook_calls";
 /// What the scenario's IPv4 datagrams go through.
 const HOOK_FUNCTION: &str = "nfwatch_hook_ipv4";
 
 impl HookCalls {
     fn attach() -> Result<Self> {
-        let tracing = Path::new("/sys/kernel/tracing");
-        if !tracing.join("kprobe_events").exists() {
-            crate::util::run(
-                Command::new("mount")
-                    .args(["-t", "tracefs", "nodev"])
-                    .arg(tracing),
-            )?;
-        }
-        let calls = Self { tracing };
-        calls.append("kprobe_events", &format!("p:{HOOK_PROBE} {HOOK_FUNCTION}"))?;
-        std::fs::write(
-            tracing.join(format!("events/kprobes/{HOOK_PROBE}/enable")),
-            "1",
-        )
-        .with_context(|| format!("cannot enable the kprobe on {HOOK_FUNCTION}"))?;
-        Ok(calls)
-    }
-
-    fn append(&self, file: &str, line: &str) -> Result<()> {
-        let path = self.tracing.join(file);
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        writeln!(f, "{line}").with_context(|| format!("`{line}` >> {}", path.display()))
+        Kprobe::attach("nfwatch_hook_calls", HOOK_FUNCTION).map(Self)
     }
 
     fn count(&self) -> Result<u64> {
-        let profile = std::fs::read_to_string(self.tracing.join("kprobe_profile"))?;
-        profile
-            .lines()
-            .find_map(|l| {
-                let mut fields = l.split_whitespace();
-                (fields.next() == Some(HOOK_PROBE)).then(|| fields.next()?.parse().ok())?
-            })
-            .with_context(|| format!("no {HOOK_PROBE} line in kprobe_profile:\n{profile}"))
-    }
-}
-
-impl Drop for HookCalls {
-    fn drop(&mut self) {
-        let enable = self
-            .tracing
-            .join(format!("events/kprobes/{HOOK_PROBE}/enable"));
-        let _ = std::fs::write(enable, "0");
-        let _ = self.append("kprobe_events", &format!("-:{HOOK_PROBE}"));
+        self.0.hits()
     }
 }
 
