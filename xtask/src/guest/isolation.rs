@@ -528,8 +528,9 @@ fn held(probes: &[Kprobe]) -> Result<(usize, usize)> {
 /// The module's SUBSCRIBE and UNSUBSCRIBE handlers never run under the
 /// global Generic Netlink lock (a kprobe reads its owner at each entry),
 /// and while threads SUBSCRIBE, replace their set and UNSUBSCRIBE in a
-/// loop, another family's lookups stay fast: the median under a grace
-/// period, which a handler holding the lock would make them wait.
+/// loop, another family's lookups stay fast: nine in ten under a grace
+/// period, which a handler holding the lock makes them wait (seen at
+/// 0dc90e5 on 6.12: 90th percentile 35 ms against a 16 ms grace period).
 pub fn genl_lock_free(ctx: &Ctx) -> Result<()> {
     let grace = grace_period()?;
     let family = Genl::open()?.resolve(NFWATCH_GENL_NAME)?;
@@ -574,9 +575,9 @@ pub fn genl_lock_free(ctx: &Ctx) -> Result<()> {
         "{locked} of {seen} SUBSCRIBE/UNSUBSCRIBE handler entries ran under genl_mutex"
     );
     ensure!(
-        busy.0 < grace,
-        "lookups of another family took {:?} (median) while nfwatch requests looped; a grace period is {grace:?}",
-        busy.0
+        busy.1 < grace,
+        "lookups of another family took {:?} (90th percentile) while nfwatch requests looped; a grace period is {grace:?}",
+        busy.1
     );
     Ok(())
 }
