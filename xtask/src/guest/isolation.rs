@@ -525,31 +525,38 @@ fn held(probes: &[Kprobe]) -> Result<(usize, usize)> {
     Ok((seen, locked))
 }
 
+/// Cycles the request loops run alone, watched by the lock probes.
+const PROBED_CYCLES: u64 = 20;
+
 /// The module's SUBSCRIBE and UNSUBSCRIBE handlers never run under the
-/// global Generic Netlink lock (a kprobe reads its owner at each entry),
-/// and while threads SUBSCRIBE, replace their set and UNSUBSCRIBE in a
-/// loop, another family's lookups stay fast: nine in ten under a grace
-/// period, which a handler holding the lock makes them wait (seen at
-/// 0dc90e5 on 6.12: 90th percentile 35 ms against a 16 ms grace period).
+/// global Generic Netlink lock (a kprobe reads its owner at each entry
+/// while only they make requests), and while threads SUBSCRIBE, replace
+/// their set and UNSUBSCRIBE in a loop, another family's lookups stay fast:
+/// nine in ten under a grace period, which a handler holding the lock makes
+/// them wait (seen at 0dc90e5 on 6.12: 90th percentile 35 ms against a
+/// 16 ms grace period).
 pub fn genl_lock_free(ctx: &Ctx) -> Result<()> {
     let grace = grace_period()?;
     let family = Genl::open()?.resolve(NFWATCH_GENL_NAME)?;
+    let idle = timed_lookups()?;
     let probes = [
         lock_probe("nfwatch_subscribe_lock", "nfwatch_cmd_subscribe")?,
         lock_probe("nfwatch_unsubscribe_lock", "nfwatch_cmd_unsubscribe")?,
     ];
     let stop = AtomicBool::new(false);
     let cycles = AtomicU64::new(0);
-    let (idle, busy) = std::thread::scope(|scope| -> Result<_> {
-        let idle = timed_lookups()?;
+    let (probed, busy) = std::thread::scope(|scope| -> Result<_> {
         let loopers: Vec<_> = (0..LOOPERS)
             .map(|_| scope.spawn(|| loop_requests(&stop, family, &cycles)))
             .collect();
         let measured = (|| {
             wait_until("the request loops to run", DEADLINE, || {
-                Ok((cycles.load(Ordering::Relaxed) >= 3).then_some(()))
+                Ok((cycles.load(Ordering::Relaxed) >= PROBED_CYCLES).then_some(()))
             })?;
-            timed_lookups()
+            // Before any lookup takes the lock itself.
+            let probed = held(&probes)?;
+            drop(probes);
+            Ok((probed, timed_lookups()?))
         })();
         stop.store(true, Ordering::Relaxed);
         for looper in loopers {
@@ -557,18 +564,18 @@ pub fn genl_lock_free(ctx: &Ctx) -> Result<()> {
                 .join()
                 .map_err(|_| anyhow::anyhow!("a request loop panicked"))??;
         }
-        Ok((idle, measured?))
+        measured
     })?;
-    let looped = cycles.load(Ordering::Relaxed);
-    let (seen, locked) = held(&probes)?;
+    let (seen, locked) = probed;
     ctx.log(&format!(
         "grace period {grace:?}; nlctrl lookups (median, 90th percentile) {idle:?} idle, \
-         {busy:?} while {LOOPERS} threads looped ({looped} cycles); \
-         {locked} of {seen} handler entries under genl_mutex"
+         {busy:?} while {LOOPERS} threads looped ({} cycles); \
+         {locked} of {seen} handler entries under genl_mutex",
+        cycles.load(Ordering::Relaxed)
     ));
     ensure!(
-        seen as u64 >= 3 * looped,
-        "the probes saw {seen} handler entries for {looped} cycles of 3 requests"
+        seen as u64 >= 3 * PROBED_CYCLES,
+        "the probes saw {seen} handler entries in {PROBED_CYCLES} cycles of 3 requests"
     );
     ensure!(
         locked == 0,
