@@ -37,6 +37,10 @@ fn nfwatch(ctx: &Ctx, args: &[&OsStr]) -> Result<Output> {
 }
 
 fn os(args: &[&'static str]) -> Vec<&'static OsStr> {
+    os_of(args)
+}
+
+fn os_of<'a>(args: &[&'a str]) -> Vec<&'a OsStr> {
     args.iter().map(|a| OsStr::new(*a)).collect()
 }
 
@@ -232,7 +236,8 @@ pub fn sighup_reopens(ctx: &Ctx) -> Result<()> {
         &[WATCHED4],
         "jsonl",
         &ctx.path("flood.jsonl"),
-        &["--summary-json", &summary_arg],
+        // A modest buffer: stopping drains it, and 16 MiB takes long under TCG.
+        &["--summary-json", &summary_arg, "--rcvbuf", "262144"],
     )?;
     let flood = Flood::start(WATCHED4, PEER4);
     let mut files = Vec::new();
@@ -303,38 +308,46 @@ const ODD_NAMES: [(&[u8], &str, &str); 2] = [
     (b"n\xff\x85", "10.42.0.1", "10.42.0.2"),
 ];
 
+/// The link group the odd devices are in: addressed by group, not by
+/// name, once they have their names.
+const ODD_GROUP: &str = "99";
+
 fn ip_link(args: &[&OsStr]) -> Result<()> {
     run(Command::new("ip").args(args))
 }
 
+/// Each odd device is made with a plain name and its address, then
+/// renamed (iproute2 takes an odd name where a new name is given, not
+/// everywhere a device is named), then brought up by group.
 fn add_odd_devices() -> Result<()> {
-    for (name, addr, _) in ODD_NAMES {
-        let name = OsStr::from_bytes(name);
+    for (i, (name, addr, _)) in ODD_NAMES.into_iter().enumerate() {
+        let plain = format!("nfwodd{i}");
+        let plain = OsStr::new(&plain);
+        let cidr = format!("{addr}/24");
+        ip_link(
+            &[
+                os(&["link", "add", "name"]),
+                vec![plain],
+                os(&["type", "dummy"]),
+            ]
+            .concat(),
+        )?;
+        ip_link(&[os_of(&["addr", "add", &cidr, "dev"]), vec![plain]].concat())?;
+        ip_link(&[os(&["link", "set", "group", ODD_GROUP, "dev"]), vec![plain]].concat())?;
         ip_link(&[
             "link".as_ref(),
-            "add".as_ref(),
-            "name".as_ref(),
-            name,
-            "type".as_ref(),
-            "dummy".as_ref(),
-        ])?;
-        let cidr = format!("{addr}/24");
-        ip_link(&[
-            "addr".as_ref(),
-            "add".as_ref(),
-            cidr.as_ref(),
+            "set".as_ref(),
             "dev".as_ref(),
-            name,
+            plain,
+            "name".as_ref(),
+            OsStr::from_bytes(name),
         ])?;
-        ip_link(&["link".as_ref(), "set".as_ref(), name, "up".as_ref()])?;
     }
-    Ok(())
+    ip_link(&os(&["link", "set", "group", ODD_GROUP, "up"]))
 }
 
 fn remove_odd_devices() {
-    for (name, _, _) in ODD_NAMES {
-        let _ = ip_link(&["link".as_ref(), "del".as_ref(), OsStr::from_bytes(name)]);
-    }
+    let _ = ip_link(&os(&["link", "delete", "group", ODD_GROUP]));
 }
 
 /// No C0 control byte but the line ends, and no DEL.
@@ -631,24 +644,21 @@ pub fn malformed_record(ctx: &Ctx) -> Result<()> {
 
 /// Everything `script` saw of `command` run on a terminal.
 fn on_terminal(ctx: &Ctx, tag: &str, command: &str) -> Result<String> {
-    let typescript = ctx.path(&format!("{tag}.typescript"));
     let flood = Flood::start(WATCHED4, PEER4);
-    let out = capture(
-        Command::new("script")
-            .args(["-q", "-e", "-c", command])
-            .arg(&typescript),
-    );
+    let out = capture(Command::new("script").args(["-q", "-e", "-c", command, "/dev/null"]));
     flood.stop()?;
     let out = out?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    std::fs::write(ctx.path(&format!("{tag}.terminal")), &text)?;
     ensure!(out.status.success(), "{tag}: {}", text_of(&out));
-    Ok(String::from_utf8_lossy(&std::fs::read(&typescript)?).into_owned())
+    Ok(text)
 }
 
 /// The live status line only where records do not go: never mixed into
 /// records printed to the same terminal; --quiet silences it all.
 pub fn status_line(ctx: &Ctx) -> Result<()> {
     let nfwatch = ctx.guest.nfwatch.display();
-    let watch = format!("'{nfwatch}' watch --src {WATCHED4} --duration 4");
+    let watch = format!("'{nfwatch}' watch --src {WATCHED4} --duration 4 --rcvbuf 262144");
     let file = ctx.path("status.txt");
     let to_file = on_terminal(ctx, "file", &format!("{watch} -o '{}'", file.display()))?;
     let to_terminal = on_terminal(ctx, "terminal", &watch)?;
