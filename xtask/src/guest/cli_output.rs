@@ -225,20 +225,22 @@ fn lines_of(files: &[PathBuf], header: &str) -> Result<Vec<String>> {
     Ok(lines)
 }
 
+/// A jsonl watcher of WATCHED4 writing `<tag>.jsonl` and, at its end,
+/// `<tag>.summary.json` (returned).
+fn watch_with_summary(ctx: &Ctx, tag: &str, extra: &[&str]) -> Result<(Watcher, PathBuf)> {
+    let summary = ctx.path(&format!("{tag}.summary.json"));
+    let summary_arg = summary.to_string_lossy().into_owned();
+    let args = [&["--summary-json", summary_arg.as_str()][..], extra].concat();
+    let out = ctx.path(&format!("{tag}.jsonl"));
+    let watcher = Watcher::start_args(ctx, tag, &[WATCHED4], "jsonl", &out, &args)?;
+    Ok((watcher, summary))
+}
+
 /// SIGHUP after `mv` under a flood: the files together hold each record
 /// the summary counts once; a CSV file reopened starts with its header.
 pub fn sighup_reopens(ctx: &Ctx) -> Result<()> {
-    let summary = ctx.path("flood.summary.json");
-    let summary_arg = summary.to_string_lossy().into_owned();
-    let watcher = Watcher::start_args(
-        ctx,
-        "flood",
-        &[WATCHED4],
-        "jsonl",
-        &ctx.path("flood.jsonl"),
-        // A modest buffer: stopping drains it, and 16 MiB takes long under TCG.
-        &["--summary-json", &summary_arg, "--rcvbuf", "262144"],
-    )?;
+    // A modest buffer: stopping drains it, and 16 MiB takes long under TCG.
+    let (watcher, summary) = watch_with_summary(ctx, "flood", &["--rcvbuf", "262144"])?;
     let flood = Flood::start(WATCHED4, PEER4);
     let mut files = Vec::new();
     let rotated = (|| {
@@ -454,16 +456,10 @@ pub fn version_skew(ctx: &Ctx) -> Result<()> {
     std::fs::write(&kept, "an earlier capture\n")?;
     rmmod()?;
     insmod(skewed)?;
-    let refused = nfwatch(
-        ctx,
-        &[
-            "watch".as_ref(),
-            "--src".as_ref(),
-            WATCHED4.as_ref(),
-            "-o".as_ref(),
-            kept.as_os_str(),
-        ],
-    );
+    // Bounded, so that a CLI that took the module would end all the same.
+    let mut watch = os(&["watch", "--duration", "5", "--src", WATCHED4, "-o"]);
+    watch.push(kept.as_os_str());
+    let refused = nfwatch(ctx, &watch);
     let version = nfwatch(ctx, &os(&["--version"]));
     rmmod()?;
     insmod(&ctx.guest.module)?;
@@ -604,16 +600,7 @@ fn fake_record(dport: u16) -> Record {
 /// between two good ones: the bad one is counted and skipped, the capture
 /// goes on.
 pub fn malformed_record(ctx: &Ctx) -> Result<()> {
-    let summary = ctx.path("summary.json");
-    let summary_arg = summary.to_string_lossy().into_owned();
-    let watcher = Watcher::start_args(
-        ctx,
-        "malformed",
-        &[WATCHED4],
-        "jsonl",
-        &ctx.path("malformed.jsonl"),
-        &["--summary-json", &summary_arg],
-    )?;
+    let (watcher, summary) = watch_with_summary(ctx, "malformed", &[])?;
     let family = Genl::open()?.resolve("nfwatch")?;
     let mut bad = fake_record(2).to_bytes();
     bad[record_layout::FAMILY] = 99;
