@@ -9,6 +9,7 @@
 #include <linux/moduleparam.h>
 #include <net/genetlink.h>
 #include "nfwatch.h"
+#include "version.h"
 
 unsigned int nfwatch_flush_interval_us = 5000;
 module_param_named(flush_interval_us, nfwatch_flush_interval_us, uint, 0444);
@@ -133,3 +134,4 @@ MODULE_LICENSE("GPL");
 MODULE_AUTHOR("nfwatch developers");
 MODULE_DESCRIPTION("Record packets sent from watched source prefixes, over Generic Netlink");
 MODULE_ALIAS_GENL_FAMILY(NFWATCH_GENL_NAME);
+MODULE_VERSION(NFWATCH_VERSION);

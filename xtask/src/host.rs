@@ -134,8 +134,15 @@ fn failure(name: &str, detail: String) -> Outcome {
     }
 }
 
-/// Runs the guest scenarios on one kernel and returns their outcomes.
-fn test_kernel(env: &Env, kernel: &Kernel, ko: &Path, opts: &TestOpts) -> Vec<Outcome> {
+/// Runs the guest scenarios on one kernel and returns their outcomes;
+/// `skew_ko` is the module speaking another protocol version.
+fn test_kernel(
+    env: &Env,
+    kernel: &Kernel,
+    ko: &Path,
+    skew_ko: &Path,
+    opts: &TestOpts,
+) -> Vec<Outcome> {
     step(&format!(
         "VM tests on {} ({}, QEMU TCG)",
         kernel.series, kernel.version
@@ -145,6 +152,7 @@ fn test_kernel(env: &Env, kernel: &Kernel, ko: &Path, opts: &TestOpts) -> Vec<Ou
         .scenarios
         .iter()
         .flat_map(|s| ["--scenario".to_string(), s.clone()])
+        .chain(["--skew-module".to_string(), path_arg(skew_ko)])
         .chain(opts.guest_extra.iter().cloned())
         .collect();
     let mut deadline = TEST_BOOT_DEADLINE;
@@ -211,15 +219,18 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
     let mut modules = Vec::new();
     for kernel in &kernels {
         kmod::build(kernel, kmod::Variant::Product)?;
-        modules.push(kmod::build(kernel, kmod::Variant::Selftest)?);
+        modules.push((
+            kmod::build(kernel, kmod::Variant::Selftest)?,
+            kmod::build(kernel, kmod::Variant::VersionSkew)?,
+        ));
     }
     let env = Env {
         vng_bin,
         bins: build_binaries()?,
     };
     let mut results = Vec::new();
-    for (kernel, ko) in kernels.iter().zip(&modules) {
-        let outcomes = test_kernel(&env, kernel, ko, opts);
+    for (kernel, (ko, skew_ko)) in kernels.iter().zip(&modules) {
+        let outcomes = test_kernel(&env, kernel, ko, skew_ko, opts);
         results.push((kernel, outcomes));
     }
     step("summary");

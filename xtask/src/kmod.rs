@@ -13,6 +13,9 @@ pub enum Variant {
     Product,
     /// With the self-tests (`make SELFTEST=1`), which `selftest=1` runs at load.
     Selftest,
+    /// A family that declares another protocol version (kmod/version.h):
+    /// the CLI must refuse it.
+    VersionSkew,
 }
 
 impl Variant {
@@ -20,6 +23,15 @@ impl Variant {
         match self {
             Variant::Product => "product",
             Variant::Selftest => "selftest",
+            Variant::VersionSkew => "skew",
+        }
+    }
+
+    fn make_args(self) -> &'static [&'static str] {
+        match self {
+            Variant::Product => &[],
+            Variant::Selftest => &["SELFTEST=1"],
+            Variant::VersionSkew => &["KCFLAGS=-DNFWATCH_TEST_VERSION_SKEW"],
         }
     }
 }
@@ -45,10 +57,9 @@ pub fn build(kernel: &Kernel, variant: Variant) -> Result<PathBuf> {
     make.arg("-C")
         .arg(kernel.build_dir())
         .arg(format!("M={}", copy.join("kmod").display()))
-        .args(["W=1", "C=1", "modules"]);
-    if variant == Variant::Selftest {
-        make.arg("SELFTEST=1");
-    }
+        .args(["W=1", "C=1"])
+        .args(variant.make_args())
+        .arg("modules");
     let out = capture(&mut make)?;
     let text = format!(
         "{}{}",

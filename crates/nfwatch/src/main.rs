@@ -8,6 +8,8 @@ mod signals;
 mod stats;
 mod status;
 mod subscribe;
+mod summary_json;
+mod version;
 mod writers;
 
 use std::io::Write;
@@ -18,11 +20,13 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
-        cli::Command::Watch(args) => receive::watch(args),
-        cli::Command::Stats(args) => stats::stats(args).map(|()| ExitCode::SUCCESS),
+        Some(cli::Command::Watch(args)) => receive::watch(args),
+        Some(cli::Command::Stats(args)) => stats::stats(args).map(|()| ExitCode::SUCCESS),
+        // clap requires a subcommand unless --version is given.
+        None => version::print().map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         let _ = writeln!(std::io::stderr(), "nfwatch: {e}");
-        ExitCode::FAILURE
+        ExitCode::from(e.exit_code())
     })
 }

@@ -93,7 +93,7 @@ fn expect_route(records: &[Record], flow: &Flow, dev: &str, hop: &str) -> Result
     let r = the_one(records, flow)?;
     ensure!(
         r.ifname == dev && r.ifindex == ifindex_of(dev)?,
-        "to {}: device {} #{}, expected {dev}: {r:?}",
+        "to {}: device {:?} #{}, expected {dev}: {r:?}",
         flow.dst,
         r.ifname,
         r.ifindex

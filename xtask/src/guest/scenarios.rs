@@ -44,6 +44,16 @@ const ALL: &[(&str, Scenario)] = &[
     ("portid_takeover", super::isolation::portid_takeover),
     ("memcg_charged", super::isolation::memcg_charged),
     ("genl_lock_free", super::isolation::genl_lock_free),
+    ("first_line_latency", super::cli_output::first_line_latency),
+    (
+        "failed_start_keeps_file",
+        super::cli_output::failed_start_keeps_file,
+    ),
+    ("sighup_reopens", super::cli_output::sighup_reopens),
+    ("odd_ifnames", super::cli_output::odd_ifnames),
+    ("version_skew", super::cli_output::version_skew),
+    ("malformed_record", super::cli_output::malformed_record),
+    ("status_line", super::cli_output::status_line),
 ];
 
 /// The scenarios named (else all), in the canonical order.
