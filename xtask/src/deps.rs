@@ -13,6 +13,7 @@ const PACKAGES: &[&str] = &[
     "busybox-static",
     "flex",
     "gcc",
+    "groff-base",
     "iproute2",
     "iputils-ping",
     "kmod",

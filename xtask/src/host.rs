@@ -56,7 +56,8 @@ fn static_checks() -> Result<()> {
         "warnings",
     ]))?;
     step("cargo test");
-    run(cargo().args(["test", "--workspace"]))
+    run(cargo().args(["test", "--workspace"]))?;
+    crate::man::man()
 }
 
 fn build_binaries() -> Result<Binaries> {

@@ -9,6 +9,7 @@ mod host;
 mod insns;
 mod kernels;
 mod kmod;
+mod man;
 mod results;
 mod util;
 mod vm;
@@ -71,6 +72,9 @@ enum Cmd {
         #[arg(long)]
         kernel: Option<String>,
     },
+    /// nfwatch's man pages and bash, zsh and fish completions, from its
+    /// clap definition, into target/man/{man1,completions}.
+    Man,
     /// Benchmark against tcpdump and NFLOG in one 6.12 VM (not part of `test`).
     Bench {
         /// Rounds over all configurations (medians and quartiles are reported).
@@ -169,6 +173,7 @@ fn dispatch(command: Cmd) -> Result<bool> {
             })
         }
         Cmd::Demo => host::demo().map(|()| true),
+        Cmd::Man => man::man().map(|()| true),
         Cmd::BuildKmod { kernel } => host::build_kmod(kernel.as_deref()).map(|()| true),
         Cmd::GuestScenarios(args) => guest::scenarios(&args),
         Cmd::GuestDemo(args) => guest::demo(&args).map(|()| true),
