@@ -1,7 +1,7 @@
 //! `cargo xtask bench --insns`: where the guest kernel's instructions go,
 //! by function, per UDP packet sent, in each benchmark configuration. One
 //! `--icount` boot runs each configuration once under the tcg-insns plugin
-//! (crates/tcg-insns); this side symbolizes the plugin's dumps with the
+//! (xtask/tcg-insns); this side symbolizes the plugin's dumps with the
 //! guest's /proc/kallsyms of the same run and tabulates them.
 
 use anyhow::{bail, Context, Result};

@@ -98,7 +98,7 @@ enum Cmd {
         icount: bool,
         /// Instead of the rounds: count the guest kernel's instructions per
         /// UDP packet by function, each configuration once, in one --icount
-        /// boot under a QEMU plugin (crates/tcg-insns).
+        /// boot under a QEMU plugin (xtask/tcg-insns).
         #[arg(long)]
         insns: bool,
     },
