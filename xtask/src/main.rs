@@ -10,6 +10,7 @@ mod insns;
 mod kernels;
 mod kmod;
 mod man;
+mod perfdoc;
 mod results;
 mod util;
 mod vm;
@@ -101,6 +102,14 @@ enum Cmd {
         /// boot under a QEMU plugin (xtask/tcg-insns).
         #[arg(long)]
         insns: bool,
+        /// Then keep this run's results in docs/bench/ and write
+        /// docs/performance.md and README.md's table from them.
+        #[arg(long)]
+        write_docs: bool,
+        /// Instead of a run: write docs/performance.md and README.md's
+        /// table from the results in docs/bench/.
+        #[arg(long, conflicts_with_all = ["write_docs", "icount", "insns", "perf"])]
+        docs_only: bool,
     },
     /// (in the VM) Run the scenarios.
     #[command(hide = true)]
@@ -180,18 +189,24 @@ fn dispatch(command: Cmd) -> Result<bool> {
         Cmd::GuestPeer(args) => guest::peer(&args).map(|()| true),
         Cmd::GuestFuzzClient(args) => guest::fuzz::client(&args).map(|()| true),
         Cmd::Bench {
+            docs_only: true, ..
+        } => perfdoc::write().map(|()| true),
+        Cmd::Bench {
             rounds,
             seconds,
             proto,
             perf,
             icount,
             insns,
+            write_docs,
+            docs_only: false,
         } => bench::bench(&bench::BenchOpts {
             rounds,
             seconds,
             perf,
             icount,
             insns,
+            write_docs,
             protos: if proto.is_empty() {
                 vec!["udp".into(), "tcp".into()]
             } else {
