@@ -366,9 +366,15 @@ fn commit() -> Result<String> {
 }
 
 /// `--insns`: the report, printed and written to target/bench/`name`.
-fn insns_report(out: &Path, kernel: &str, name: &str, opts: &BenchOpts) -> Result<()> {
+fn insns_report(
+    out: &Path,
+    kernel: &str,
+    name: &str,
+    opts: &BenchOpts,
+    commit: String,
+) -> Result<()> {
     let configs: Vec<&str> = CONFIGS.iter().chain(INSNS_EXTRA).copied().collect();
-    let report = crate::insns::report(out, &configs, opts.command(), now()?, commit()?, kernel)?;
+    let report = crate::insns::report(out, &configs, opts.command(), now()?, commit, kernel)?;
     let path = write_results(name, &serde_json::to_string_pretty(&report)?)?;
     step("results");
     print!("{}", report.table());
@@ -390,6 +396,8 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
     if opts.rounds == 0 || opts.seconds <= 0.0 {
         bail!("--rounds and --seconds must be positive");
     }
+    // Before the build: what is measured is what was built.
+    let measured = commit()?;
     let vng_bin = deps::ensure()?;
     if opts.perf {
         deps::ensure_extra(&["linux-perf"])?;
@@ -487,7 +495,7 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
         );
     }
     if opts.insns {
-        insns_report(&out, &kernel.version, results, opts)?;
+        insns_report(&out, &kernel.version, results, opts, measured)?;
         return finish(opts, results);
     }
     let raw = read_raw(&out)?;
@@ -495,7 +503,7 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
     let report = Report {
         command: opts.command(),
         date: now()?,
-        commit: commit()?,
+        commit: measured,
         kernel: raw.kernel.clone(),
         vcpus: machine.cpus(),
         icount: opts.icount,
