@@ -16,6 +16,7 @@ const PACKAGES: &[&str] = &[
     "groff-base",
     "iproute2",
     "iputils-ping",
+    "jq",
     "kmod",
     "linux-headers-6.12-amd64",
     "linux-headers-amd64",
