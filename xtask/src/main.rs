@@ -4,6 +4,8 @@ mod bench;
 mod bytecost;
 mod debug_kernel;
 mod deps;
+#[cfg(test)]
+mod doccheck;
 mod guest;
 mod host;
 mod insns;
