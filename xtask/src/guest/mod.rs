@@ -8,6 +8,7 @@ mod net;
 mod nfwatch;
 mod pcap;
 mod proc;
+pub mod readme;
 mod reliability;
 mod scenarios;
 mod traffic;
@@ -106,7 +107,7 @@ impl Ctx<'_> {
     }
 }
 
-fn module_loaded() -> bool {
+pub(super) fn module_loaded() -> bool {
     Path::new("/sys/module/nfwatch").exists()
 }
 
