@@ -137,8 +137,15 @@ fn failure(name: &str, detail: String) -> Outcome {
     }
 }
 
-/// Runs the guest scenarios on one kernel and returns their outcomes.
-fn test_kernel(env: &Env, kernel: &Kernel, ko: &Path, opts: &TestOpts) -> Vec<Outcome> {
+/// Runs the guest scenarios on one kernel and returns their outcomes;
+/// `skew_ko` is the module speaking another protocol version.
+fn test_kernel(
+    env: &Env,
+    kernel: &Kernel,
+    ko: &Path,
+    skew_ko: &Path,
+    opts: &TestOpts,
+) -> Vec<Outcome> {
     step(&format!(
         "VM tests on {} ({}, QEMU TCG)",
         kernel.series, kernel.version
@@ -148,6 +155,7 @@ fn test_kernel(env: &Env, kernel: &Kernel, ko: &Path, opts: &TestOpts) -> Vec<Ou
         .scenarios
         .iter()
         .flat_map(|s| ["--scenario".to_string(), s.clone()])
+        .chain(["--skew-module".to_string(), path_arg(skew_ko)])
         .chain(opts.guest_extra.iter().cloned())
         .collect();
     let mut deadline = TEST_BOOT_DEADLINE;
@@ -213,7 +221,7 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
     };
     let mut modules = Vec::new();
     for kernel in &kernels {
-        modules.push(kmod::build(kernel)?);
+        modules.push((kmod::build(kernel)?, kmod::build_version_skew(kernel)?));
     }
     let env = Env {
         vng_bin,
@@ -223,8 +231,8 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
         crate::guest::readme::run_cargo_lines()?;
     }
     let mut results = Vec::new();
-    for (kernel, ko) in kernels.iter().zip(&modules) {
-        let outcomes = test_kernel(&env, kernel, ko, opts);
+    for (kernel, (ko, skew_ko)) in kernels.iter().zip(&modules) {
+        let outcomes = test_kernel(&env, kernel, ko, skew_ko, opts);
         results.push((kernel, outcomes));
     }
     step("summary");

@@ -12,6 +12,8 @@ mod signals;
 pub mod stats;
 mod status;
 mod subscribe;
+mod summary_json;
+pub mod version;
 mod writers;
 
 /// The command line `nfwatch` parses.
