@@ -282,15 +282,22 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-/// What target/bench/results.json (results-icount.json) holds.
+/// What was measured where, when, and how to measure it again.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Report {
+pub struct Measured {
     /// The command that produced it, with its options.
     pub command: String,
     pub date: String,
     /// The commit measured (`git describe --always --dirty`).
     pub commit: String,
     pub kernel: String,
+}
+
+/// What target/bench/results.json (results-icount.json) holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    #[serde(flatten)]
+    pub measured: Measured,
     pub vcpus: u32,
     /// Whether guest time counted instructions (`--icount`).
     pub icount: bool,
@@ -374,7 +381,13 @@ fn insns_report(
     commit: String,
 ) -> Result<()> {
     let configs: Vec<&str> = CONFIGS.iter().chain(INSNS_EXTRA).copied().collect();
-    let report = crate::insns::report(out, &configs, opts.command(), now()?, commit, kernel)?;
+    let measured = Measured {
+        command: opts.command(),
+        date: now()?,
+        commit,
+        kernel: kernel.to_string(),
+    };
+    let report = crate::insns::report(out, &configs, measured)?;
     let path = write_results(name, &serde_json::to_string_pretty(&report)?)?;
     step("results");
     print!("{}", report.table());
@@ -501,10 +514,12 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
     let raw = read_raw(&out)?;
     let rows = summarize(&raw.samples);
     let report = Report {
-        command: opts.command(),
-        date: now()?,
-        commit: measured,
-        kernel: raw.kernel.clone(),
+        measured: Measured {
+            command: opts.command(),
+            date: now()?,
+            commit: measured,
+            kernel: raw.kernel.clone(),
+        },
         vcpus: machine.cpus(),
         icount: opts.icount,
         rounds: raw.rounds,
@@ -520,7 +535,11 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
     step("results");
     println!(
         "{} on {}, {} rounds of {} s, medians ({}):\n",
-        report.command, report.kernel, report.rounds, report.seconds_per_run, report.date
+        report.measured.command,
+        report.measured.kernel,
+        report.rounds,
+        report.seconds_per_run,
+        report.measured.date
     );
     print!("{}", table(&rows));
     for a in &raw.accounting {

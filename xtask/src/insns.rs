@@ -4,6 +4,7 @@
 //! (xtask/tcg-insns); this side symbolizes the plugin's dumps with the
 //! guest's /proc/kallsyms of the same run and tabulates them.
 
+use crate::bench::Measured;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -78,10 +79,8 @@ pub struct Profile {
 /// What target/bench/insns.json holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
-    pub command: String,
-    pub date: String,
-    pub commit: String,
-    pub kernel: String,
+    #[serde(flatten)]
+    pub measured: Measured,
     /// The configurations' names, by number.
     pub configs: Vec<String>,
     pub runs: Vec<Run>,
@@ -143,14 +142,7 @@ fn ensure_packets(packets: u64) -> Result<()> {
 }
 
 /// The report of the runs in `out` (the guest's output directory).
-pub fn report(
-    out: &Path,
-    configs: &[&str],
-    command: String,
-    date: String,
-    commit: String,
-    kernel: &str,
-) -> Result<Report> {
+pub fn report(out: &Path, configs: &[&str], measured: Measured) -> Result<Report> {
     let read = |name: &str| {
         let path = out.join(name);
         std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
@@ -168,10 +160,7 @@ pub fn report(
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Report {
-        command,
-        date,
-        commit,
-        kernel: kernel.to_string(),
+        measured,
         configs: configs.iter().map(|c| c.to_string()).collect(),
         runs,
         profiles,

@@ -113,14 +113,19 @@ impl Data {
     }
 }
 
+/// Where and how something was measured, in a few words.
+fn measured(m: &bench::Measured) -> String {
+    format!(
+        "`{}`, {}, kernel {}, commit {}",
+        m.command, m.date, m.kernel, m.commit
+    )
+}
+
 /// Where and how a report was measured, in one line.
 fn provenance(report: &Report) -> String {
     format!(
-        "`{}`, {}, kernel {}, commit {}, {} vCPU{}, {} rounds of {} s",
-        report.command,
-        report.date,
-        report.kernel,
-        report.commit,
+        "{}, {} vCPU{}, {} rounds of {} s",
+        measured(&report.measured),
         report.vcpus,
         if report.vcpus == 1 { "" } else { "s" },
         report.rounds,
@@ -165,13 +170,10 @@ fn insns_section(report: Option<&crate::insns::Report>) -> String {
     match report {
         None => "Not measured yet: `cargo xtask bench --insns --write-docs`.\n".to_string(),
         Some(r) => format!(
-            "`{}`, {}, kernel {}, commit {}: guest kernel instructions per UDP packet sent, \
-             in all and by function (one run of each configuration; \"user\" is the \
-             instructions of every process in user space, per packet):\n\n{}",
-            r.command,
-            r.date,
-            r.kernel,
-            r.commit,
+            "{}: guest kernel instructions per UDP packet sent, in all and by function \
+             (one run of each configuration; \"user\" is the instructions of every process \
+             in user space, per packet):\n\n{}",
+            measured(&r.measured),
             r.table()
         ),
     }
