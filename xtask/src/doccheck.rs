@@ -64,6 +64,21 @@ fn code(text: &str) -> Vec<(usize, String)> {
     found
 }
 
+/// Lines where inline code runs on into the next line, which the check
+/// would not see whole.
+pub fn broken_spans(text: &str) -> Vec<usize> {
+    let mut in_block = false;
+    let mut broken = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            in_block = !in_block;
+        } else if !in_block && line.matches('`').count() % 2 == 1 {
+            broken.push(index + 1);
+        }
+    }
+    broken
+}
+
 /// The `nfwatch` and `cargo xtask` commands in `text`. A command with a
 /// `...` placeholder is a pattern, not a command, and is left out.
 pub fn quoted(text: &str) -> Vec<Quoted> {
@@ -147,11 +162,20 @@ pub fn check(root: &Path) -> Result<Vec<String>> {
     for file in documents(root)? {
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("cannot read {}", file.display()))?;
+        let name = file
+            .strip_prefix(root)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        for line in broken_spans(&text) {
+            problems.push(format!(
+                "{name}:{line}: inline code continues on the next line"
+            ));
+        }
         for command in quoted(&text) {
             if let Err(e) = parse(&command.argv) {
                 problems.push(format!(
-                    "{}:{}: `{}`: {e}",
-                    file.strip_prefix(root).unwrap_or(&file).display(),
+                    "{name}:{}: `{}`: {e}",
                     command.line,
                     command.argv.join(" ")
                 ));
@@ -195,6 +219,12 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn inline_code_must_end_on_its_line() {
+        let text = "a `cargo xtask\nman` b\n```\nodd ` in a block\n```\n`whole` line\n";
+        assert_eq!(broken_spans(text), [1, 2]);
     }
 
     #[test]
