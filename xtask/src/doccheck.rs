@@ -119,7 +119,9 @@ fn without_redirections(words: &[String]) -> Vec<String> {
     kept
 }
 
-/// Parses `argv` with the definition of the program it runs.
+/// Parses `argv` with the definition of the program it runs. A required
+/// argument left out is no error here: the text may name a subcommand
+/// without the arguments every use of it needs.
 pub fn parse(argv: &[String]) -> Result<()> {
     let (command, args) = if argv[0] == "nfwatch" {
         (nfwatch::command(), argv)
@@ -128,7 +130,17 @@ pub fn parse(argv: &[String]) -> Result<()> {
     };
     match command.try_get_matches_from(args) {
         Ok(_) => Ok(()),
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => Ok(()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::MissingRequiredArgument
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            Ok(())
+        }
         Err(e) => bail!(
             "{}",
             e.render().to_string().lines().next().unwrap_or_default()
@@ -239,6 +251,7 @@ mod tests {
             assert!(parse(&argv(bad)).is_err(), "{bad:?} parsed");
         }
         assert!(parse(&argv(&["nfwatch", "--help"])).is_ok());
+        assert!(parse(&argv(&["nfwatch", "watch"])).is_ok());
         assert!(parse(&argv(&[
             "cargo",
             "xtask",

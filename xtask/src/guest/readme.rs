@@ -272,6 +272,11 @@ fn check_outputs(tree: &Path, lines: &[String], outputs: &[String]) -> Result<()
         "{} objects through the pipe",
         objects.len()
     );
+    let head = output_of(lines, outputs, "| head -3")?;
+    ensure!(
+        head.lines().count() == 3 && head.lines().all(|l| l.contains(SOURCES[0])),
+        "`| head -3` printed {head:?}"
+    );
     let csv = std::fs::read_to_string(tree.join("sends.csv")).context("sends.csv")?;
     let mut rows = csv.lines();
     ensure!(
