@@ -6,6 +6,7 @@
 use crate::util::{self, capture, describe, step};
 use anyhow::{bail, Context, Result};
 use clap_complete::Shell;
+use clap_mangen::roff::{roman, Roff};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -64,16 +65,72 @@ fn write_pages(
     dir: &Path,
     pages: &mut Vec<PathBuf>,
 ) -> Result<()> {
-    let page = clap_mangen::Man::new(cmd.clone())
-        .source(source)
-        .manual("nfwatch manual")
-        .generate_to(dir)
-        .with_context(|| format!("cannot write the man page of {}", cmd.get_name()))?;
-    pages.push(page);
+    let path = dir.join(format!(
+        "{}.1",
+        cmd.get_display_name().unwrap_or(cmd.get_name())
+    ));
+    std::fs::write(&path, page(cmd, source)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    pages.push(path);
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         write_pages(sub, source, dir, pages)?;
     }
     Ok(())
+}
+
+/// clap_mangen's sections, but the text after the options (signals, exit
+/// status) as sections of their own, laid out as `--help` shows it.
+fn page(cmd: &clap::Command, source: &str) -> Result<Vec<u8>> {
+    let man = clap_mangen::Man::new(cmd.clone())
+        .source(source)
+        .manual("nfwatch manual");
+    let mut out = Vec::new();
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    if cmd.get_arguments().any(|a| !a.is_hide_set()) {
+        man.render_options_section(&mut out)?;
+    }
+    if cmd.get_subcommands().any(|s| !s.is_hide_set()) {
+        man.render_subcommands_section(&mut out)?;
+    }
+    after_help_sections(cmd).to_writer(&mut out)?;
+    if cmd.get_version().is_some() {
+        man.render_version_section(&mut out)?;
+    }
+    Ok(out)
+}
+
+/// clap's after-help text: a line `Heading:` starts a section, and the
+/// lines under it keep their layout (no filling).
+fn after_help_sections(cmd: &clap::Command) -> Roff {
+    let mut roff = Roff::new();
+    let Some(text) = cmd.get_after_long_help().or(cmd.get_after_help()) else {
+        return roff;
+    };
+    let mut filling = true;
+    for line in text.to_string().lines() {
+        let heading = line.strip_suffix(':').filter(|_| !line.starts_with(' '));
+        if let Some(heading) = heading {
+            if !filling {
+                roff.control("fi", []);
+            }
+            roff.control("SH", [heading.to_uppercase().as_str()]);
+            roff.control("nf", []);
+            filling = false;
+        } else if !line.trim().is_empty() {
+            if filling {
+                roff.control("nf", []);
+                filling = false;
+            }
+            roff.text([roman(line)]);
+        }
+    }
+    if !filling {
+        roff.control("fi", []);
+    }
+    roff
 }
 
 /// Fails on anything groff warns about in `page`.
@@ -138,5 +195,17 @@ mod tests {
             }
         }
         util::remove_dir(&dir).unwrap();
+    }
+
+    /// The text after the options becomes sections named by its headings.
+    #[test]
+    fn after_help_headings_are_sections() {
+        let cmd = clap::Command::new("x")
+            .after_help("Exit status:\n  0  fine\n\nSignals:\n  HUP  .reopen");
+        let text = after_help_sections(&cmd).to_roff();
+        assert_eq!(
+            text,
+            ".SH \"EXIT STATUS\"\n.nf\n  0  fine\n.fi\n.SH SIGNALS\n.nf\n  HUP  .reopen\n.fi\n"
+        );
     }
 }
