@@ -274,4 +274,19 @@ mod tests {
             "the README's commands were not found"
         );
     }
+
+    /// docs/testing.md's table has a row for every scenario.
+    #[test]
+    fn every_scenario_is_in_the_testing_doc() {
+        let doc =
+            std::fs::read_to_string(crate::util::workspace_root().join("docs/testing.md")).unwrap();
+        let names = crate::guest::scenario_names();
+        assert!(names.len() > 20);
+        for name in names {
+            assert!(
+                doc.contains(&format!("| `{name}` |")),
+                "docs/testing.md has no row for {name}"
+            );
+        }
+    }
 }

@@ -273,6 +273,12 @@ pub fn check_scenario_names(names: &[String]) -> Result<()> {
     scenarios::select(names).map(|_| ())
 }
 
+/// Every scenario's name, in the order they run.
+#[cfg(test)]
+pub fn scenario_names() -> Vec<&'static str> {
+    scenarios::select(&[]).map_or_else(|_| Vec::new(), |all| all.iter().map(|(n, _)| *n).collect())
+}
+
 /// `guest-scenarios`: returns whether all passed.
 pub fn scenarios(args: &GuestArgs) -> Result<bool> {
     std::fs::create_dir_all(&args.out)?;
