@@ -133,12 +133,12 @@ fn provenance(report: &Report) -> String {
     )
 }
 
-fn mode_section(report: Option<&Report>, flag: &str) -> String {
+fn mode_section(report: Option<&Report>, command: &str) -> String {
     let Some(report) = report else {
         return format!(
-            "Not measured for this edition: this machine is shared, which distorts \
-             wall-clock figures. `cargo xtask bench {flag} --write-docs` on an idle machine \
-             produces this section.\n"
+            "Not in this page: the host these figures were measured on was shared, \
+             which distorts its clock. `{command} --write-docs` on an idle host writes \
+             this section.\n"
         );
     };
     let mut text = format!("{}:\n\n{}", provenance(report), bench::table(&report.rows));
