@@ -26,6 +26,8 @@ use std::time::Duration;
 const MARKER: &str = "<!-- tested: ";
 /// The addresses the README's commands watch, given to lo for the scenario.
 const SOURCES: [&str; 2] = ["192.0.2.10", "2001:db8::10"];
+/// Their prefixes on lo.
+const SOURCE_PREFIXES: [&str; 2] = ["192.0.2.10/32", "2001:db8::10/128"];
 /// How often each source sends a datagram (to itself) while the commands run.
 const SEND_EVERY: Duration = Duration::from_millis(20);
 /// One command's deadline: the module build under TCG takes minutes.
@@ -164,8 +166,15 @@ fn ip(args: &str) -> Result<()> {
     run(Command::new("ip").args(args.split_whitespace()))
 }
 
+/// What a README line printed.
+#[derive(Default)]
+struct Printed {
+    stdout: String,
+    stderr: String,
+}
+
 /// Runs one README line; its output goes to the scenario's directory.
-fn run_line(ctx: &Ctx, tree: &Path, path: &str, index: usize, line: &str) -> Result<String> {
+fn run_line(ctx: &Ctx, tree: &Path, path: &str, index: usize, line: &str) -> Result<Printed> {
     let mut cmd = Command::new("timeout");
     cmd.arg(LINE_DEADLINE.as_secs().to_string())
         .args(["bash", "-e", "-o", "pipefail", "-c", line])
@@ -173,9 +182,9 @@ fn run_line(ctx: &Ctx, tree: &Path, path: &str, index: usize, line: &str) -> Res
         .env("PATH", path);
     let out = capture(&mut cmd)?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     std::fs::write(ctx.path(&format!("line{index}.out")), &stdout)?;
-    std::fs::write(ctx.path(&format!("line{index}.err")), stderr.as_bytes())?;
+    std::fs::write(ctx.path(&format!("line{index}.err")), &stderr)?;
     ctx.log(&format!("$ {line}\n{}{stderr}", truncate(&stdout)));
     ensure!(
         out.status.success(),
@@ -183,7 +192,7 @@ fn run_line(ctx: &Ctx, tree: &Path, path: &str, index: usize, line: &str) -> Res
         out.status,
         stderr.trim()
     );
-    Ok(stdout)
+    Ok(Printed { stdout, stderr })
 }
 
 fn truncate(text: &str) -> String {
@@ -202,12 +211,12 @@ pub fn readme_commands(ctx: &Ctx) -> Result<()> {
         rmmod()?; // the README loads its own build
     }
     run(Command::new("mount").args(["-t", "tmpfs", "tmpfs", INSTALL_DIR]))?;
-    for src in SOURCES {
-        ip(&format!("addr add {src} dev lo"))?;
+    for prefix in SOURCE_PREFIXES {
+        ip(&format!("addr add {prefix} dev lo"))?;
     }
     let result = run_all(ctx, &tree, &bin, &lines);
-    for src in SOURCES {
-        let _ = ip(&format!("addr del {src} dev lo"));
+    for prefix in SOURCE_PREFIXES {
+        let _ = ip(&format!("addr del {prefix} dev lo"));
     }
     let _ = run(Command::new("umount").arg(INSTALL_DIR));
     if module_loaded() {
@@ -226,7 +235,7 @@ fn run_all(ctx: &Ctx, tree: &Path, bin: &Path, lines: &[String]) -> Result<()> {
     for (index, line) in lines.iter().enumerate() {
         if is_cargo(line) {
             ctx.log(&format!("$ {line}\n(run by the host)"));
-            outputs.push(String::new());
+            outputs.push(Printed::default());
             continue;
         }
         outputs.push(run_line(ctx, tree, &path, index, line)?);
@@ -236,7 +245,7 @@ fn run_all(ctx: &Ctx, tree: &Path, bin: &Path, lines: &[String]) -> Result<()> {
 }
 
 /// What the README's lines wrote, checked against what was sent.
-fn check_outputs(tree: &Path, lines: &[String], outputs: &[String]) -> Result<()> {
+fn check_outputs(tree: &Path, lines: &[String], outputs: &[Printed]) -> Result<()> {
     let installed = Path::new(INSTALL_DIR).join("nfwatch");
     ensure!(
         installed.exists(),
@@ -248,12 +257,18 @@ fn check_outputs(tree: &Path, lines: &[String], outputs: &[String]) -> Result<()
     ensure!(!jsonl.is_empty(), "sends.jsonl is empty");
     let families: BTreeSet<&str> = jsonl.iter().filter_map(|r| r["family"].as_str()).collect();
     ensure!(families.len() == 2, "sends.jsonl has families {families:?}");
+    let summary = &output_of(lines, outputs, "-o sends.jsonl")?.stderr;
+    let wrote = format!("wrote {} records to sends.jsonl", jsonl.len());
+    ensure!(
+        summary.contains(&wrote),
+        "the summary does not say {wrote:?}: {summary}"
+    );
     for record in &jsonl {
         let src = record["src"].as_str().unwrap_or_default();
         ensure!(watched.contains(src), "sends.jsonl has a record from {src}");
     }
     // jq's table of the file: one row per record.
-    let table = output_of(lines, outputs, "jq -r")?;
+    let table = &output_of(lines, outputs, "jq -r")?.stdout;
     ensure!(
         table.lines().count() == jsonl.len(),
         "jq printed {} rows for {} records",
@@ -261,7 +276,7 @@ fn check_outputs(tree: &Path, lines: &[String], outputs: &[String]) -> Result<()
         jsonl.len()
     );
     // `--count 5 | jq -c '{...}'`: five objects.
-    let piped = output_of(lines, outputs, "--count 5 |")?;
+    let piped = &output_of(lines, outputs, "--count 5 |")?.stdout;
     let objects: Vec<serde_json::Value> = piped
         .lines()
         .map(serde_json::from_str)
@@ -272,7 +287,7 @@ fn check_outputs(tree: &Path, lines: &[String], outputs: &[String]) -> Result<()
         "{} objects through the pipe",
         objects.len()
     );
-    let head = output_of(lines, outputs, "| head -3")?;
+    let head = &output_of(lines, outputs, "| head -3")?.stdout;
     ensure!(
         head.lines().count() == 3 && head.lines().all(|l| l.contains(SOURCES[0])),
         "`| head -3` printed {head:?}"
@@ -295,13 +310,14 @@ fn check_outputs(tree: &Path, lines: &[String], outputs: &[String]) -> Result<()
         "sends.log is empty or has other sources"
     );
     let stats: serde_json::Value =
-        serde_json::from_str(output_of(lines, outputs, "stats --json")?).context("stats --json")?;
+        serde_json::from_str(&output_of(lines, outputs, "stats --json")?.stdout)
+            .context("stats --json")?;
     ensure!(stats.is_object(), "stats --json printed {stats}");
     Ok(())
 }
 
-/// The output of the one line containing `needle`.
-fn output_of<'a>(lines: &[String], outputs: &'a [String], needle: &str) -> Result<&'a str> {
+/// What the one line containing `needle` printed.
+fn output_of<'a>(lines: &[String], outputs: &'a [Printed], needle: &str) -> Result<&'a Printed> {
     let mut found = lines
         .iter()
         .zip(outputs)
