@@ -1,5 +1,5 @@
-//! `cargo xtask bench`: nfwatch against tcpdump and NFLOG in one 6.12 VM
-//! (issue #4). The guest (guest/bench.rs) measures; the host builds release
+//! `cargo xtask bench`: nfwatch against tcpdump and NFLOG in one 6.12 VM.
+//! The guest (guest/bench.rs) measures; the host builds release
 //! binaries, boots, and turns the raw samples into medians and a table.
 
 use crate::bytecost::{self, ByteCost};
@@ -78,7 +78,7 @@ pub struct Sample {
     /// dropped by kernel).
     pub dropped: Option<u64>,
     /// The tool's own CPU time over its whole run (getrusage of the reaped
-    /// process; absent in results from before session 8).
+    /// process; absent in older results).
     #[serde(default)]
     pub tool_cpu_seconds: Option<f64>,
     /// Guest-wide busy CPU seconds from the start of sending until the tool
@@ -117,7 +117,7 @@ pub struct Raw {
     /// Measurements that failed (they are missing from `samples`).
     pub errors: Vec<String>,
     /// The guest's cost of copying and clearing bytes, before the rounds
-    /// (absent in results from before session 9).
+    /// (absent in older results).
     #[serde(default)]
     pub byte_cost: Option<ByteCost>,
 }

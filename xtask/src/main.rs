@@ -48,8 +48,9 @@ enum Cmd {
         /// Requests the fuzz_netlink scenario sends.
         #[arg(long)]
         fuzz_requests: Option<u64>,
-        /// Issue #3's full counts (200 subscribers killed, 50 unload cycles,
-        /// rmmod under 1 s asserted); the default is a quicker run for CI.
+        /// The reliability scenarios' full counts (200 subscribers killed,
+        /// 50 unload cycles, rmmod under 1 s asserted); the default is a
+        /// quicker run for CI.
         #[arg(long)]
         full: bool,
     },

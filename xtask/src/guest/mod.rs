@@ -54,7 +54,7 @@ pub struct GuestArgs {
     /// Multiply the reliability scenarios' deadlines (slow debug kernels).
     #[arg(long, default_value_t = 1)]
     slow: u32,
-    /// Issue #3's full counts in the reliability scenarios.
+    /// The reliability scenarios' full counts.
     #[arg(long)]
     full: bool,
 }
@@ -86,7 +86,7 @@ pub struct Guest {
     pub fuzz: fuzz::Settings,
     /// Deadline multiplier (1, or more on a debug kernel).
     pub slow: u32,
-    /// Issue #3's full counts (see reliability.rs).
+    /// The reliability scenarios' full counts (see reliability.rs).
     pub full: bool,
 }
 
