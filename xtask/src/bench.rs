@@ -336,14 +336,15 @@ impl BenchOpts {
         } else if self.icount {
             command.push_str(" --icount");
         }
+        // --insns runs each configuration once, UDP only.
         if !self.insns {
             command.push_str(&format!(
                 " --rounds {} --seconds {}",
                 self.rounds, self.seconds
             ));
-        }
-        for proto in &self.protos {
-            command.push_str(&format!(" --proto {proto}"));
+            for proto in &self.protos {
+                command.push_str(&format!(" --proto {proto}"));
+            }
         }
         if self.perf {
             command.push_str(" --perf");

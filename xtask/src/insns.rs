@@ -20,6 +20,9 @@ pub const DUMPS: &str = "insns-dump";
 pub const RUNS: &str = "insns-runs.json";
 /// Functions in the table, at most.
 const ROWS: usize = 60;
+/// The table shows a function whose count moves at least this much from
+/// the first run's in some run; the results keep only those.
+const MOVED: f64 = 1.0;
 
 /// One configuration's run: the plugin's dump `dump` covers it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,6 +76,8 @@ impl Symbols {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Profile {
     kernel: HashMap<String, f64>,
+    /// Over every function, those left out of `kernel` too.
+    kernel_total: f64,
     user: f64,
 }
 
@@ -116,17 +121,19 @@ impl Profile {
                 _ => bail!(bad()),
             }
         }
+        let kernel: HashMap<String, f64> = kernel
+            .into_iter()
+            .map(|(k, n)| (k, per_packet(n)))
+            .collect();
         Ok(Self {
-            kernel: kernel
-                .into_iter()
-                .map(|(k, n)| (k, per_packet(n)))
-                .collect(),
+            kernel_total: kernel.values().sum(),
+            kernel,
             user: per_packet(user.context("dump without a user line")?),
         })
     }
 
     fn kernel_total(&self) -> f64 {
-        self.kernel.values().sum()
+        self.kernel_total
     }
 
     fn get(&self, function: &str) -> f64 {
@@ -160,11 +167,34 @@ pub fn report(out: &Path, configs: &[&str], measured: Measured) -> Result<Report
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(Report {
+        profiles: keep_what_counts(profiles),
         measured,
         configs: configs.iter().map(|c| c.to_string()).collect(),
         runs,
-        profiles,
     })
+}
+
+/// How far `function`'s count moves from the first profile's, at most.
+fn moved(profiles: &[Profile], function: &str) -> f64 {
+    let base = profiles.first().map_or(0.0, |p| p.get(function));
+    profiles
+        .iter()
+        .map(|p| (p.get(function) - base).abs())
+        .fold(0.0, f64::max)
+}
+
+/// `profiles` with only the functions the table can show.
+fn keep_what_counts(mut profiles: Vec<Profile>) -> Vec<Profile> {
+    let kept: Vec<String> = profiles
+        .iter()
+        .flat_map(|p| p.kernel.keys())
+        .filter(|f| moved(&profiles, f) >= MOVED)
+        .cloned()
+        .collect();
+    for profile in &mut profiles {
+        profile.kernel.retain(|f, _| kept.contains(f));
+    }
+    profiles
 }
 
 fn table(runs: &[Run], profiles: &[Profile], configs: &[String]) -> String {
@@ -187,14 +217,8 @@ fn table(runs: &[Run], profiles: &[Profile], configs: &[String]) -> String {
     let mut functions: Vec<(f64, &str)> = profiles
         .iter()
         .flat_map(|p| p.kernel.keys())
-        .map(|f| {
-            let moved = profiles
-                .iter()
-                .map(|p| (p.get(f) - base.get(f)).abs())
-                .fold(0.0, f64::max);
-            (moved, f.as_str())
-        })
-        .filter(|&(moved, _)| moved >= 1.0)
+        .map(|f| (moved(profiles, f), f.as_str()))
+        .filter(|&(moved, _)| moved >= MOVED)
         .collect();
     functions.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
     functions.dedup_by(|a, b| a.1 == b.1);
