@@ -4,7 +4,7 @@
 //! and the CLI's (through the nfwatch library). A unit test runs it.
 
 use anyhow::{bail, Context, Result};
-use clap::error::ErrorKind;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::CommandFactory;
 use std::path::{Path, PathBuf};
 
@@ -121,31 +121,55 @@ fn without_redirections(words: &[String]) -> Vec<String> {
 
 /// Parses `argv` with the definition of the program it runs. A required
 /// argument left out is no error here: the text may name a subcommand
-/// without the arguments every use of it needs.
+/// without the arguments every use of it needs. Nor is a value written as
+/// a metavariable (`--format FORMAT`, `-o FILE`): the option exists, the
+/// value stands for any.
 pub fn parse(argv: &[String]) -> Result<()> {
-    let (command, args) = if argv[0] == "nfwatch" {
-        (nfwatch::command(), argv)
+    let (command, mut args) = if argv[0] == "nfwatch" {
+        (nfwatch::command(), argv.to_vec())
     } else {
-        (crate::Cli::command().name("xtask"), &argv[1..])
+        (crate::Cli::command().name("xtask"), argv[1..].to_vec())
     };
-    match command.try_get_matches_from(args) {
-        Ok(_) => Ok(()),
-        Err(e)
-            if matches!(
-                e.kind(),
-                ErrorKind::DisplayHelp
-                    | ErrorKind::DisplayVersion
-                    | ErrorKind::MissingRequiredArgument
-                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-            ) =>
-        {
-            Ok(())
+    loop {
+        let e = match command.clone().try_get_matches_from(&args) {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        match e.kind() {
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::MissingRequiredArgument
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => return Ok(()),
+            ErrorKind::InvalidValue | ErrorKind::ValueValidation => {
+                match e.get(ContextKind::InvalidValue) {
+                    Some(ContextValue::String(value)) if is_metavariable(value) => {
+                        // Drop the option and its placeholder, check the rest.
+                        let at = args.iter().position(|a| a == value).unwrap_or(0);
+                        args.drain(at.saturating_sub(1)..=at);
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
         }
-        Err(e) => bail!(
+        let text = e.render().to_string();
+        let first = text.lines().next().unwrap_or_default().to_string();
+        bail!(
             "{}",
-            e.render().to_string().lines().next().unwrap_or_default()
-        ),
+            text.lines()
+                .find(|l| l.starts_with("error:"))
+                .map_or(first, str::to_string)
+        );
     }
+}
+
+/// FILE, SECS, ADDR[/LEN]: a value's name, not a value.
+fn is_metavariable(word: &str) -> bool {
+    word.chars().any(|c| c.is_ascii_uppercase())
+        && word
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || "_[]/".contains(c))
 }
 
 /// README.md and every markdown file under docs/.
@@ -252,6 +276,19 @@ mod tests {
         }
         assert!(parse(&argv(&["nfwatch", "--help"])).is_ok());
         assert!(parse(&argv(&["nfwatch", "watch"])).is_ok());
+        assert!(parse(&argv(&[
+            "nfwatch", "watch", "--format", "FORMAT", "--count", "N"
+        ]))
+        .is_ok());
+        assert!(parse(&argv(&[
+            "nfwatch",
+            "watch",
+            "--format",
+            "FORMAT",
+            "--frobnicate"
+        ]))
+        .is_err());
+        assert!(parse(&argv(&["nfwatch", "watch", "--format", "Xml"])).is_err());
         assert!(parse(&argv(&[
             "cargo",
             "xtask",

@@ -363,8 +363,10 @@ impl Session {
         if self.output.file.is_none() {
             return Ok(sink.flush().map_err(WriteFailed)?);
         }
-        let destination = self.output.open(true)?;
-        sink.switch_to(destination).map_err(WriteFailed)?;
+        // Everything to the old file before FILE is opened again: when it
+        // was not moved, the new length must count those lines.
+        sink.sync().map_err(WriteFailed)?;
+        sink.switch_to(self.output.open(true)?);
         Ok(())
     }
 

@@ -742,7 +742,7 @@ impl LineSink {
     }
 
     /// Flushes and makes a regular file durable.
-    fn sync(&mut self) -> io::Result<()> {
+    pub fn sync(&mut self) -> io::Result<()> {
         self.flush()?;
         match &self.destination {
             // A device or a FIFO has nothing to make durable, and fsync() on it fails.
@@ -751,13 +751,11 @@ impl LineSink {
         }
     }
 
-    /// Writes out every line to the current destination, makes it durable
-    /// and goes on with `destination` (log rotation).
-    pub fn switch_to(&mut self, destination: Destination) -> io::Result<()> {
-        self.sync()?;
+    /// Goes on with `destination` (log rotation); `sync` first, so that no
+    /// line is left for the old one.
+    pub fn switch_to(&mut self, destination: Destination) {
         self.destination = destination;
         self.committed_bytes = 0;
-        Ok(())
     }
 
     /// Flushes and makes the file durable.
