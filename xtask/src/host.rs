@@ -13,6 +13,8 @@ use std::time::Duration;
 const TEST_BOOT_DEADLINE: Duration = Duration::from_secs(25 * 60);
 /// The whole-boot deadline's factor under `--full`.
 const FULL_SLOWDOWN: u32 = 4;
+/// The scenario that runs README.md's commands; the host runs their `cargo` lines.
+const README_SCENARIO: &str = "readme";
 const DEMO_BOOT_DEADLINE: Duration = Duration::from_secs(10 * 60);
 
 pub struct TestOpts {
@@ -56,7 +58,8 @@ fn static_checks() -> Result<()> {
         "warnings",
     ]))?;
     step("cargo test");
-    run(cargo().args(["test", "--workspace"]))
+    run(cargo().args(["test", "--workspace"]))?;
+    crate::man::man()
 }
 
 fn build_binaries() -> Result<Binaries> {
@@ -228,6 +231,9 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
         vng_bin,
         bins: build_binaries()?,
     };
+    if opts.scenarios.is_empty() || opts.scenarios.iter().any(|s| s == README_SCENARIO) {
+        crate::guest::readme::run_cargo_lines()?;
+    }
     let mut results = Vec::new();
     for (kernel, (ko, skew_ko)) in kernels.iter().zip(&modules) {
         let outcomes = test_kernel(&env, kernel, ko, skew_ko, opts);

@@ -1,9 +1,10 @@
 //! `cargo xtask bench --insns`: where the guest kernel's instructions go,
 //! by function, per UDP packet sent, in each benchmark configuration. One
 //! `--icount` boot runs each configuration once under the tcg-insns plugin
-//! (crates/tcg-insns); this side symbolizes the plugin's dumps with the
+//! (xtask/tcg-insns); this side symbolizes the plugin's dumps with the
 //! guest's /proc/kallsyms of the same run and tabulates them.
 
+use crate::bench::Measured;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -19,6 +20,9 @@ pub const DUMPS: &str = "insns-dump";
 pub const RUNS: &str = "insns-runs.json";
 /// Functions in the table, at most.
 const ROWS: usize = 60;
+/// The table shows a function whose count moves at least this much from
+/// the first run's in some run; the results keep only those.
+const MOVED: f64 = 1.0;
 
 /// One configuration's run: the plugin's dump `dump` covers it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,9 +73,31 @@ impl Symbols {
 }
 
 /// Instructions per packet by function, and the user-space total.
-struct Profile {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Profile {
     kernel: HashMap<String, f64>,
+    /// Over every function, those left out of `kernel` too.
+    kernel_total: f64,
     user: f64,
+}
+
+/// What target/bench/insns.json holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    #[serde(flatten)]
+    pub measured: Measured,
+    /// The configurations' names, by number.
+    pub configs: Vec<String>,
+    pub runs: Vec<Run>,
+    pub profiles: Vec<Profile>,
+}
+
+impl Report {
+    /// The markdown tables: totals per configuration, then the functions
+    /// whose count moves most.
+    pub fn table(&self) -> String {
+        table(&self.runs, &self.profiles, &self.configs)
+    }
 }
 
 impl Profile {
@@ -95,17 +121,19 @@ impl Profile {
                 _ => bail!(bad()),
             }
         }
+        let kernel: HashMap<String, f64> = kernel
+            .into_iter()
+            .map(|(k, n)| (k, per_packet(n)))
+            .collect();
         Ok(Self {
-            kernel: kernel
-                .into_iter()
-                .map(|(k, n)| (k, per_packet(n)))
-                .collect(),
+            kernel_total: kernel.values().sum(),
+            kernel,
             user: per_packet(user.context("dump without a user line")?),
         })
     }
 
     fn kernel_total(&self) -> f64 {
-        self.kernel.values().sum()
+        self.kernel_total
     }
 
     fn get(&self, function: &str) -> f64 {
@@ -121,7 +149,7 @@ fn ensure_packets(packets: u64) -> Result<()> {
 }
 
 /// The report of the runs in `out` (the guest's output directory).
-pub fn report(out: &Path, configs: &[&str], heading: &str) -> Result<String> {
+pub fn report(out: &Path, configs: &[&str], measured: Measured) -> Result<Report> {
     let read = |name: &str| {
         let path = out.join(name);
         std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
@@ -138,17 +166,47 @@ pub fn report(out: &Path, configs: &[&str], heading: &str) -> Result<String> {
             )
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(table(&runs, &profiles, configs, heading))
+    Ok(Report {
+        profiles: keep_what_counts(profiles),
+        measured,
+        configs: configs.iter().map(|c| c.to_string()).collect(),
+        runs,
+    })
 }
 
-fn table(runs: &[Run], profiles: &[Profile], configs: &[&str], heading: &str) -> String {
-    let mut text = format!("{heading}\n\n| configuration | packets | kernel | vs first | user |\n|---|---:|---:|---:|---:|\n");
+/// How far `function`'s count moves from the first profile's, at most.
+fn moved(profiles: &[Profile], function: &str) -> f64 {
+    let base = profiles.first().map_or(0.0, |p| p.get(function));
+    profiles
+        .iter()
+        .map(|p| (p.get(function) - base).abs())
+        .fold(0.0, f64::max)
+}
+
+/// `profiles` with only the functions the table can show.
+fn keep_what_counts(mut profiles: Vec<Profile>) -> Vec<Profile> {
+    let kept: Vec<String> = profiles
+        .iter()
+        .flat_map(|p| p.kernel.keys())
+        .filter(|f| moved(&profiles, f) >= MOVED)
+        .cloned()
+        .collect();
+    for profile in &mut profiles {
+        profile.kernel.retain(|f, _| kept.contains(f));
+    }
+    profiles
+}
+
+fn table(runs: &[Run], profiles: &[Profile], configs: &[String]) -> String {
+    let mut text = String::from(
+        "| configuration | packets | kernel | vs first | user |\n|---|---:|---:|---:|---:|\n",
+    );
     let base = &profiles[0];
     for (run, profile) in runs.iter().zip(profiles) {
         let _ = writeln!(
             text,
             "| {} | {} | {:.0} | {:+.0} | {:.0} |",
-            configs.get(run.config).unwrap_or(&"?"),
+            configs.get(run.config).map_or("?", String::as_str),
             run.packets,
             profile.kernel_total(),
             profile.kernel_total() - base.kernel_total(),
@@ -159,14 +217,8 @@ fn table(runs: &[Run], profiles: &[Profile], configs: &[&str], heading: &str) ->
     let mut functions: Vec<(f64, &str)> = profiles
         .iter()
         .flat_map(|p| p.kernel.keys())
-        .map(|f| {
-            let moved = profiles
-                .iter()
-                .map(|p| (p.get(f) - base.get(f)).abs())
-                .fold(0.0, f64::max);
-            (moved, f.as_str())
-        })
-        .filter(|&(moved, _)| moved >= 1.0)
+        .map(|f| (moved(profiles, f), f.as_str()))
+        .filter(|&(moved, _)| moved >= MOVED)
         .collect();
     functions.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
     functions.dedup_by(|a, b| a.1 == b.1);
@@ -246,7 +298,8 @@ mod tests {
             )
             .unwrap(),
         ];
-        let text = table(&runs, &profiles, &["zero", "one", "two"], "h");
+        let configs = ["zero", "one", "two"].map(String::from);
+        let text = table(&runs, &profiles, &configs);
         assert!(text.contains("| two | 1 | 10 | +3 | 0 |"), "{text}");
         assert!(text.contains("| hook [nfwatch] | 0.0 | 3.0 |"), "{text}");
         assert!(!text.contains("| helper |"), "{text}");

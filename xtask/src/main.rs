@@ -4,11 +4,15 @@ mod bench;
 mod bytecost;
 mod debug_kernel;
 mod deps;
+#[cfg(test)]
+mod doccheck;
 mod guest;
 mod host;
 mod insns;
 mod kernels;
 mod kmod;
+mod man;
+mod perfdoc;
 mod results;
 mod util;
 mod vm;
@@ -44,8 +48,9 @@ enum Cmd {
         /// Requests the fuzz_netlink scenario sends.
         #[arg(long)]
         fuzz_requests: Option<u64>,
-        /// Issue #3's full counts (200 subscribers killed, 50 unload cycles,
-        /// rmmod under 1 s asserted); the default is a quicker run for CI.
+        /// The reliability scenarios' full counts (200 subscribers killed,
+        /// 50 unload cycles, rmmod under 1 s asserted); the default is a
+        /// quicker run for CI.
         #[arg(long)]
         full: bool,
     },
@@ -71,6 +76,9 @@ enum Cmd {
         #[arg(long)]
         kernel: Option<String>,
     },
+    /// nfwatch's man pages and bash, zsh and fish completions, from its
+    /// clap definition, into target/man/{man1,completions}.
+    Man,
     /// Benchmark against tcpdump and NFLOG in one 6.12 VM (not part of `test`).
     Bench {
         /// Rounds over all configurations (medians and quartiles are reported).
@@ -94,9 +102,17 @@ enum Cmd {
         icount: bool,
         /// Instead of the rounds: count the guest kernel's instructions per
         /// UDP packet by function, each configuration once, in one --icount
-        /// boot under a QEMU plugin (crates/tcg-insns).
+        /// boot under a QEMU plugin (xtask/tcg-insns).
         #[arg(long)]
         insns: bool,
+        /// Then keep this run's results in docs/bench/ and write
+        /// docs/performance.md and README.md's table from them.
+        #[arg(long)]
+        write_docs: bool,
+        /// Instead of a run: write docs/performance.md and README.md's
+        /// table from the results in docs/bench/.
+        #[arg(long, conflicts_with_all = ["write_docs", "icount", "insns", "perf"])]
+        docs_only: bool,
     },
     /// (in the VM) Run the scenarios.
     #[command(hide = true)]
@@ -175,11 +191,15 @@ fn dispatch(command: Cmd) -> Result<bool> {
             })
         }
         Cmd::Demo => host::demo().map(|()| true),
+        Cmd::Man => man::man().map(|()| true),
         Cmd::BuildKmod { kernel } => host::build_kmod(kernel.as_deref()).map(|()| true),
         Cmd::GuestScenarios(args) => guest::scenarios(&args),
         Cmd::GuestDemo(args) => guest::demo(&args).map(|()| true),
         Cmd::GuestPeer(args) => guest::peer(&args).map(|()| true),
         Cmd::GuestFuzzClient(args) => guest::fuzz::client(&args).map(|()| true),
+        Cmd::Bench {
+            docs_only: true, ..
+        } => perfdoc::write().map(|()| true),
         Cmd::Bench {
             rounds,
             seconds,
@@ -187,12 +207,15 @@ fn dispatch(command: Cmd) -> Result<bool> {
             perf,
             icount,
             insns,
+            write_docs,
+            docs_only: false,
         } => bench::bench(&bench::BenchOpts {
             rounds,
             seconds,
             perf,
             icount,
             insns,
+            write_docs,
             protos: if proto.is_empty() {
                 vec!["udp".into(), "tcp".into()]
             } else {

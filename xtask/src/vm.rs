@@ -26,7 +26,7 @@ pub enum Machine {
     /// patched site.
     Smp2,
     /// 2 vCPUs on multi-threaded TCG: guest time is the host's time (the
-    /// benchmark's default, as issue #4 describes it).
+    /// benchmark's default).
     Smp2Parallel,
     /// 1 vCPU with `-icount shift=0,sleep=off`: every guest instruction
     /// takes 1 ns of guest time and idle time is skipped, so what the guest

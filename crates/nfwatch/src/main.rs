@@ -1,21 +1,10 @@
 //! nfwatch: record every packet this host sends from given source addresses.
 
-mod cli;
-mod error;
-mod netlink;
-mod receive;
-mod signals;
-mod stats;
-mod status;
-mod subscribe;
-mod summary_json;
-mod version;
-mod writers;
-
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
+use nfwatch::{cli, receive, stats, version};
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();

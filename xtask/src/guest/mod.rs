@@ -11,6 +11,7 @@ mod net;
 mod nfwatch;
 mod pcap;
 mod proc;
+pub mod readme;
 mod reliability;
 mod routing;
 mod scenarios;
@@ -56,7 +57,7 @@ pub struct GuestArgs {
     /// Multiply the reliability scenarios' deadlines (slow debug kernels).
     #[arg(long, default_value_t = 1)]
     slow: u32,
-    /// Issue #3's full counts in the reliability scenarios.
+    /// The reliability scenarios' full counts.
     #[arg(long)]
     full: bool,
 }
@@ -88,7 +89,7 @@ pub struct Guest {
     pub fuzz: fuzz::Settings,
     /// Deadline multiplier (1, or more on a debug kernel).
     pub slow: u32,
-    /// Issue #3's full counts (see reliability.rs).
+    /// The reliability scenarios' full counts (see reliability.rs).
     pub full: bool,
 }
 
@@ -114,7 +115,7 @@ impl Ctx<'_> {
     }
 }
 
-fn module_loaded() -> bool {
+pub(super) fn module_loaded() -> bool {
     Path::new("/sys/module/nfwatch").exists()
 }
 
@@ -273,6 +274,12 @@ fn outcome_of(name: &str, start: Instant, result: Result<()>) -> Outcome {
 /// Fails on a scenario name that does not exist (checked on the host before booting).
 pub fn check_scenario_names(names: &[String]) -> Result<()> {
     scenarios::select(names).map(|_| ())
+}
+
+/// Every scenario's name, in the order they run.
+#[cfg(test)]
+pub fn scenario_names() -> Vec<&'static str> {
+    scenarios::select(&[]).map_or_else(|_| Vec::new(), |all| all.iter().map(|(n, _)| *n).collect())
 }
 
 /// `guest-scenarios`: returns whether all passed.

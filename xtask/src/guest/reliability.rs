@@ -1,4 +1,4 @@
-//! Reliability scenarios (issue #3): privilege boundaries, subscriber churn,
+//! Reliability scenarios: privilege boundaries, subscriber churn,
 //! overload accounting, output faults, unloading under load.
 
 use super::fuzz::{wait_live_zero, Rng};
