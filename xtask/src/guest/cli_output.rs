@@ -159,18 +159,7 @@ pub fn failed_start_keeps_file(ctx: &Ctx) -> Result<()> {
     );
 
     // SUBSCRIBE needs CAP_NET_ADMIN: the kernel refuses it for nobody.
-    let refused = capture(
-        Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-                "--bounding-set=-all",
-            ])
-            .arg(&ctx.guest.nfwatch)
-            .args(watch(&kept)),
-    )?;
+    let refused = capture(super::as_nobody(&ctx.guest.nfwatch).args(watch(&kept)))?;
     failed_start(
         "SUBSCRIBE refused",
         &refused,

@@ -12,7 +12,6 @@ use crate::util::{capture, wait_until};
 use anyhow::{bail, ensure, Context, Result};
 use nfwatch_proto::*;
 use std::collections::BTreeMap;
-use std::process::Command;
 
 /// Requests in the `fuzz_netlink` scenario of `cargo xtask test`.
 pub const TEST_REQUESTS: u64 = 5000;
@@ -940,19 +939,11 @@ pub fn client(args: &ClientArgs) -> Result<()> {
 /// Runs the client as uid 65534 without capabilities.
 fn unprivileged_client(requests: u64, seed: u64) -> Result<Tally> {
     let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        &format!("--reuid={NOBODY}"),
-        &format!("--regid={NOBODY}"),
-        "--clear-groups",
-        "--inh-caps=-all",
-        "--bounding-set=-all",
-    ])
-    .arg(xtask)
-    .args(["guest-fuzz-client", "--unprivileged", "--requests"])
-    .arg(requests.to_string())
-    .arg("--seed")
-    .arg(seed.to_string());
+    let mut cmd = super::as_nobody(xtask);
+    cmd.args(["guest-fuzz-client", "--unprivileged", "--requests"])
+        .arg(requests.to_string())
+        .arg("--seed")
+        .arg(seed.to_string());
     let out = capture(&mut cmd)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     ensure!(

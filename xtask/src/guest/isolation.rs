@@ -200,15 +200,7 @@ pub fn portid_takeover(ctx: &Ctx) -> Result<()> {
 
 fn takeover_rounds(ctx: &Ctx) -> Result<()> {
     let mut thief = LinePeer::start(
-        Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-            ])
-            .arg(xtask()?)
-            .arg("guest-portid-thief"),
+        super::as_nobody(xtask()?).arg("guest-portid-thief"),
         "unprivileged portid thief",
     )?;
     let family = Genl::open()?.resolve(NFWATCH_GENL_NAME)?;

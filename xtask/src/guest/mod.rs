@@ -115,6 +115,23 @@ impl Ctx<'_> {
     }
 }
 
+/// setpriv's words that run a program as uid and gid 65534 without any capability.
+pub const AS_NOBODY: &[&str] = &[
+    "setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+    "--inh-caps=-all",
+    "--bounding-set=-all",
+];
+
+/// `program` run as uid and gid 65534 without any capability.
+pub fn as_nobody(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(AS_NOBODY[0]);
+    cmd.args(&AS_NOBODY[1..]).arg(program);
+    cmd
+}
+
 pub(super) fn module_loaded() -> bool {
     Path::new("/sys/module/nfwatch").exists()
 }

@@ -104,7 +104,11 @@ pub fn in_ns(ns: Option<&str>, program: &str) -> Command {
 
 /// The ifindex of nfw0.
 pub fn ifindex() -> Result<u32> {
-    let path = format!("/sys/class/net/{DEV}/ifindex");
+    ifindex_of(DEV)
+}
+
+pub fn ifindex_of(dev: &str) -> Result<u32> {
+    let path = format!("/sys/class/net/{dev}/ifindex");
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
     text.trim()
         .parse()

@@ -136,14 +136,7 @@ pub fn privilege(ctx: &Ctx) -> Result<()> {
         "unshare -U -r id -u: {} {uid:?}",
         inside.status
     );
-    let nobody: &[&str] = &[
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        "--inh-caps=-all",
-        "--bounding-set=-all",
-    ];
+    let nobody = super::AS_NOBODY;
     let userns: &[&str] = &["unshare", "-U", "-r"];
     for (who, wrapper) in [
         ("uid 65534 without capabilities", nobody),

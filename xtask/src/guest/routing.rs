@@ -5,7 +5,7 @@
 use super::nfwatch::{Record, Watcher, DEADLINE};
 use super::pcap;
 use super::scenarios::{start_tcpdump, the_one, traffic_count};
-use super::traffic::{ip, udp_batch, Flow};
+use super::traffic::{ip, send_raw, udp_batch, Flow};
 use super::Ctx;
 use crate::util::{run, wait_until};
 use anyhow::{ensure, Context, Result};
@@ -13,7 +13,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::process::Command;
 
-use super::net::{PEER4, PEER6, WATCHED4, WATCHED6};
+use super::net::{ifindex_of, PEER4, PEER6, WATCHED4, WATCHED6};
 
 /// The second way out: a dummy device, its gateways, and what the OUTPUT
 /// rules send there.
@@ -80,12 +80,6 @@ fn reroute_teardown() -> Result<()> {
         ip_cmd(&args)?;
     }
     Ok(())
-}
-
-fn ifindex_of(dev: &str) -> Result<u32> {
-    let path = format!("/sys/class/net/{dev}/ifindex");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    Ok(text.trim().parse()?)
 }
 
 /// The record of `flow` says it left by `dev` via `hop`.
@@ -226,15 +220,7 @@ fn send_ipv6_raw(src: Ipv6Addr, dst: Ipv6Addr, next: u8, rest: &[u8]) -> Result<
     packet.extend_from_slice(&src.octets());
     packet.extend_from_slice(&dst.octets());
     packet.extend_from_slice(rest);
-    let socket = Socket::new(
-        Domain::IPV6,
-        Type::RAW,
-        Some(Protocol::from(libc::IPPROTO_RAW)),
-    )
-    .context("cannot open a raw IPv6 socket")?;
-    let sent = socket.send_to(&packet, &SocketAddr::new(dst.into(), 0).into())?;
-    ensure!(sent == packet.len(), "short raw send");
-    Ok(())
+    send_raw(&packet, dst.into())
 }
 
 const NEXTHDR_FRAGMENT: u8 = 44;

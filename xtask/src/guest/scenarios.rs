@@ -218,10 +218,8 @@ fn protocols(ctx: &Ctx) -> Result<()> {
 /// own; returns its pid and what it reported.
 fn udp_as_nobody() -> Result<(u32, GenReport)> {
     let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(xtask)
-        .args(gen_args("udp", WATCHED4, &format!("{PEER4}:9"), 0.2));
+    let mut cmd = super::as_nobody(xtask);
+    cmd.args(gen_args("udp", WATCHED4, &format!("{PEER4}:9"), 0.2));
     let child = cmd
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -755,15 +753,8 @@ fn unprivileged(ctx: &Ctx) -> Result<()> {
     std::fs::set_permissions(scratch, writable)?;
     let out = scratch.join("out.jsonl").display().to_string();
     for args in [vec!["watch", "--src", WATCHED4, "-o", &out], vec!["stats"]] {
-        let mut cmd = Command::new("setpriv");
-        cmd.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(&ctx.guest.nfwatch)
-        .args(&args);
+        let mut cmd = super::as_nobody(&ctx.guest.nfwatch);
+        cmd.args(&args);
         let result = capture(&mut cmd)?;
         let stderr = String::from_utf8_lossy(&result.stderr);
         ctx.log(&format!(

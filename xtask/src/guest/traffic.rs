@@ -172,13 +172,19 @@ pub fn ipv4_fragment(src: &str, dst: &str, payload: usize) -> Result<()> {
     packet[9] = 17; // UDP
     packet[12..16].copy_from_slice(&src.octets());
     packet[16..20].copy_from_slice(&dst.octets());
-    let socket = Socket::new(
-        Domain::IPV4,
-        Type::RAW,
-        Some(Protocol::from(libc::IPPROTO_RAW)),
-    )
-    .context("cannot open a raw IPv4 socket")?;
-    let sent = socket.send_to(&packet, &SocketAddr::new(dst.into(), 0).into())?;
+    send_raw(&packet, dst.into())
+}
+
+/// Sends `packet`, its IP header included, through a raw socket to `dst`.
+pub fn send_raw(packet: &[u8], dst: IpAddr) -> Result<()> {
+    let domain = if dst.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let socket = Socket::new(domain, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))
+        .with_context(|| format!("cannot open a raw socket to {dst}"))?;
+    let sent = socket.send_to(packet, &SocketAddr::new(dst, 0).into())?;
     ensure!(sent == packet.len(), "short raw send");
     Ok(())
 }
