@@ -11,7 +11,7 @@ use crate::writers::Format;
 
 /// The smallest --rcvbuf: the kernel doubles it to 128 KiB, which holds
 /// three default 32 KiB batches plus the room it keeps for replies.
-const MIN_RCVBUF: u64 = 64 * 1024;
+pub const MIN_RCVBUF: u64 = 64 * 1024;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,8 +35,15 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Source address or prefix to watch (repeatable).
-    #[arg(long = "src", value_name = "ADDR[/LEN]", required = true)]
+    #[arg(
+        long = "src",
+        value_name = "ADDR[/LEN]",
+        required_unless_present = "config"
+    )]
     pub src: Vec<String>,
+    /// Read settings from this TOML file; flags given here override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Output file (default: stdout); created or truncated.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,

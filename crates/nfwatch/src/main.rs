@@ -1,8 +1,10 @@
 //! nfwatch: record every packet this host sends from given source addresses.
 
 mod cli;
+mod config;
 mod error;
 mod netlink;
+mod notify;
 mod receive;
 mod signals;
 mod stats;
@@ -13,12 +15,16 @@ mod writers;
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let matches = cli::Cli::command().get_matches();
+    let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
-        cli::Command::Watch(args) => receive::watch(args),
+        cli::Command::Watch(mut args) => matches
+            .subcommand_matches("watch")
+            .map_or(Ok(()), |watch| config::apply(&mut args, watch))
+            .and_then(|()| receive::watch(args)),
         cli::Command::Stats(args) => stats::stats(args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {

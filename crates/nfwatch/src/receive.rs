@@ -234,6 +234,7 @@ impl Session {
         if !self.subscribed_line.is_empty() {
             let line = std::mem::take(&mut self.subscribed_line);
             self.status.say(&line);
+            crate::notify::ready(&line);
             self.started = Instant::now();
         }
     }
