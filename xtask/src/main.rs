@@ -9,6 +9,7 @@ mod host;
 mod insns;
 mod kernels;
 mod kmod;
+mod package;
 mod results;
 mod util;
 mod vm;
@@ -49,6 +50,8 @@ enum Cmd {
         #[arg(long)]
         full: bool,
     },
+    /// Build the Debian packages nfwatch-dkms and nfwatch into target/debian/.
+    Package,
     /// Boot a VM and fuzz the nfwatch Generic Netlink family.
     FuzzNetlink {
         /// Requests in all (a fifth from an unprivileged process).
@@ -168,6 +171,7 @@ fn dispatch(command: Cmd) -> Result<bool> {
                 debug_kernel,
             })
         }
+        Cmd::Package => package::package().map(|()| true),
         Cmd::Demo => host::demo().map(|()| true),
         Cmd::BuildKmod { kernel } => host::build_kmod(kernel.as_deref()).map(|()| true),
         Cmd::GuestScenarios(args) => guest::scenarios(&args),
