@@ -11,6 +11,7 @@ mod kernels;
 mod kmod;
 mod package;
 mod results;
+mod system;
 mod util;
 mod vm;
 
@@ -49,6 +50,13 @@ enum Cmd {
         /// rmmod under 1 s asserted); the default is a quicker run for CI.
         #[arg(long)]
         full: bool,
+        /// Only the system test: the Debian packages installed in a Debian 12
+        /// image booted with systemd, per kernel (part of a plain `test`).
+        #[arg(long, conflicts_with_all = ["skip_system", "scenario", "debug_kernel"])]
+        system: bool,
+        /// Leave the system test out.
+        #[arg(long)]
+        skip_system: bool,
     },
     /// Build the Debian packages nfwatch-dkms and nfwatch into target/debian/.
     Package,
@@ -104,6 +112,9 @@ enum Cmd {
     /// (in the VM) Run the scenarios.
     #[command(hide = true)]
     GuestScenarios(guest::GuestArgs),
+    /// (in the system test's guest) One boot's checks.
+    #[command(hide = true)]
+    GuestSystem(guest::system::SystemArgs),
     /// (in the VM) The demo.
     #[command(hide = true)]
     GuestDemo(guest::GuestArgs),
@@ -141,6 +152,8 @@ fn dispatch(command: Cmd) -> Result<bool> {
             debug_kernel,
             fuzz_requests,
             full,
+            system,
+            skip_system,
         } => host::test(&host::TestOpts {
             kernel,
             scenarios: scenario,
@@ -152,6 +165,8 @@ fn dispatch(command: Cmd) -> Result<bool> {
                 .chain(full.then(|| "--full".to_string()))
                 .collect(),
             debug_kernel,
+            system_only: system,
+            skip_system,
         }),
         Cmd::FuzzNetlink {
             requests,
@@ -169,12 +184,15 @@ fn dispatch(command: Cmd) -> Result<bool> {
                 skip_static: true,
                 guest_extra,
                 debug_kernel,
+                system_only: false,
+                skip_system: true,
             })
         }
         Cmd::Package => package::package().map(|()| true),
         Cmd::Demo => host::demo().map(|()| true),
         Cmd::BuildKmod { kernel } => host::build_kmod(kernel.as_deref()).map(|()| true),
         Cmd::GuestScenarios(args) => guest::scenarios(&args),
+        Cmd::GuestSystem(args) => guest::system::run(&args).map(|()| true),
         Cmd::GuestDemo(args) => guest::demo(&args).map(|()| true),
         Cmd::GuestPeer(args) => guest::peer(&args).map(|()| true),
         Cmd::GuestFuzzClient(args) => guest::fuzz::client(&args).map(|()| true),

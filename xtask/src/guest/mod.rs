@@ -10,6 +10,7 @@ mod pcap;
 mod proc;
 mod reliability;
 mod scenarios;
+pub mod system;
 mod traffic;
 
 pub use bench::BenchArgs;
