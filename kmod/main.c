@@ -7,6 +7,7 @@
 #include <linux/moduleparam.h>
 #include <net/genetlink.h>
 #include "nfwatch.h"
+#include "version.h"
 
 unsigned int flush_interval_us = 5000;
 module_param(flush_interval_us, uint, 0444);
@@ -114,3 +115,4 @@ MODULE_LICENSE("GPL");
 MODULE_AUTHOR("nfwatch developers");
 MODULE_DESCRIPTION("Record packets sent from watched source prefixes, over Generic Netlink");
 MODULE_ALIAS_GENL_FAMILY(NFWATCH_GENL_NAME);
+MODULE_VERSION(NFWATCH_VERSION);

@@ -6,6 +6,7 @@
 #include <net/genetlink.h>
 #include "compat.h"
 #include "nfwatch.h"
+#include "version.h"
 
 static struct genl_family nfwatch_family;
 
@@ -228,7 +229,7 @@ static const struct genl_ops nfwatch_ops[] = {
 
 static struct genl_family nfwatch_family __ro_after_init = {
 	.name = NFWATCH_GENL_NAME,
-	.version = NFWATCH_GENL_VERSION,
+	.version = NFWATCH_FAMILY_VERSION,
 	.maxattr = NFWATCH_A_MAX,
 	.policy = nfwatch_policy,
 	.netnsok = true,

@@ -138,8 +138,15 @@ fn failure(name: &str, detail: String) -> Outcome {
     }
 }
 
-/// Runs the guest scenarios on one kernel and returns their outcomes.
-fn test_kernel(env: &Env, kernel: &Kernel, ko: &Path, opts: &TestOpts) -> Vec<Outcome> {
+/// Runs the guest scenarios on one kernel and returns their outcomes;
+/// `skew_ko` is the module speaking another protocol version.
+fn test_kernel(
+    env: &Env,
+    kernel: &Kernel,
+    ko: &Path,
+    skew_ko: &Path,
+    opts: &TestOpts,
+) -> Vec<Outcome> {
     step(&format!(
         "VM tests on {} ({}, QEMU TCG)",
         kernel.series, kernel.version
@@ -149,6 +156,7 @@ fn test_kernel(env: &Env, kernel: &Kernel, ko: &Path, opts: &TestOpts) -> Vec<Ou
         .scenarios
         .iter()
         .flat_map(|s| ["--scenario".to_string(), s.clone()])
+        .chain(["--skew-module".to_string(), path_arg(skew_ko)])
         .chain(opts.guest_extra.iter().cloned())
         .collect();
     let mut deadline = TEST_BOOT_DEADLINE;
@@ -236,7 +244,7 @@ fn scenario_tests(vng_bin: PathBuf, opts: &TestOpts) -> Result<Vec<(String, Vec<
     };
     let mut modules = Vec::new();
     for kernel in &kernels {
-        modules.push(kmod::build(kernel)?);
+        modules.push((kmod::build(kernel)?, kmod::build_version_skew(kernel)?));
     }
     let env = Env {
         vng_bin,
@@ -245,7 +253,10 @@ fn scenario_tests(vng_bin: PathBuf, opts: &TestOpts) -> Result<Vec<(String, Vec<
     Ok(kernels
         .iter()
         .zip(&modules)
-        .map(|(kernel, ko)| (kernel.version.clone(), test_kernel(&env, kernel, ko, opts)))
+        .map(|(kernel, (ko, skew_ko))| {
+            let outcomes = test_kernel(&env, kernel, ko, skew_ko, opts);
+            (kernel.version.clone(), outcomes)
+        })
         .collect())
 }
 

@@ -10,8 +10,27 @@ use std::process::Command;
 /// W=1 C=1 (sparse); returns the .ko. Fails on any warning or error line.
 pub fn build(kernel: &Kernel) -> Result<PathBuf> {
     step(&format!("build kernel module for {}", kernel.version));
+    build_in(kernel, &kernel.version, &[])
+}
+
+/// A module whose Generic Netlink family declares another protocol
+/// version (kmod/version.h), in target/kmod/<version>-skew/: the CLI must
+/// refuse it.
+pub fn build_version_skew(kernel: &Kernel) -> Result<PathBuf> {
+    step(&format!(
+        "build a protocol-skewed kernel module for {}",
+        kernel.version
+    ));
+    build_in(
+        kernel,
+        &format!("{}-skew", kernel.version),
+        &["KCFLAGS=-DNFWATCH_TEST_VERSION_SKEW"],
+    )
+}
+
+fn build_in(kernel: &Kernel, dir: &str, extra: &[&str]) -> Result<PathBuf> {
     let root = util::workspace_root();
-    let copy = util::target_dir().join("kmod").join(&kernel.version);
+    let copy = util::target_dir().join("kmod").join(dir);
     util::remove_dir(&copy)?;
     for dir in ["kmod", "include"] {
         util::copy_dir(&root.join(dir), &copy.join(dir))?;
@@ -20,7 +39,9 @@ pub fn build(kernel: &Kernel) -> Result<PathBuf> {
     make.arg("-C")
         .arg(kernel.build_dir())
         .arg(format!("M={}", copy.join("kmod").display()))
-        .args(["W=1", "C=1", "modules"]);
+        .args(["W=1", "C=1"])
+        .args(extra)
+        .arg("modules");
     let out = capture(&mut make)?;
     let text = format!(
         "{}{}",

@@ -7,7 +7,7 @@
 
 use crate::kernels::SERIES;
 use crate::results::Outcome;
-use crate::util::{self, run, step, stdout_of};
+use crate::util::{self, run, stdout_of, step};
 use crate::{deps, package};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -90,7 +90,11 @@ pub fn test(filter: Option<&str>) -> Result<Vec<(String, Vec<Outcome>)>> {
         results.push((kernel.version.clone(), test_kernel(&image, &kernel, &xtask)));
     }
     if results.is_empty() {
-        bail!("--kernel {} matches none of {}", filter.unwrap_or(""), SERIES.join(", "));
+        bail!(
+            "--kernel {} matches none of {}",
+            filter.unwrap_or(""),
+            SERIES.join(", ")
+        );
     }
     println!("system test took {:.0} s", started.elapsed().as_secs_f64());
     Ok(results)
@@ -124,7 +128,9 @@ impl Image {
     /// every input (packages, configuration, the .debs' bytes).
     fn ensure(debs: &package::Debs) -> Result<Self> {
         let key = cache_key(debs)?;
-        let dir = util::target_dir().join("system").join(format!("image-{key}"));
+        let dir = util::target_dir()
+            .join("system")
+            .join(format!("image-{key}"));
         let image = Self { dir };
         if image.raw().exists() {
             println!("image: {} (cached)", image.raw().display());
@@ -134,7 +140,10 @@ impl Image {
         if parent.exists() {
             for entry in std::fs::read_dir(&parent)? {
                 let path = entry?.path();
-                if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("image-")) {
+                if path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("image-"))
+                {
                     util::remove_dir(&path)?;
                 }
             }
@@ -257,7 +266,10 @@ fn cache_key(debs: &package::Debs) -> Result<String> {
 
 /// Both boots of one kernel on one copy-on-write overlay of the image.
 fn test_kernel(image: &Image, kernel: &ImageKernel, xtask: &Path) -> Vec<Outcome> {
-    step(&format!("system test on {} (QEMU TCG, systemd)", kernel.version));
+    step(&format!(
+        "system test on {} (QEMU TCG, systemd)",
+        kernel.version
+    ));
     let dir = util::target_dir().join("system").join(&kernel.version);
     let mut outcomes = Vec::new();
     let prepared = (|| {
@@ -281,7 +293,10 @@ fn test_kernel(image: &Image, kernel: &ImageKernel, xtask: &Path) -> Vec<Outcome
                 if !complete {
                     outcomes.push(failure(
                         &format!("{phase} boot"),
-                        anyhow::anyhow!("the guest did not finish (console: {})", dir.join(format!("{phase}.console")).display()),
+                        anyhow::anyhow!(
+                            "the guest did not finish (console: {})",
+                            dir.join(format!("{phase}.console")).display()
+                        ),
                     ));
                     break;
                 }
@@ -326,28 +341,57 @@ fn boot(kernel: &ImageKernel, xtask: &Path, dir: &Path, phase: &str) -> Result<V
     let console = dir.join(format!("{phase}.console"));
     let results = dir.join(format!("{phase}.results"));
     let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-machine", "q35", "-accel", "tcg,thread=single", "-cpu", "max"])
-        .args(["-smp", "2", "-m", "2G", "-display", "none", "-no-reboot", "-nic", "none"])
-        .arg("-kernel")
-        .arg(&kernel.vmlinuz)
-        .arg("-initrd")
-        .arg(&kernel.initrd)
-        .args(["-append", "root=/dev/vda rw console=ttyS0 panic=-1"])
-        .arg("-drive")
-        .arg(format!("file={},if=virtio,format=qcow2", dir.join("overlay.qcow2").display()))
-        .arg("-drive")
-        .arg(format!("file={},if=virtio,format=raw", disk_image.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", console.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", results.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    println!("booting {} ({phase}); console: {}", kernel.version, console.display());
+    qemu.args([
+        "-machine",
+        "q35",
+        "-accel",
+        "tcg,thread=single",
+        "-cpu",
+        "max",
+    ])
+    .args([
+        "-smp",
+        "2",
+        "-m",
+        "2G",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-nic",
+        "none",
+    ])
+    .arg("-kernel")
+    .arg(&kernel.vmlinuz)
+    .arg("-initrd")
+    .arg(&kernel.initrd)
+    .args(["-append", "root=/dev/vda rw console=ttyS0 panic=-1"])
+    .arg("-drive")
+    .arg(format!(
+        "file={},if=virtio,format=qcow2",
+        dir.join("overlay.qcow2").display()
+    ))
+    .arg("-drive")
+    .arg(format!(
+        "file={},if=virtio,format=raw",
+        disk_image.display()
+    ))
+    .arg("-serial")
+    .arg(format!("file:{}", console.display()))
+    .arg("-serial")
+    .arg(format!("file:{}", results.display()))
+    .stdin(Stdio::null())
+    .stdout(Stdio::null());
+    println!(
+        "booting {} ({phase}); console: {}",
+        kernel.version,
+        console.display()
+    );
     let mut child = qemu
         .spawn()
         .with_context(|| format!("cannot run `{}`", util::describe(&qemu)))?;
-    let waited = util::wait_until("the guest to power off", BOOT_DEADLINE, || Ok(child.try_wait()?));
+    let waited = util::wait_until("the guest to power off", BOOT_DEADLINE, || {
+        Ok(child.try_wait()?)
+    });
     if waited.is_err() {
         let _ = child.kill();
         let _ = child.wait();

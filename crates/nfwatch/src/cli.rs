@@ -13,24 +13,60 @@ use crate::writers::Format;
 /// three default 32 KiB batches plus the room it keeps for replies.
 pub const MIN_RCVBUF: u64 = 64 * 1024;
 
+/// The exit codes, for `--help`.
+macro_rules! exit_codes {
+    () => {
+        "\
+Exit status:
+  0  success, also when the reader of stdout went away (`nfwatch watch ... | head -3`)
+  1  runtime failure (module not loaded or incompatible, kernel error, output error)
+  2  usage error (an unknown option, a bad value, a bad --src)"
+    };
+}
+
+const EXIT_CODES: &str = exit_codes!();
+
 #[derive(Debug, Parser)]
 #[command(
     name = "nfwatch",
-    version,
-    about = "Record every packet this host sends from given source addresses"
+    about = "Record every packet this host sends from given source addresses",
+    after_help = EXIT_CODES,
+    disable_version_flag = true,
+    args_conflicts_with_subcommands = true,
+    arg_required_else_help = true
 )]
 pub struct Cli {
+    /// Print the CLI's version and, when it is loaded, the kernel module's.
+    #[arg(short = 'V', long = "version", exclusive = true)]
+    pub version: bool,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Subscribe and write one line per packet sent from the given sources.
+    #[command(after_help = WATCH_AFTER_HELP)]
     Watch(WatchArgs),
     /// Print the module's counters.
+    #[command(after_help = EXIT_CODES)]
     Stats(StatsArgs),
 }
+
+/// What `watch --help` says after the options.
+const WATCH_AFTER_HELP: &str = concat!(
+    "\
+Signals:
+  SIGINT, SIGTERM  unsubscribe, write every record received, print the summary, exit
+                   (a second one stops waiting for the kernel)
+  SIGHUP           with -o FILE: write every record received to the file, then reopen
+                   FILE by path (created again if it was moved away, as by logrotate);
+                   on stdout: write every record received
+  SIGUSR1          print the counters so far to stderr
+
+",
+    exit_codes!()
+);
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
@@ -44,9 +80,11 @@ pub struct WatchArgs {
     /// Read settings from this TOML file; flags given here override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Output file (default: stdout); created or truncated.
+    /// Output file, `-` for stdout (the default); created or truncated
+    /// only once the module has accepted the subscription.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Line format (fields and escaping: docs/output-formats.md).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Stop after writing N records.
@@ -58,6 +96,17 @@ pub struct WatchArgs {
     /// Append to FILE instead of truncating it.
     #[arg(long, requires = "output")]
     pub append: bool,
+    /// Longest time a record may wait in nfwatch's buffer before it is
+    /// written to a regular file (to a terminal or pipe: 0.1 s at most).
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_duration)]
+    pub flush_interval: Duration,
+    /// Also write the end-of-run counters as one JSON object to FILE
+    /// (`-` for stderr).
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+    /// Print no start, status or summary lines (errors are still printed).
+    #[arg(short, long)]
+    pub quiet: bool,
     /// Socket receive buffer to request (at least 64 KiB: the kernel
     /// queues a batch only where it leaves room for its replies).
     #[arg(long, value_name = "BYTES", default_value_t = 8 * 1024 * 1024,
@@ -70,6 +119,13 @@ pub struct StatsArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+impl WatchArgs {
+    /// The output file; None for stdout (no -o, or `-o -`).
+    pub fn output_file(&self) -> Option<&std::path::Path> {
+        self.output.as_deref().filter(|p| p.as_os_str() != "-")
+    }
 }
 
 fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
@@ -110,8 +166,8 @@ mod tests {
 
     fn watch(args: &[&str]) -> WatchArgs {
         match parse(args).unwrap().command {
-            Command::Watch(watch) => watch,
-            Command::Stats(_) => panic!("not watch"),
+            Some(Command::Watch(watch)) => watch,
+            _ => panic!("not watch"),
         }
     }
 
@@ -125,6 +181,39 @@ mod tests {
             (args.count, args.duration, args.append),
             (None, None, false)
         );
+        assert_eq!(args.flush_interval, Duration::from_secs(1));
+        assert_eq!(args.output_file(), None);
+    }
+
+    #[test]
+    fn dash_is_stdout() {
+        let args = watch(&["watch", "--src", "10.0.0.1", "-o", "-"]);
+        assert_eq!(args.output_file(), None);
+        let args = watch(&["watch", "--src", "10.0.0.1", "-o", "./-"]);
+        assert_eq!(args.output_file(), Some(std::path::Path::new("./-")));
+    }
+
+    #[test]
+    fn version_stands_alone() {
+        assert!(parse(&["--version"]).unwrap().version);
+        assert!(parse(&["--version", "stats"]).is_err());
+    }
+
+    #[test]
+    fn every_option_has_help() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        cli.build();
+        for command in std::iter::once(&cli).chain(cli.get_subcommands()) {
+            for arg in command.get_arguments() {
+                assert!(
+                    arg.get_help().is_some(),
+                    "{} --{:?} has no help",
+                    command.get_name(),
+                    arg.get_long()
+                );
+            }
+        }
     }
 
     #[test]
@@ -144,7 +233,15 @@ mod tests {
             "--append",
             "--rcvbuf",
             "65536",
+            "--flush-interval",
+            "0.25",
+            "--summary-json",
+            "-",
+            "--quiet",
         ]);
+        assert_eq!(args.flush_interval, Duration::from_millis(250));
+        assert_eq!(args.summary_json, Some(PathBuf::from("-")));
+        assert!(args.quiet);
         assert_eq!(args.format, Format::Csv);
         assert_eq!(args.count, Some(5));
         assert_eq!(args.duration, Some(Duration::from_millis(1500)));
@@ -163,6 +260,7 @@ mod tests {
             &["watch", "--src", "10.0.0.1", "--append"],
             &["watch", "--src", "10.0.0.1", "--rcvbuf", "0"],
             &["watch", "--src", "10.0.0.1", "--rcvbuf", "65535"],
+            &["watch", "--src", "10.0.0.1", "--flush-interval", "0"],
             &["frobnicate"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");

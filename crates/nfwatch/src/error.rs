@@ -8,6 +8,11 @@ use nfwatch_proto::ProtoError;
 #[derive(Debug)]
 pub enum Error {
     ModuleNotLoaded,
+    /// The module's Generic Netlink family speaks another protocol version.
+    ProtocolMismatch {
+        module: u32,
+        module_version: Option<String>,
+    },
     /// EPERM for `request` (SUBSCRIBE, GET_STATS, ...).
     NotPermitted(&'static str),
     /// A request the kernel rejected; `extack` is its explanation, if any.
@@ -30,6 +35,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// The process exit code: 2 for usage errors, 1 for the rest.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         Self::Io {
             context: context.into(),
@@ -42,7 +55,20 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::ModuleNotLoaded => f.write_str(
-                "the nfwatch kernel module is not loaded (load it with: sudo insmod kmod/nfwatch.ko)",
+                "the nfwatch kernel module is not loaded (load it with `sudo modprobe nfwatch` \
+                 where it is installed, or `sudo insmod kmod/nfwatch.ko` in a build tree)",
+            ),
+            Self::ProtocolMismatch {
+                module,
+                module_version,
+            } => write!(
+                f,
+                "the loaded nfwatch module (version {}, protocol {module}) does not speak this \
+                 nfwatch's protocol {} (nfwatch {}): install the nfwatch CLI and module of \
+                 one release, then `sudo rmmod nfwatch` and load the matching module",
+                module_version.as_deref().unwrap_or("unknown"),
+                nfwatch_proto::NFWATCH_GENL_VERSION,
+                env!("CARGO_PKG_VERSION"),
             ),
             Self::NotPermitted(request) => write!(
                 f,

@@ -10,6 +10,8 @@ mod signals;
 mod stats;
 mod status;
 mod subscribe;
+mod summary_json;
+mod version;
 mod writers;
 
 use std::io::Write;
@@ -21,14 +23,16 @@ fn main() -> ExitCode {
     let matches = cli::Cli::command().get_matches();
     let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
-        cli::Command::Watch(mut args) => matches
+        Some(cli::Command::Watch(mut args)) => matches
             .subcommand_matches("watch")
             .map_or(Ok(()), |watch| config::apply(&mut args, watch))
             .and_then(|()| receive::watch(args)),
-        cli::Command::Stats(args) => stats::stats(args).map(|()| ExitCode::SUCCESS),
+        Some(cli::Command::Stats(args)) => stats::stats(args).map(|()| ExitCode::SUCCESS),
+        // clap requires a subcommand unless --version is given.
+        None => version::print().map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         let _ = writeln!(std::io::stderr(), "nfwatch: {e}");
-        ExitCode::FAILURE
+        ExitCode::from(e.exit_code())
     })
 }

@@ -11,7 +11,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_generic::constants::{
     CTRL_ATTR_FAMILY_ID, CTRL_ATTR_FAMILY_NAME, CTRL_ATTR_MCAST_GROUPS, CTRL_ATTR_MCAST_GRP_ID,
-    CTRL_ATTR_MCAST_GRP_NAME, GENL_HDRLEN,
+    CTRL_ATTR_MCAST_GRP_NAME, CTRL_ATTR_VERSION, GENL_HDRLEN,
 };
 use netlink_packet_generic::{GenlFamily, GenlHeader, GenlMessage};
 use netlink_sys::{protocols::NETLINK_GENERIC, Socket};
@@ -261,6 +261,8 @@ fn c_string(bytes: &[u8]) -> String {
 pub struct CtrlFamily {
     pub id: Option<u16>,
     pub name: Option<String>,
+    /// The family's protocol version (genl_family.version).
+    pub version: Option<u32>,
     pub mcast_groups: Vec<(String, u32)>,
 }
 
@@ -276,6 +278,9 @@ impl CtrlFamily {
                     )
                 }
                 (CTRL_ATTR_FAMILY_NAME, v) => family.name = Some(c_string(v)),
+                (CTRL_ATTR_VERSION, v) => {
+                    family.version = Some(nfwatch_proto::attr::attr_u32("CTRL_ATTR_VERSION", v)?)
+                }
                 (CTRL_ATTR_MCAST_GROUPS, v) => family.mcast_groups = parse_mcast_groups(v)?,
                 _ => {}
             }
@@ -431,7 +436,7 @@ mod tests {
         let attrs = emit_attrs(&[
             RawAttr::bytes(CTRL_ATTR_FAMILY_NAME, b"nlctrl\0".to_vec()),
             RawAttr::bytes(CTRL_ATTR_FAMILY_ID, 16u16.to_ne_bytes()),
-            RawAttr::bytes(CTRL_ATTR_FAMILY_ID + 2, 2u32.to_ne_bytes()),
+            RawAttr::u32(CTRL_ATTR_VERSION, 2),
             RawAttr::nested(
                 CTRL_ATTR_MCAST_GROUPS,
                 vec![RawAttr::nested(
@@ -446,6 +451,7 @@ mod tests {
         let family = CtrlFamily::parse(&attrs).unwrap();
         assert_eq!(family.id, Some(16));
         assert_eq!(family.name.as_deref(), Some("nlctrl"));
+        assert_eq!(family.version, Some(2));
         assert_eq!(family.group("notify"), Some(16));
         assert_eq!(family.group("other"), None);
     }

@@ -2,18 +2,20 @@
 
 use std::fs::OpenOptions;
 use std::io;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use netlink_packet_generic::constants::{CTRL_CMD_DELFAMILY, GENL_ID_CTRL};
-use nfwatch_proto::{Batch, KernelMessage, Prefix, Request, NFWATCH_GENL_NAME};
+use nfwatch_proto::{Batch, KernelMessage, Prefix, ProtoError, Request, NFWATCH_GENL_NAME};
 
 use crate::cli::{parse_prefixes, WatchArgs};
 use crate::error::{Error, Result};
 use crate::netlink::{messages, CtrlFamily, GenlSocket, Message, Received};
 use crate::signals::Signals;
-use crate::status::{progress_line, summary, Counters, Status};
+use crate::status::{progress_line, summary, terminal_of, Counters, Status};
 use crate::subscribe::{self, kernel_error, wait_readable, REPLY_TIMEOUT};
+use crate::summary_json;
 use crate::writers::{Destination, Format, LineError, LineFormatter, LineSink, CSV_HEADER};
 
 /// Datagrams read per wakeup before timers and signals are looked at again.
@@ -21,6 +23,11 @@ const DATAGRAMS_PER_WAKEUP: usize = 64;
 
 /// How long to wait for SHUTDOWN after the family disappeared.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The longest a record waits in the buffer when someone may be reading
+/// live (a terminal, a pipe); the buffer is also written out whenever the
+/// socket has nothing more to read.
+const LIVE_FLUSH: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -51,7 +58,14 @@ struct Session {
     counters: Counters,
     formatter: LineFormatter,
     count: Option<u64>,
-    sink: LineSink,
+    output: Output,
+    /// Opened once SUBSCRIBE is acknowledged: a failed start leaves FILE alone.
+    sink: Option<LineSink>,
+    /// How long a record may wait in the sink's buffer.
+    max_age: Duration,
+    /// Also write the buffer out whenever the socket is drained.
+    flush_when_idle: bool,
+    summary_json: Option<PathBuf>,
     status: Status,
     started: Instant,
     deadline: Option<Instant>,
@@ -59,11 +73,18 @@ struct Session {
 
 pub fn watch(args: WatchArgs) -> Result<ExitCode> {
     let prefixes = parse_prefixes(&args.src)?;
-    let path = args
-        .output
-        .as_ref()
-        .map_or_else(|| "stdout".to_string(), |p| p.display().to_string());
-    let sink = open_output(&args, &path)?;
+    let output = Output {
+        file: args.output_file().map(PathBuf::from),
+        name: args
+            .output_file()
+            .map_or_else(|| "stdout".to_string(), |p| p.display().to_string()),
+        append: args.append,
+        format: args.format,
+    };
+    let records_to = match output.file {
+        None => terminal_of(io::stdout()),
+        Some(_) => None,
+    };
     let mut signals =
         Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
     let mut socket =
@@ -89,13 +110,17 @@ pub fn watch(args: WatchArgs) -> Result<ExitCode> {
         counters: Counters::default(),
         formatter: LineFormatter::new(args.format),
         count: args.count,
-        sink,
-        status: Status::new(),
+        output,
+        sink: None,
+        max_age: args.flush_interval,
+        flush_when_idle: false,
+        summary_json: args.summary_json,
+        status: Status::new(args.quiet, records_to),
         started: Instant::now(),
         deadline: args.duration.map(|d| Instant::now() + d),
     };
     let outcome = session.run(&mut socket, &mut signals);
-    session.finish(outcome, &path)
+    session.finish(outcome)
 }
 
 fn subscribed_line(prefixes: &[Prefix], granted: usize) -> String {
@@ -107,34 +132,56 @@ fn subscribed_line(prefixes: &[Prefix], granted: usize) -> String {
     )
 }
 
-fn open_output(args: &WatchArgs, path: &str) -> Result<LineSink> {
-    let destination = match &args.output {
-        None => Destination::Stdout(io::stdout()),
-        Some(file_path) => {
-            let file = OpenOptions::new()
+/// Where records go, as the command line said.
+struct Output {
+    /// None: stdout.
+    file: Option<PathBuf>,
+    /// "stdout" or the file's path, for messages.
+    name: String,
+    append: bool,
+    format: Format,
+}
+
+impl Output {
+    /// Opens the output (the file truncated unless `append`), with a CSV
+    /// header where it starts empty.
+    fn open(&self, append: bool) -> Result<Destination> {
+        let mut destination = match &self.file {
+            None => Destination::Stdout(io::stdout()),
+            Some(file_path) => OpenOptions::new()
                 .create(true)
                 .write(true)
-                .append(args.append)
-                .truncate(!args.append)
+                .append(append)
+                .truncate(!append)
                 .open(file_path)
-                .and_then(|file| Ok((file.metadata()?.len(), file)))
-                .map_err(|e| Error::io(format!("cannot open {path}"), e))?;
-            Destination::File {
-                start: file.0,
-                file: file.1,
-            }
+                .and_then(|file| {
+                    Ok(Destination::File {
+                        start: file.metadata()?.len(),
+                        file,
+                    })
+                })
+                .map_err(|e| Error::io(format!("cannot open {}", self.name), e))?,
+        };
+        let starts_empty = match &destination {
+            Destination::File { start, .. } => *start == 0,
+            Destination::Stdout(_) => true,
+        };
+        if self.format == Format::Csv && starts_empty {
+            write_header(&mut destination)
+                .map_err(|e| Error::io(format!("cannot write to {}", self.name), e))?;
         }
-    };
-    let needs_header = match &destination {
-        Destination::File { start, .. } => *start == 0,
-        Destination::Stdout(_) => true,
-    };
-    let mut sink = LineSink::new(destination);
-    if args.format == Format::Csv && needs_header {
-        sink.write_header(CSV_HEADER)
-            .map_err(|e| Error::io(format!("cannot write to {path}"), e))?;
+        Ok(destination)
     }
-    Ok(sink)
+}
+
+fn write_header(destination: &mut Destination) -> io::Result<()> {
+    use io::Write;
+    destination.write_all(format!("{CSV_HEADER}\n").as_bytes())?;
+    if let Destination::File { start, .. } = destination {
+        // The header is kept when a failed write cuts the file back.
+        *start += CSV_HEADER.len() as u64 + 1;
+    }
+    Ok(())
 }
 
 impl Session {
@@ -154,8 +201,11 @@ impl Session {
                     self.phase = Phase::Done;
                 }
             }
-            if readable[0] {
-                self.receive(socket)?;
+            if readable[0] && self.receive(socket)? && self.flush_when_idle {
+                self.flush()?;
+            }
+            if signals.take_reopen() {
+                self.reopen()?;
             }
             self.check_timers()?;
             if self.stop_requested {
@@ -166,29 +216,36 @@ impl Session {
         Ok(())
     }
 
-    /// Reads what is queued, a bounded number of datagrams at a time.
-    fn receive(&mut self, socket: &mut GenlSocket) -> Result<()> {
+    /// Reads what is queued, a bounded number of datagrams at a time;
+    /// whether the socket was left empty.
+    fn receive(&mut self, socket: &mut GenlSocket) -> Result<bool> {
         for _ in 0..DATAGRAMS_PER_WAKEUP {
             match socket.recv() {
                 Ok(Received::Datagram(datagram)) => {
                     for message in messages(datagram) {
-                        self.handle(message?)?;
+                        match message {
+                            Ok(message) => self.handle(message)?,
+                            // The rest of the datagram cannot be framed.
+                            Err(cause) => {
+                                skip_malformed(&mut self.counters, &mut self.status, &cause)
+                            }
+                        }
                     }
                 }
                 Ok(Received::Overrun) => self.counters.overruns += 1,
-                Ok(Received::Empty) => break,
+                Ok(Received::Empty) => return Ok(true),
                 Err(e) => return Err(Error::io("cannot receive from the kernel", e)),
             }
             if self.phase == Phase::Done {
                 break;
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     fn handle(&mut self, message: Message<'_>) -> Result<()> {
         match message {
-            Message::Ack { seq } if seq == self.subscribe_seq => self.confirm_subscribed(),
+            Message::Ack { seq } if seq == self.subscribe_seq => self.confirm_subscribed()?,
             Message::Error { seq, errno, extack } if seq == self.subscribe_seq => {
                 return Err(kernel_error("SUBSCRIBE", errno, extack));
             }
@@ -210,13 +267,14 @@ impl Session {
             }
             Message::Genl {
                 family, cmd, attrs, ..
-            } if family == self.family => match KernelMessage::parse(cmd, attrs)? {
-                KernelMessage::Records(batch) => self.batch(batch)?,
-                KernelMessage::Unsubscribed(reply) | KernelMessage::Shutdown(reply) => {
+            } if family == self.family => match KernelMessage::parse(cmd, attrs) {
+                Ok(KernelMessage::Records(batch)) => self.batch(batch)?,
+                Ok(KernelMessage::Unsubscribed(reply) | KernelMessage::Shutdown(reply)) => {
                     self.counters.final_own = reply.own.or(self.counters.final_own);
                     self.phase = Phase::Done;
                 }
-                KernelMessage::Stats(_) | KernelMessage::Other(_) => {}
+                Ok(KernelMessage::Stats(_) | KernelMessage::Other(_)) => {}
+                Err(cause) => skip_malformed(&mut self.counters, &mut self.status, &cause),
             },
             _ => {}
         }
@@ -227,22 +285,33 @@ impl Session {
         matches!(self.phase, Phase::Unsubscribing { seq: s, .. } if s == seq)
     }
 
-    fn confirm_subscribed(&mut self) {
+    /// The module took the subscription: only now is the output opened.
+    fn confirm_subscribed(&mut self) -> Result<()> {
         if matches!(self.phase, Phase::Subscribing { .. }) {
             self.phase = Phase::Running;
         }
-        if !self.subscribed_line.is_empty() {
+        if self.sink.is_none() {
+            let destination = self.output.open(self.output.append)?;
+            if !destination.is_regular_file() {
+                self.max_age = self.max_age.min(LIVE_FLUSH);
+                self.flush_when_idle = true;
+            }
+            self.sink = Some(LineSink::new(destination));
             let line = std::mem::take(&mut self.subscribed_line);
-            self.status.say(&line);
+            self.status.note(&line);
             crate::notify::ready(&line);
             self.started = Instant::now();
         }
+        Ok(())
     }
 
     fn batch(&mut self, batch: Batch<'_>) -> Result<()> {
         // Records only come to a subscriber: this confirms a subscription
         // whose ack may have been lost to an overrun.
-        self.confirm_subscribed();
+        self.confirm_subscribed()?;
+        let Some(sink) = self.sink.as_mut() else {
+            return Ok(());
+        };
         self.counters.batch_seen(batch.seq, batch.lost);
         for record in batch.records() {
             self.counters.received += 1;
@@ -253,17 +322,22 @@ impl Session {
                 self.counters.not_written += 1;
                 continue;
             }
-            let line = self.sink.line_buffer();
+            let line = sink.line_buffer();
             let start = line.len();
-            if let Err(e) = self.formatter.line(line, record) {
-                self.sink.discard_partial(start);
-                return Err(match e {
-                    LineError::Malformed(cause) => Error::Malformed(cause),
-                    LineError::Format(cause) => Error::io("cannot format a record", cause),
-                });
+            match self.formatter.line(line, record) {
+                Ok(()) => {}
+                Err(LineError::Malformed(cause)) => {
+                    sink.discard_partial(start);
+                    skip_malformed(&mut self.counters, &mut self.status, &cause);
+                    continue;
+                }
+                Err(LineError::Format(cause)) => {
+                    sink.discard_partial(start);
+                    return Err(Error::io("cannot format a record", cause));
+                }
             }
             self.counters.written += 1;
-            self.sink.line_added().map_err(WriteFailed)?;
+            sink.line_added().map_err(WriteFailed)?;
             if self
                 .count
                 .is_some_and(|limit| self.counters.written >= limit)
@@ -272,6 +346,31 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        match self.sink.as_mut() {
+            Some(sink) => Ok(sink.flush().map_err(WriteFailed)?),
+            None => Ok(()),
+        }
+    }
+
+    /// SIGHUP: every record so far to the old file, then FILE again by
+    /// path (created when it was moved away); on stdout only the flush.
+    fn reopen(&mut self) -> Result<()> {
+        let Some(sink) = self.sink.as_mut() else {
+            return Ok(());
+        };
+        if self.output.file.is_none() {
+            return Ok(sink.flush().map_err(WriteFailed)?);
+        }
+        let destination = self.output.open(true)?;
+        sink.switch_to(destination).map_err(WriteFailed)?;
+        Ok(())
+    }
+
+    fn flush_due(&self) -> Option<Instant> {
+        self.sink.as_ref()?.flush_due(self.max_age)
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
@@ -283,15 +382,19 @@ impl Session {
             Phase::Running => self.deadline,
             Phase::Done => None,
         };
-        let until_deadline = phase_deadline.map(|d| d.saturating_duration_since(now));
-        match (until_deadline, self.status.next_refresh()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [phase_deadline, self.flush_due()]
+            .into_iter()
+            .flatten()
+            .map(|d| d.saturating_duration_since(now))
+            .chain(self.status.next_refresh())
+            .min()
     }
 
     fn check_timers(&mut self) -> Result<()> {
         let now = Instant::now();
+        if self.flush_due().is_some_and(|due| now >= due) {
+            self.flush()?;
+        }
         match self.phase {
             Phase::Subscribing { deadline } if now >= deadline => {
                 return Err(Error::NoReply("SUBSCRIBE"));
@@ -325,36 +428,42 @@ impl Session {
     }
 
     /// Flushes, syncs, reports; the exit code for `outcome`.
-    fn finish(mut self, outcome: Result<()>, path: &str) -> Result<ExitCode> {
-        let flushed = self.sink.finish().map_err(|e| Error::from(WriteFailed(e)));
+    fn finish(mut self, outcome: Result<()>) -> Result<ExitCode> {
+        let Some(mut sink) = self.sink.take() else {
+            // Never subscribed: nothing was opened, nothing to sum up.
+            return outcome.map(|()| ExitCode::FAILURE);
+        };
+        let flushed = sink.finish().map_err(|e| Error::from(WriteFailed(e)));
         // The first error wins; a later flush failure still needs the cut.
         let outcome = outcome.and(flushed);
         if outcome.is_err() {
-            let _ = self.sink.truncate_to_committed();
+            let _ = sink.truncate_to_committed();
         }
         let failure = match outcome {
             Ok(()) => None,
             Err(Error::Io { context, source }) if context == WRITE_FAILED => {
-                if source.kind() == io::ErrorKind::BrokenPipe && path == "stdout" {
-                    // The reader went away (`| head`): one quiet line.
+                if source.kind() == io::ErrorKind::BrokenPipe && self.output.file.is_none() {
+                    // The reader went away (`| head`): a normal way to stop.
                     self.status
-                        .say(&format!("nfwatch: cannot write to {path}: {source}"));
-                    return Ok(ExitCode::FAILURE);
+                        .note("nfwatch: stopped: the reader of stdout went away");
+                    None
+                } else {
+                    Some(format!("cannot write to {}: {source}", self.output.name))
                 }
-                Some(format!("cannot write to {path}: {source}"))
             }
             Err(other) => Some(other.to_string()),
         };
         if let Some(failure) = &failure {
             self.status.say(&format!("nfwatch: {failure}"));
         }
-        self.counters.written = self.sink.lines_written();
-        if !self.subscribed_line.is_empty() {
-            // Never subscribed: there is nothing to sum up.
-            return Ok(ExitCode::FAILURE);
+        self.counters.written = sink.lines_written();
+        let elapsed = self.started.elapsed();
+        for line in summary(&self.counters, &self.output.name, elapsed) {
+            self.status.note(&line);
         }
-        for line in summary(&self.counters, path, self.started.elapsed()) {
-            self.status.say(&line);
+        if let Some(path) = &self.summary_json {
+            let object = summary_json::summary_object(&self.counters, &self.output.name, elapsed);
+            summary_json::write(path, &object)?;
         }
         Ok(if failure.is_some() {
             ExitCode::FAILURE
@@ -362,6 +471,16 @@ impl Session {
             ExitCode::SUCCESS
         })
     }
+}
+
+/// Counts what broke the contract; tells the first one's cause.
+fn skip_malformed(counters: &mut Counters, status: &mut Status, cause: &ProtoError) {
+    if counters.malformed == 0 {
+        status.say(&format!(
+            "nfwatch: skipping malformed data from the kernel ({cause}); the summary counts it"
+        ));
+    }
+    counters.malformed += 1;
 }
 
 const WRITE_FAILED: &str = "write failed";

@@ -7,13 +7,14 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::{flag, low_level::pipe};
 
 pub struct Signals {
     wakeup: UnixStream,
     stop: Arc<AtomicBool>,
     report: Arc<AtomicBool>,
+    reopen: Arc<AtomicBool>,
 }
 
 impl Signals {
@@ -22,17 +23,20 @@ impl Signals {
         wakeup.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let report = Arc::new(AtomicBool::new(false));
+        let reopen = Arc::new(AtomicBool::new(false));
         for signal in [SIGINT, SIGTERM] {
             flag::register(signal, Arc::clone(&stop))?;
         }
         flag::register(SIGUSR1, Arc::clone(&report))?;
-        for signal in [SIGINT, SIGTERM, SIGUSR1] {
+        flag::register(SIGHUP, Arc::clone(&reopen))?;
+        for signal in [SIGINT, SIGTERM, SIGUSR1, SIGHUP] {
             pipe::register(signal, wakeup_writer.try_clone()?)?;
         }
         Ok(Self {
             wakeup,
             stop,
             report,
+            reopen,
         })
     }
 
@@ -54,5 +58,10 @@ impl Signals {
     /// SIGUSR1 arrived since the last call.
     pub fn take_report(&self) -> bool {
         self.report.swap(false, Ordering::Relaxed)
+    }
+
+    /// SIGHUP arrived since the last call.
+    pub fn take_reopen(&self) -> bool {
+        self.reopen.swap(false, Ordering::Relaxed)
     }
 }

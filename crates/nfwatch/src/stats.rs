@@ -35,67 +35,55 @@ pub fn stats(args: StatsArgs) -> Result<()> {
         .map_err(|e| Error::io("cannot write to stdout", e))
 }
 
-fn json_object(stats: &Stats) -> String {
-    let live = stats.live.map_or(String::new(), |live| {
-        format!(
-            r#","live":{{"subscribers":{},"sets":{},"batches":{},"pages":{}}}"#,
-            live.subscribers, live.sets, live.batches, live.pages
-        )
-    });
-    format!(
-        r#"{{"seen":{},"matched":{},"delivered":{},"lost":{},"malformed":{},"batches":{},"subscribers":{}{live}}}"#,
-        stats.seen,
-        stats.matched,
-        stats.delivered,
-        stats.lost,
-        stats.malformed,
-        stats.batches,
-        stats.subscribers
-    )
-}
-
-fn json(reply: &StatsReply) -> String {
-    let mut parts = Vec::new();
-    if let Some(global) = &reply.global {
-        parts.push(format!(r#""global":{}"#, json_object(global)));
-    }
-    if let Some(own) = &reply.own {
-        parts.push(format!(r#""own":{}"#, json_object(own)));
-    }
-    format!("{{{}}}\n", parts.join(","))
-}
-
-fn human_block(out: &mut String, stats: &Stats) {
-    let rows = [
-        ("packets seen", stats.seen),
-        ("packets matched", stats.matched),
-        ("records delivered", stats.delivered),
-        ("records lost", stats.lost),
-        ("packets malformed", stats.malformed),
-        ("batches delivered", stats.batches),
-        ("subscribers", stats.subscribers),
+/// One row per counter, as text shows it and JSON names it.
+fn rows(stats: &Stats) -> Vec<(&'static str, &'static str, u64)> {
+    let mut rows = vec![
+        ("packets seen", "seen", stats.seen),
+        ("packets matched", "matched", stats.matched),
+        ("records delivered", "delivered", stats.delivered),
+        ("records lost", "lost", stats.lost),
+        ("packets malformed", "malformed", stats.malformed),
+        ("batches delivered", "batches", stats.batches),
+        ("subscribers", "subscribers", stats.subscribers),
     ];
-    let live = stats.live.map(|live| {
-        [
-            ("live subscribers", live.subscribers),
-            ("live prefix sets", live.sets),
-            ("live batches", live.batches),
-            ("live batch pages", live.pages),
-        ]
-    });
-    for (name, value) in rows.into_iter().chain(live.into_iter().flatten()) {
-        let _ = writeln!(out, "{name:<18} {value:>12}");
+    if let Some(live) = stats.live {
+        rows.extend([
+            ("live subscribers", "live.subscribers", live.subscribers),
+            ("live prefix sets", "live.sets", live.sets),
+            ("live batches", "live.batches", live.batches),
+            ("live batch pages", "live.pages", live.pages),
+        ]);
     }
+    rows
 }
 
+/// `{"global":{...}}`: every row of the text, `live.*` nested as `live`.
+fn json(reply: &StatsReply) -> String {
+    let mut global = serde_json::Map::new();
+    for (_, key, value) in reply.global.as_ref().map(rows).unwrap_or_default() {
+        match key.split_once('.') {
+            Some((outer, inner)) => {
+                let nested = global
+                    .entry(outer)
+                    .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+                if let Some(nested) = nested.as_object_mut() {
+                    nested.insert(inner.to_string(), value.into());
+                }
+            }
+            None => {
+                global.insert(key.to_string(), value.into());
+            }
+        }
+    }
+    format!("{}\n", serde_json::json!({ "global": global }))
+}
+
+/// One aligned line per counter of the caller's network namespace (the
+/// stats socket holds no subscription of its own).
 fn human(reply: &StatsReply) -> String {
     let mut out = String::new();
-    if let Some(global) = &reply.global {
-        human_block(&mut out, global);
-    }
-    if let Some(own) = &reply.own {
-        out.push_str("this socket's subscription:\n");
-        human_block(&mut out, own);
+    for (name, _, value) in reply.global.as_ref().map(rows).unwrap_or_default() {
+        let _ = writeln!(out, "{name:<18} {value:>12}");
     }
     out
 }
@@ -119,20 +107,15 @@ mod tests {
     }
 
     #[test]
-    fn json_has_global_and_optional_own() {
+    fn json_has_every_counter_the_text_shows() {
         let reply = StatsReply {
             global: Some(sample()),
             own: None,
         };
         assert_eq!(
             json(&reply),
-            "{\"global\":{\"seen\":100,\"matched\":40,\"delivered\":38,\"lost\":2,\"malformed\":1,\"batches\":5,\"subscribers\":1}}\n"
+            "{\"global\":{\"batches\":5,\"delivered\":38,\"lost\":2,\"malformed\":1,\"matched\":40,\"seen\":100,\"subscribers\":1}}\n"
         );
-        let both = StatsReply {
-            global: Some(sample()),
-            own: Some(Stats::default()),
-        };
-        assert!(json(&both).contains(r#"},"own":{"seen":0,"#));
         let live = StatsReply {
             global: Some(Stats {
                 live: Some(nfwatch_proto::LiveObjects {
@@ -145,10 +128,17 @@ mod tests {
             }),
             own: None,
         };
-        assert!(json(&live).ends_with(
-            r#""subscribers":1,"live":{"subscribers":1,"sets":2,"batches":3,"pages":4}}}
-"#
-        ));
+        let text = json(&live);
+        assert!(
+            text.contains(r#""live":{"batches":3,"pages":4,"sets":2,"subscribers":1}"#),
+            "{text}"
+        );
+        let human_lines = human(&live).lines().count();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let global = &value["global"];
+        let json_leaves =
+            global.as_object().unwrap().len() - 1 + global["live"].as_object().unwrap().len();
+        assert_eq!(json_leaves, human_lines);
     }
 
     #[test]

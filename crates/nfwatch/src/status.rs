@@ -1,6 +1,8 @@
 //! Running counts: the live status line, SIGUSR1 reports and the summary.
 
 use std::io::{self, IsTerminal, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 use nfwatch_proto::Stats;
@@ -18,6 +20,8 @@ pub struct Counters {
     pub overruns: u64,
     /// Batches missing from the sequence.
     pub seq_gaps: u64,
+    /// Records or messages from the kernel that broke the contract, skipped.
+    pub malformed: u64,
     pub last_seq: Option<u64>,
     /// Our subscription's final counters (UNSUBSCRIBE reply or SHUTDOWN).
     pub final_own: Option<Stats>,
@@ -59,6 +63,12 @@ pub fn summary(counters: &Counters, path: &str, elapsed: Duration) -> Vec<String
             own.matched, own.delivered, own.lost
         ));
     }
+    if counters.malformed > 0 {
+        lines.push(format!(
+            "nfwatch: skipped {} malformed records or messages from the kernel",
+            counters.malformed
+        ));
+    }
     if counters.not_written > 0 {
         lines.push(format!(
             "nfwatch: {} records not written (--count reached)",
@@ -82,19 +92,39 @@ pub fn progress_line(counters: &Counters) -> String {
 
 const REFRESH: Duration = Duration::from_millis(250);
 
+/// Whether the live status line may be shown: stderr is a terminal that
+/// records are not printed to.
+pub fn live_line_allowed(stderr: Option<u64>, records_to: Option<u64>) -> bool {
+    stderr.is_some() && stderr != records_to
+}
+
+/// The terminal `fd` is, as its device number; None when it is not one.
+pub fn terminal_of(fd: impl AsFd) -> Option<u64> {
+    let fd = fd.as_fd();
+    if !fd.is_terminal() {
+        return None;
+    }
+    let file = std::fs::File::from(fd.try_clone_to_owned().ok()?);
+    file.metadata().ok().map(|m| m.rdev())
+}
+
 /// Writes to stderr; the live line (only on a terminal) is cleared before
 /// any other message so they never mix.
 pub struct Status {
     live: bool,
+    /// --quiet: no start, live or summary lines.
+    quiet: bool,
     shown: bool,
     last_refresh: Instant,
     received_at_refresh: u64,
 }
 
 impl Status {
-    pub fn new() -> Self {
+    /// `records_to`: the terminal records are printed to, if any.
+    pub fn new(quiet: bool, records_to: Option<u64>) -> Self {
         Self {
-            live: io::stderr().is_terminal(),
+            live: !quiet && live_line_allowed(terminal_of(io::stderr()), records_to),
+            quiet,
             shown: false,
             last_refresh: Instant::now(),
             received_at_refresh: 0,
@@ -124,6 +154,14 @@ impl Status {
         self.received_at_refresh = counters.received;
     }
 
+    /// A start or summary line: not with --quiet.
+    pub fn note(&mut self, line: &str) {
+        if !self.quiet {
+            self.say(line);
+        }
+    }
+
+    /// A warning or error: always.
     pub fn say(&mut self, line: &str) {
         self.clear();
         let _ = writeln!(io::stderr(), "{line}");
@@ -174,6 +212,27 @@ mod tests {
         assert_eq!(
             counters.written + counters.lost() + counters.not_written,
             own.matched
+        );
+    }
+
+    #[test]
+    fn live_line_only_on_a_terminal_records_do_not_go_to() {
+        assert!(live_line_allowed(Some(5), None));
+        assert!(live_line_allowed(Some(5), Some(6)));
+        assert!(!live_line_allowed(Some(5), Some(5)));
+        assert!(!live_line_allowed(None, None));
+    }
+
+    #[test]
+    fn summary_counts_malformed() {
+        let counters = Counters {
+            malformed: 2,
+            ..Counters::default()
+        };
+        let lines = summary(&counters, "x", Duration::ZERO);
+        assert_eq!(
+            lines.last().unwrap(),
+            "nfwatch: skipped 2 malformed records or messages from the kernel"
         );
     }
 

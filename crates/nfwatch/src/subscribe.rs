@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use netlink_packet_generic::constants::{CTRL_CMD_NEWFAMILY, GENL_ID_CTRL};
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
-use nfwatch_proto::NFWATCH_GENL_NAME;
+use nfwatch_proto::{NFWATCH_GENL_NAME, NFWATCH_GENL_VERSION};
 
 use crate::error::{Error, Result};
 use crate::netlink::{messages, CtrlFamily, GenlSocket, Message, Received};
@@ -26,18 +26,38 @@ pub fn kernel_error(request: &'static str, errno: i32, extack: Option<String>) -
     }
 }
 
-/// The nfwatch family id; ENOENT means the module is not loaded.
+/// The nfwatch family id, once its protocol version is known to be ours.
 pub fn resolve_nfwatch(socket: &mut GenlSocket) -> Result<u16> {
-    let family = get_family(socket, NFWATCH_GENL_NAME).map_err(|e| match e {
+    let family = nfwatch_family(socket)?;
+    let module = family.version.unwrap_or(0);
+    if module != u32::from(NFWATCH_GENL_VERSION) {
+        return Err(Error::ProtocolMismatch {
+            module,
+            module_version: module_version(),
+        });
+    }
+    family
+        .id
+        .ok_or(Error::NoReply("GETFAMILY (no family id in the reply)"))
+}
+
+/// The nfwatch family as nlctrl describes it; ENOENT means the module is
+/// not loaded.
+pub fn nfwatch_family(socket: &mut GenlSocket) -> Result<CtrlFamily> {
+    get_family(socket, NFWATCH_GENL_NAME).map_err(|e| match e {
         Error::Kernel {
             errno: libc::ENOENT,
             ..
         } => Error::ModuleNotLoaded,
         other => other,
-    })?;
-    family
-        .id
-        .ok_or(Error::NoReply("GETFAMILY (no family id in the reply)"))
+    })
+}
+
+/// The loaded module's MODULE_VERSION, where sysfs shows it.
+pub fn module_version() -> Option<String> {
+    std::fs::read_to_string("/sys/module/nfwatch/version")
+        .ok()
+        .map(|text| text.trim().to_string())
 }
 
 /// Joins nlctrl's "notify" group, which announces the module going away.

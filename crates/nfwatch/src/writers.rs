@@ -4,6 +4,8 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::IpAddr;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 use nfwatch_proto::{Family, IfName, ProtoError, Record, RecordBytes};
@@ -170,11 +172,10 @@ fn fraction(mut nanos: u32) -> [u8; 11] {
 
 /// A device name as one format writes it (escaped, quoted where needed).
 fn render_ifname(text: &mut Vec<u8>, format: Format, name: IfName) {
-    let name = name.to_str_lossy();
     match format {
-        Format::Jsonl => write_json_str(text, &name),
-        Format::Csv => write_csv_str(text, &name),
-        Format::Text | Format::Legacy => text.extend_from_slice(name.as_bytes()),
+        Format::Jsonl => write_json_name(text, name.as_bytes()),
+        Format::Csv => write_csv_name(text, name.as_bytes()),
+        Format::Text | Format::Legacy => push_escaped_name(text, name.as_bytes()),
     }
 }
 
@@ -515,43 +516,95 @@ fn write_endpoint(
     Ok(())
 }
 
-/// A JSON string; escapes what RFC 8259 requires.
-fn write_json_str(out: &mut Vec<u8>, text: &str) {
-    out.push(b'"');
-    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.extend_from_slice(text.as_bytes());
-    } else {
-        for c in text.chars() {
-            match c {
-                '"' => out.extend_from_slice(b"\\\""),
-                '\\' => out.extend_from_slice(b"\\\\"),
-                '\n' => out.extend_from_slice(b"\\n"),
-                '\r' => out.extend_from_slice(b"\\r"),
-                '\t' => out.extend_from_slice(b"\\t"),
-                c if u32::from(c) < 0x20 => {
-                    let _ = write!(out, "\\u{:04x}", u32::from(c));
-                }
-                c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+/// `name` as a JSON value: a string when it is UTF-8 (control characters,
+/// DEL and C1 included, as `\uXXXX`), else an array of its bytes, as
+/// `journalctl -o json` writes fields that are not UTF-8. Either way valid
+/// JSON, and distinct names never look alike.
+fn write_json_name(out: &mut Vec<u8>, name: &[u8]) {
+    let Ok(text) = std::str::from_utf8(name) else {
+        out.push(b'[');
+        for (i, &byte) in name.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
             }
+            push_num(out, byte);
+        }
+        out.push(b']');
+        return;
+    };
+    out.push(b'"');
+    for c in text.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
         }
     }
     out.push(b'"');
 }
 
-/// A CSV field, quoted when it holds a separator, quote or line break.
-fn write_csv_str(out: &mut Vec<u8>, text: &str) {
-    if text.contains([',', '"', '\n', '\r']) {
-        out.push(b'"');
-        for byte in text.bytes() {
-            if byte == b'"' {
-                out.push(b'"');
-            }
-            out.push(byte);
-        }
-        out.push(b'"');
-    } else {
-        out.extend_from_slice(text.as_bytes());
+/// `name` for text and CSV: printable UTF-8 as it is, `\` as `\\`, and
+/// every other byte (those of control characters C0, DEL and C1, and
+/// bytes that are not UTF-8) as `\xHH`. Never a control byte raw, and
+/// distinct names stay distinct.
+fn push_escaped_name(out: &mut Vec<u8>, name: &[u8]) {
+    fn hex(out: &mut Vec<u8>, byte: u8) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        out.extend_from_slice(&[
+            b'\\',
+            b'x',
+            DIGITS[usize::from(byte >> 4)],
+            DIGITS[usize::from(byte & 0xf)],
+        ]);
     }
+    for chunk in name.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            let mut utf8 = [0; 4];
+            let bytes = c.encode_utf8(&mut utf8).as_bytes();
+            if c == '\\' {
+                out.extend_from_slice(b"\\\\");
+            } else if c.is_control() {
+                bytes.iter().for_each(|&b| hex(out, b));
+            } else {
+                out.extend_from_slice(bytes);
+            }
+        }
+        chunk.invalid().iter().for_each(|&b| hex(out, b));
+    }
+}
+
+/// Characters that make a spreadsheet read a cell as a formula, and the
+/// quote that guards against them (so a name starting with it is guarded
+/// too, keeping names distinct).
+const CSV_FORMULA_START: &[u8] = b"=+-@'";
+
+/// `name` as a CSV field: escaped as in text, a `'` put before a field
+/// starting with one of CSV_FORMULA_START, and quoted (RFC 4180) when it
+/// then holds a comma, a quote or the guard.
+fn write_csv_name(out: &mut Vec<u8>, name: &[u8]) {
+    let start = out.len();
+    push_escaped_name(out, name);
+    let guarded = out
+        .get(start)
+        .is_some_and(|first| CSV_FORMULA_START.contains(first));
+    if guarded {
+        out.insert(start, b'\'');
+    }
+    if !guarded && !out[start..].iter().any(|&b| b == b',' || b == b'"') {
+        return;
+    }
+    let field = out.split_off(start);
+    out.push(b'"');
+    for byte in field {
+        if byte == b'"' {
+            out.push(b'"');
+        }
+        out.push(byte);
+    }
+    out.push(b'"');
 }
 
 /// Where lines go, and how much of them is known to be on disk.
@@ -564,14 +617,48 @@ pub enum Destination {
     },
 }
 
+impl Destination {
+    /// A regular file (stdout included when redirected to one), as opposed
+    /// to a terminal, pipe or device someone may be reading live.
+    pub fn is_regular_file(&self) -> bool {
+        let metadata = match self {
+            Destination::Stdout(stdout) => stdout
+                .as_fd()
+                .try_clone_to_owned()
+                .and_then(|fd| File::from(fd).metadata()),
+            Destination::File { file, .. } => file.metadata(),
+        };
+        metadata.is_ok_and(|m| m.is_file())
+    }
+}
+
+impl Write for Destination {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            Destination::Stdout(stdout) => stdout.write(bytes),
+            Destination::File { file, .. } => file.write(bytes),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Destination::Stdout(stdout) => stdout.flush(),
+            Destination::File { .. } => Ok(()),
+        }
+    }
+}
+
 /// Buffers whole lines and writes them out; after a failed write it knows
 /// where the last complete line ends so a file can be cut back to it.
 pub struct LineSink {
     destination: Destination,
     pending: Vec<u8>,
     pending_lines: u64,
-    /// Bytes and lines of complete lines that reached the destination.
+    /// When the oldest line in `pending` was added.
+    pending_since: Option<Instant>,
+    /// Bytes of complete lines that reached the current destination.
     committed_bytes: u64,
+    /// Lines that reached any destination (headers are not lines).
     committed_lines: u64,
 }
 
@@ -583,6 +670,7 @@ impl LineSink {
             destination,
             pending: Vec::with_capacity(SINK_BUFFER_BYTES + 4096),
             pending_lines: 0,
+            pending_since: None,
             committed_bytes: 0,
             committed_lines: 0,
         }
@@ -595,6 +683,9 @@ impl LineSink {
 
     /// Counts the line just appended and writes out a full buffer.
     pub fn line_added(&mut self) -> io::Result<()> {
+        if self.pending_lines == 0 {
+            self.pending_since = Some(Instant::now());
+        }
         self.pending_lines += 1;
         if self.pending.len() >= SINK_BUFFER_BYTES {
             self.flush()?;
@@ -602,18 +693,14 @@ impl LineSink {
         Ok(())
     }
 
+    /// When the oldest buffered line will have waited `max_age`.
+    pub fn flush_due(&self, max_age: Duration) -> Option<Instant> {
+        self.pending_since.map(|since| since + max_age)
+    }
+
     /// Drops a partially formatted line (after a formatting error).
     pub fn discard_partial(&mut self, keep: usize) {
         self.pending.truncate(keep);
-    }
-
-    /// Writes a header line now; it is kept on truncation but is not a record.
-    pub fn write_header(&mut self, header: &str) -> io::Result<()> {
-        self.pending.extend_from_slice(header.as_bytes());
-        self.pending.push(b'\n');
-        let written = self.flush();
-        self.committed_lines = 0;
-        written
     }
 
     /// Lines that reached the destination.
@@ -627,72 +714,64 @@ impl LineSink {
             if done == self.pending.len() {
                 break Ok(());
             }
-            match self.write_some(done) {
+            match self.destination.write(&self.pending[done..]) {
                 Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => break Err(e),
             }
         };
-        if result.is_ok() {
-            self.commit(self.pending.len() as u64, self.pending_lines);
-            self.pending.clear();
-            self.pending_lines = 0;
-            return self.flush_destination();
-        }
-        // Keep the complete lines that made it; forget the rest.
-        let written = &self.pending[..done];
-        let whole = written
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
-        let lines = written[..whole].iter().filter(|&&b| b == b'\n').count() as u64;
-        self.commit(whole as u64, lines);
+        let (bytes, lines) = if result.is_ok() {
+            (self.pending.len(), self.pending_lines)
+        } else {
+            // Keep the complete lines that made it; forget the rest.
+            let written = &self.pending[..done];
+            let whole = written
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            let lines = written[..whole].iter().filter(|&&b| b == b'\n').count();
+            (whole, lines as u64)
+        };
+        self.committed_bytes += bytes as u64;
+        self.committed_lines += lines;
         self.pending.clear();
         self.pending_lines = 0;
-        result
+        self.pending_since = None;
+        result.and_then(|()| self.destination.flush())
     }
 
-    fn commit(&mut self, bytes: u64, lines: u64) {
-        self.committed_bytes += bytes;
-        self.committed_lines += lines;
-    }
-
-    fn write_some(&mut self, from: usize) -> io::Result<usize> {
-        let bytes = &self.pending[from..];
-        match &mut self.destination {
-            Destination::Stdout(stdout) => stdout.write(bytes),
-            Destination::File { file, .. } => file.write(bytes),
+    /// Flushes and makes a regular file durable.
+    fn sync(&mut self) -> io::Result<()> {
+        self.flush()?;
+        match &self.destination {
+            // A device or a FIFO has nothing to make durable, and fsync() on it fails.
+            Destination::File { file, .. } if file.metadata()?.is_file() => file.sync_all(),
+            _ => Ok(()),
         }
     }
 
-    fn flush_destination(&mut self) -> io::Result<()> {
-        match &mut self.destination {
-            Destination::Stdout(stdout) => stdout.flush(),
-            Destination::File { .. } => Ok(()),
-        }
+    /// Writes out every line to the current destination, makes it durable
+    /// and goes on with `destination` (log rotation).
+    pub fn switch_to(&mut self, destination: Destination) -> io::Result<()> {
+        self.sync()?;
+        self.destination = destination;
+        self.committed_bytes = 0;
+        Ok(())
     }
 
     /// Flushes and makes the file durable.
     pub fn finish(&mut self) -> io::Result<()> {
-        self.flush()?;
-        match &self.destination {
-            Destination::Stdout(_) => Ok(()),
-            Destination::File { file, .. } => {
-                // A device or a FIFO has nothing to make durable, and fsync() on it fails.
-                if !file.metadata()?.is_file() {
-                    return Ok(());
-                }
-                file.sync_all()?;
-                // Writes to an unlinked file succeed; the records are lost all the same.
-                if std::os::unix::fs::MetadataExt::nlink(&file.metadata()?) == 0 {
-                    return Err(io::Error::other(
-                        "the file was removed while nfwatch was writing it",
-                    ));
-                }
-                Ok(())
+        self.sync()?;
+        if let Destination::File { file, .. } = &self.destination {
+            // Writes to an unlinked file succeed; the records are lost all the same.
+            if std::os::unix::fs::MetadataExt::nlink(&file.metadata()?) == 0 {
+                return Err(io::Error::other(
+                    "the file was removed while nfwatch was writing it",
+                ));
             }
         }
+        Ok(())
     }
 
     /// After a write error: cut a regular file back to its last complete
@@ -976,6 +1055,70 @@ mod tests {
             CSV_HEADER.split(',').count(),
             line(Format::Csv, &tcp_v4()).split(',').count()
         );
+    }
+
+    fn name_in(format: Format, name: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        render_ifname(&mut out, format, ifname(name));
+        out
+    }
+
+    #[test]
+    fn odd_names_are_escaped() {
+        let odd = b"a\"b\\c\x1b";
+        assert_eq!(name_in(Format::Text, odd), br#"a"b\\c\x1b"#);
+        assert_eq!(name_in(Format::Csv, odd), br#""a""b\\c\x1b""#);
+        assert_eq!(name_in(Format::Jsonl, odd), br#""a\"b\\c\u001b""#);
+        // C1 (U+0085) and DEL never raw; bytes that are not UTF-8 as \xHH.
+        assert_eq!(
+            name_in(Format::Text, "x\u{85}\x7f".as_bytes()),
+            br"x\xc2\x85\x7f"
+        );
+        assert_eq!(name_in(Format::Text, b"a\xff"), br"a\xff");
+        assert_eq!(
+            name_in(Format::Jsonl, "x\u{85}".as_bytes()),
+            br#""x\u0085""#
+        );
+        assert_eq!(name_in(Format::Jsonl, b"a\xff"), b"[97,255]");
+        assert_eq!(name_in(Format::Jsonl, "é".as_bytes()), "\"é\"".as_bytes());
+    }
+
+    #[test]
+    fn csv_guards_formulas() {
+        assert_eq!(name_in(Format::Csv, b"=cmd"), br#""'=cmd""#);
+        assert_eq!(name_in(Format::Csv, b"-x"), br#""'-x""#);
+        assert_eq!(name_in(Format::Csv, b"'=cmd"), br#""''=cmd""#);
+        assert_eq!(name_in(Format::Csv, b"a=b"), b"a=b");
+        assert_eq!(name_in(Format::Csv, b"a,b"), br#""a,b""#);
+    }
+
+    #[test]
+    fn distinct_names_give_distinct_output() {
+        let names: [&[u8]; 10] = [
+            b"a\\x1b",
+            b"a\x1b",
+            b"a\\\\",
+            b"a\\",
+            b"=a",
+            b"'=a",
+            b"a\xff",
+            b"a\\xff",
+            "a\u{85}".as_bytes(),
+            b"a\\xc2\\x85",
+        ];
+        for format in [Format::Text, Format::Csv, Format::Jsonl] {
+            let mut seen: Vec<Vec<u8>> = names.iter().map(|n| name_in(format, n)).collect();
+            seen.sort();
+            seen.dedup();
+            assert_eq!(seen.len(), names.len(), "{format:?}");
+            for name in names {
+                let out = name_in(format, name);
+                assert!(
+                    !out.iter().any(|&b| b < 0x20 || b == 0x7f),
+                    "{format:?} {out:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -22,6 +22,17 @@
 #include <linux/types.h>
 
 #define NFWATCH_GENL_NAME	"nfwatch"
+/*
+ * The protocol version, declared as the family's version (CTRL_ATTR_VERSION
+ * in nlctrl's reply to GETFAMILY). User space speaks exactly one version and
+ * refuses a module that declares another. Without a bump, a change may only
+ * add: new commands, new attributes (readers skip unknown ones), new
+ * NFWATCH_STAT_* counters, new NFWATCH_F_* flags, and fields appended to
+ * struct nfwatch_record (readers step by NFWATCH_A_RECORD_SIZE and read the
+ * prefix they know). Anything else (a number reused or removed, a field
+ * moved, resized or given another meaning, a request rejected that was
+ * accepted) bumps it.
+ */
 #define NFWATCH_GENL_VERSION	1
 
 /* Most prefixes one subscriber may hold (IPv4 and IPv6 together). */

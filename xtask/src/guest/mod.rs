@@ -1,6 +1,7 @@
 //! The guest side: runs inside the VM as root.
 
 pub mod bench;
+mod cli_output;
 pub mod fuzz;
 pub mod generator;
 mod genl;
@@ -35,6 +36,9 @@ pub struct GuestArgs {
     /// The nfwatch CLI.
     #[arg(long)]
     nfwatch: PathBuf,
+    /// A module declaring another protocol version (kmod/version.h).
+    #[arg(long)]
+    skew_module: Option<PathBuf>,
     /// Where logs, artifacts and results.json go.
     #[arg(long)]
     out: PathBuf,
@@ -76,6 +80,7 @@ const DMESG_PROBLEMS: &[&str] = &[
 pub struct Guest {
     pub nfwatch: PathBuf,
     pub module: PathBuf,
+    pub skew_module: Option<PathBuf>,
     pub out: PathBuf,
     pub ifindex: u32,
     pub fuzz: fuzz::Settings,
@@ -201,6 +206,7 @@ fn prepare(args: &GuestArgs) -> Result<(Guest, Spawned)> {
     let guest = Guest {
         nfwatch: args.nfwatch.clone(),
         module: args.module.clone(),
+        skew_module: args.skew_module.clone(),
         out: args.out.clone(),
         ifindex: net::ifindex()?,
         fuzz: fuzz::Settings::new(args.fuzz_requests, args.fuzz_seed),

@@ -51,12 +51,58 @@ pub struct Record {
     pub icmp_code: Option<u8>,
     pub len: u32,
     pub ifindex: u32,
-    pub ifname: String,
+    pub ifname: IfName,
     pub nexthop: Option<String>,
     pub uid: Option<u32>,
     pub pid: Option<u32>,
     pub frag: bool,
     pub segs: u16,
+}
+
+/// A jsonl `ifname`: a string, or the bytes of a name that is not UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum IfName {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl PartialEq<&str> for IfName {
+    fn eq(&self, other: &&str) -> bool {
+        matches!(self, IfName::Text(text) if text == other)
+    }
+}
+
+/// `--summary-json`'s object.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // read by scenarios or shown in their logs
+pub struct SummaryJson {
+    pub output: String,
+    pub written: u64,
+    pub not_written: u64,
+    pub lost_in_kernel: u64,
+    pub overruns: u64,
+    pub seq_gaps: u64,
+    pub malformed: u64,
+    pub kernel: Option<KernelCounts>,
+    pub duration_s: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)] // shown in the scenarios' logs
+pub struct KernelCounts {
+    pub matched: u64,
+    pub delivered: u64,
+    pub lost: u64,
+}
+
+impl SummaryJson {
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(text.trim()).with_context(|| format!("bad summary JSON: {text}"))
+    }
 }
 
 impl Record {

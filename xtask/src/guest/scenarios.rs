@@ -38,6 +38,16 @@ const ALL: &[(&str, Scenario)] = &[
     ("output_faults", super::reliability::output_faults),
     ("unload_under_load", super::reliability::unload_under_load),
     ("churn", super::reliability::churn),
+    ("first_line_latency", super::cli_output::first_line_latency),
+    (
+        "failed_start_keeps_file",
+        super::cli_output::failed_start_keeps_file,
+    ),
+    ("sighup_reopens", super::cli_output::sighup_reopens),
+    ("odd_ifnames", super::cli_output::odd_ifnames),
+    ("version_skew", super::cli_output::version_skew),
+    ("malformed_record", super::cli_output::malformed_record),
+    ("status_line", super::cli_output::status_line),
 ];
 
 /// The scenarios named (else all), in the canonical order.

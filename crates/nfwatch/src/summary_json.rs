@@ -1,0 +1,72 @@
+//! `--summary-json`: the end-of-run counters as one JSON object.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::status::Counters;
+
+/// The object; `kernel` is null when the final counters never came (the
+/// module went away without them, or nfwatch stopped on an error).
+pub fn summary_object(counters: &Counters, output: &str, elapsed: Duration) -> Value {
+    json!({
+        "output": output,
+        "written": counters.written,
+        "not_written": counters.not_written,
+        "lost_in_kernel": counters.lost(),
+        "overruns": counters.overruns,
+        "seq_gaps": counters.seq_gaps,
+        "malformed": counters.malformed,
+        "kernel": counters.final_own.map(|own| json!({
+            "matched": own.matched,
+            "delivered": own.delivered,
+            "lost": own.lost,
+        })),
+        "duration_s": elapsed.as_secs_f64(),
+    })
+}
+
+/// Writes `object` and a newline to `path` (`-`: stderr).
+pub fn write(path: &Path, object: &Value) -> Result<()> {
+    let text = format!("{object}\n");
+    let written = if path.as_os_str() == "-" {
+        io::stderr().write_all(text.as_bytes())
+    } else {
+        std::fs::write(path, text)
+    };
+    written.map_err(|e| Error::io(format!("--summary-json {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nfwatch_proto::Stats;
+
+    #[test]
+    fn every_counter_is_there() {
+        let counters = Counters {
+            written: 10,
+            not_written: 1,
+            overruns: 2,
+            seq_gaps: 3,
+            malformed: 4,
+            final_own: Some(Stats {
+                matched: 12,
+                delivered: 11,
+                lost: 1,
+                ..Stats::default()
+            }),
+            ..Counters::default()
+        };
+        let object = summary_object(&counters, "out.jsonl", Duration::from_millis(1500));
+        assert_eq!(
+            object.to_string(),
+            r#"{"duration_s":1.5,"kernel":{"delivered":11,"lost":1,"matched":12},"lost_in_kernel":1,"malformed":4,"not_written":1,"output":"out.jsonl","overruns":2,"seq_gaps":3,"written":10}"#
+        );
+        let without = summary_object(&Counters::default(), "stdout", Duration::ZERO);
+        assert_eq!(without["kernel"], Value::Null);
+    }
+}
