@@ -283,24 +283,27 @@ pub fn table(rows: &[Row]) -> String {
 }
 
 /// What target/bench/results.json (results-icount.json) holds.
-#[derive(Serialize)]
-struct Report<'a> {
-    command: &'a str,
-    date: String,
-    kernel: &'a str,
-    vcpus: u32,
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// The command that produced it, with its options.
+    pub command: String,
+    pub date: String,
+    /// The commit measured (`git describe --always --dirty`).
+    pub commit: String,
+    pub kernel: String,
+    pub vcpus: u32,
     /// Whether guest time counted instructions (`--icount`).
-    icount: bool,
-    rounds: usize,
-    seconds_per_run: f64,
-    rows: Vec<Row>,
-    accounting: &'a [Accounting],
+    pub icount: bool,
+    pub rounds: usize,
+    pub seconds_per_run: f64,
+    pub rows: Vec<Row>,
+    pub accounting: Vec<Accounting>,
     /// The cost of copying and clearing bytes in the guest and, measured
     /// the same way after the run, on the host.
-    byte_cost_guest: Option<ByteCost>,
-    byte_cost_host: ByteCost,
-    errors: &'a [String],
-    samples: &'a [Sample],
+    pub byte_cost_guest: Option<ByteCost>,
+    pub byte_cost_host: ByteCost,
+    pub errors: Vec<String>,
+    pub samples: Vec<Sample>,
 }
 
 pub struct BenchOpts {
@@ -313,25 +316,79 @@ pub struct BenchOpts {
     pub icount: bool,
     /// Instructions by function instead (see crate::insns).
     pub insns: bool,
+    /// Then write docs/performance.md (see crate::perfdoc).
+    pub write_docs: bool,
 }
 
-/// `--insns`: the table, printed and written to target/bench/`name`.
-fn insns_report(out: &Path, kernel: &str, name: &str) -> Result<()> {
-    let heading = format!(
-        "`cargo xtask bench --insns` on {kernel}, {}: guest kernel instructions per UDP \
-         packet sent, in all and by function (QEMU TCG plugin, one run of each configuration)",
-        stdout_of(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?.trim()
-    );
+impl BenchOpts {
+    /// The command line that runs this bench again.
+    fn command(&self) -> String {
+        let mut command = String::from("cargo xtask bench");
+        if self.insns {
+            command.push_str(" --insns");
+        } else if self.icount {
+            command.push_str(" --icount");
+        }
+        if !self.insns {
+            command.push_str(&format!(
+                " --rounds {} --seconds {}",
+                self.rounds, self.seconds
+            ));
+        }
+        for proto in &self.protos {
+            command.push_str(&format!(" --proto {proto}"));
+        }
+        if self.perf {
+            command.push_str(" --perf");
+        }
+        command
+    }
+}
+
+/// Today, as the results show it.
+fn now() -> Result<String> {
+    Ok(
+        stdout_of(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?
+            .trim()
+            .to_string(),
+    )
+}
+
+/// The commit measured.
+fn commit() -> Result<String> {
+    Ok(stdout_of(
+        Command::new("git")
+            .current_dir(util::workspace_root())
+            .args(["describe", "--always", "--dirty", "--abbrev=7"]),
+    )?
+    .trim()
+    .to_string())
+}
+
+/// `--insns`: the report, printed and written to target/bench/`name`.
+fn insns_report(
+    out: &Path,
+    kernel: &str,
+    name: &str,
+    opts: &BenchOpts,
+    commit: String,
+) -> Result<()> {
     let configs: Vec<&str> = CONFIGS.iter().chain(INSNS_EXTRA).copied().collect();
-    let text = crate::insns::report(out, &configs, &heading)?;
+    let report = crate::insns::report(out, &configs, opts.command(), now()?, commit, kernel)?;
+    let path = write_results(name, &serde_json::to_string_pretty(&report)?)?;
+    step("results");
+    print!("{}", report.table());
+    println!("\n(written to {})", path.display());
+    Ok(())
+}
+
+/// Writes target/bench/`name`.
+fn write_results(name: &str, text: &str) -> Result<std::path::PathBuf> {
     let dir = util::target_dir().join("bench");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(name);
-    std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
-    step("results");
-    print!("{text}");
-    println!("\n(written to {})", path.display());
-    Ok(())
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
 }
 
 /// `cargo xtask bench`.
@@ -339,6 +396,8 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
     if opts.rounds == 0 || opts.seconds <= 0.0 {
         bail!("--rounds and --seconds must be positive");
     }
+    // Before the build: what is measured is what was built.
+    let measured = commit()?;
     let vng_bin = deps::ensure()?;
     if opts.perf {
         deps::ensure_extra(&["linux-perf"])?;
@@ -366,11 +425,11 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
     };
     // Separate names, so one mode's run leaves the other's results alone.
     let (machine, vm_dir, results) = if opts.insns {
-        (Machine::Icount, "bench-insns", "insns.md")
+        (Machine::Icount, "bench-insns", crate::perfdoc::INSNS)
     } else if opts.icount {
-        (Machine::Icount, "bench-icount", "results-icount.json")
+        (Machine::Icount, "bench-icount", crate::perfdoc::ICOUNT)
     } else {
-        (Machine::Smp2Parallel, "bench", "results.json")
+        (Machine::Smp2Parallel, "bench", crate::perfdoc::SMP2)
     };
     step(&format!(
         "bench VM on {} (QEMU TCG, {} vCPU{}{})",
@@ -436,36 +495,28 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
         );
     }
     if opts.insns {
-        return insns_report(&out, &kernel.version, results);
+        insns_report(&out, &kernel.version, results, opts, measured)?;
+        return finish(opts, results);
     }
     let raw = read_raw(&out)?;
     let rows = summarize(&raw.samples);
     let report = Report {
-        command: if opts.icount {
-            "cargo xtask bench --icount"
-        } else {
-            "cargo xtask bench"
-        },
-        date: stdout_of(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?
-            .trim()
-            .to_string(),
-        kernel: &raw.kernel,
+        command: opts.command(),
+        date: now()?,
+        commit: measured,
+        kernel: raw.kernel.clone(),
         vcpus: machine.cpus(),
         icount: opts.icount,
         rounds: raw.rounds,
         seconds_per_run: raw.seconds,
         rows: rows.clone(),
-        accounting: &raw.accounting,
+        accounting: raw.accounting.clone(),
         byte_cost_guest: raw.byte_cost,
         byte_cost_host: bytecost::measure(),
-        errors: &raw.errors,
-        samples: &raw.samples,
+        errors: raw.errors.clone(),
+        samples: raw.samples.clone(),
     };
-    let dir = util::target_dir().join("bench");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join(results);
-    std::fs::write(&path, serde_json::to_string_pretty(&report)?)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let path = write_results(results, &serde_json::to_string_pretty(&report)?)?;
     step("results");
     println!(
         "{} on {}, {} rounds of {} s, medians ({}):\n",
@@ -511,6 +562,15 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
             raw.errors.len(),
             out.display()
         );
+    }
+    finish(opts, results)
+}
+
+/// `--write-docs`: this run's results into docs/bench/, and
+/// docs/performance.md written again from everything there.
+fn finish(opts: &BenchOpts, results: &str) -> Result<()> {
+    if opts.write_docs {
+        crate::perfdoc::adopt(&util::target_dir().join("bench").join(results))?;
     }
     Ok(())
 }

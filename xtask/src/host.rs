@@ -13,6 +13,8 @@ use std::time::Duration;
 const TEST_BOOT_DEADLINE: Duration = Duration::from_secs(25 * 60);
 /// The whole-boot deadline's factor under `--full`.
 const FULL_SLOWDOWN: u32 = 4;
+/// The scenario that runs README.md's commands; the host runs their `cargo` lines.
+const README_SCENARIO: &str = "readme";
 const DEMO_BOOT_DEADLINE: Duration = Duration::from_secs(10 * 60);
 
 pub struct TestOpts {
@@ -60,7 +62,8 @@ fn static_checks() -> Result<()> {
         "warnings",
     ]))?;
     step("cargo test");
-    run(cargo().args(["test", "--workspace"]))
+    run(cargo().args(["test", "--workspace"]))?;
+    crate::man::man()
 }
 
 fn build_binaries() -> Result<Binaries> {
@@ -250,6 +253,9 @@ fn scenario_tests(vng_bin: PathBuf, opts: &TestOpts) -> Result<Vec<(String, Vec<
         vng_bin,
         bins: build_binaries()?,
     };
+    if opts.scenarios.is_empty() || opts.scenarios.iter().any(|s| s == README_SCENARIO) {
+        crate::guest::readme::run_cargo_lines()?;
+    }
     Ok(kernels
         .iter()
         .zip(&modules)

@@ -1,7 +1,7 @@
 //! `cargo xtask bench --insns`: where the guest kernel's instructions go,
 //! by function, per UDP packet sent, in each benchmark configuration. One
 //! `--icount` boot runs each configuration once under the tcg-insns plugin
-//! (crates/tcg-insns); this side symbolizes the plugin's dumps with the
+//! (xtask/tcg-insns); this side symbolizes the plugin's dumps with the
 //! guest's /proc/kallsyms of the same run and tabulates them.
 
 use anyhow::{bail, Context, Result};
@@ -69,9 +69,31 @@ impl Symbols {
 }
 
 /// Instructions per packet by function, and the user-space total.
-struct Profile {
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Profile {
     kernel: HashMap<String, f64>,
     user: f64,
+}
+
+/// What target/bench/insns.json holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub command: String,
+    pub date: String,
+    pub commit: String,
+    pub kernel: String,
+    /// The configurations' names, by number.
+    pub configs: Vec<String>,
+    pub runs: Vec<Run>,
+    pub profiles: Vec<Profile>,
+}
+
+impl Report {
+    /// The markdown tables: totals per configuration, then the functions
+    /// whose count moves most.
+    pub fn table(&self) -> String {
+        table(&self.runs, &self.profiles, &self.configs)
+    }
 }
 
 impl Profile {
@@ -121,7 +143,14 @@ fn ensure_packets(packets: u64) -> Result<()> {
 }
 
 /// The report of the runs in `out` (the guest's output directory).
-pub fn report(out: &Path, configs: &[&str], heading: &str) -> Result<String> {
+pub fn report(
+    out: &Path,
+    configs: &[&str],
+    command: String,
+    date: String,
+    commit: String,
+    kernel: &str,
+) -> Result<Report> {
     let read = |name: &str| {
         let path = out.join(name);
         std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
@@ -138,17 +167,27 @@ pub fn report(out: &Path, configs: &[&str], heading: &str) -> Result<String> {
             )
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(table(&runs, &profiles, configs, heading))
+    Ok(Report {
+        command,
+        date,
+        commit,
+        kernel: kernel.to_string(),
+        configs: configs.iter().map(|c| c.to_string()).collect(),
+        runs,
+        profiles,
+    })
 }
 
-fn table(runs: &[Run], profiles: &[Profile], configs: &[&str], heading: &str) -> String {
-    let mut text = format!("{heading}\n\n| configuration | packets | kernel | vs first | user |\n|---|---:|---:|---:|---:|\n");
+fn table(runs: &[Run], profiles: &[Profile], configs: &[String]) -> String {
+    let mut text = String::from(
+        "| configuration | packets | kernel | vs first | user |\n|---|---:|---:|---:|---:|\n",
+    );
     let base = &profiles[0];
     for (run, profile) in runs.iter().zip(profiles) {
         let _ = writeln!(
             text,
             "| {} | {} | {:.0} | {:+.0} | {:.0} |",
-            configs.get(run.config).unwrap_or(&"?"),
+            configs.get(run.config).map_or("?", String::as_str),
             run.packets,
             profile.kernel_total(),
             profile.kernel_total() - base.kernel_total(),
@@ -246,7 +285,8 @@ mod tests {
             )
             .unwrap(),
         ];
-        let text = table(&runs, &profiles, &["zero", "one", "two"], "h");
+        let configs = ["zero", "one", "two"].map(String::from);
+        let text = table(&runs, &profiles, &configs);
         assert!(text.contains("| two | 1 | 10 | +3 | 0 |"), "{text}");
         assert!(text.contains("| hook [nfwatch] | 0.0 | 3.0 |"), "{text}");
         assert!(!text.contains("| helper |"), "{text}");

@@ -4,12 +4,16 @@ mod bench;
 mod bytecost;
 mod debug_kernel;
 mod deps;
+#[cfg(test)]
+mod doccheck;
 mod guest;
 mod host;
 mod insns;
 mod kernels;
 mod kmod;
+mod man;
 mod package;
+mod perfdoc;
 mod results;
 mod system;
 mod util;
@@ -82,6 +86,9 @@ enum Cmd {
         #[arg(long)]
         kernel: Option<String>,
     },
+    /// nfwatch's man pages and bash, zsh and fish completions, from its
+    /// clap definition, into target/man/{man1,completions}.
+    Man,
     /// Benchmark against tcpdump and NFLOG in one 6.12 VM (not part of `test`).
     Bench {
         /// Rounds over all configurations (medians and quartiles are reported).
@@ -105,9 +112,17 @@ enum Cmd {
         icount: bool,
         /// Instead of the rounds: count the guest kernel's instructions per
         /// UDP packet by function, each configuration once, in one --icount
-        /// boot under a QEMU plugin (crates/tcg-insns).
+        /// boot under a QEMU plugin (xtask/tcg-insns).
         #[arg(long)]
         insns: bool,
+        /// Then keep this run's results in docs/bench/ and write
+        /// docs/performance.md and README.md's table from them.
+        #[arg(long)]
+        write_docs: bool,
+        /// Instead of a run: write docs/performance.md and README.md's
+        /// table from the results in docs/bench/.
+        #[arg(long, conflicts_with_all = ["write_docs", "icount", "insns", "perf"])]
+        docs_only: bool,
     },
     /// (in the VM) Run the scenarios.
     #[command(hide = true)]
@@ -190,6 +205,7 @@ fn dispatch(command: Cmd) -> Result<bool> {
         }
         Cmd::Package => package::package().map(|()| true),
         Cmd::Demo => host::demo().map(|()| true),
+        Cmd::Man => man::man().map(|()| true),
         Cmd::BuildKmod { kernel } => host::build_kmod(kernel.as_deref()).map(|()| true),
         Cmd::GuestScenarios(args) => guest::scenarios(&args),
         Cmd::GuestSystem(args) => guest::system::run(&args).map(|()| true),
@@ -197,18 +213,24 @@ fn dispatch(command: Cmd) -> Result<bool> {
         Cmd::GuestPeer(args) => guest::peer(&args).map(|()| true),
         Cmd::GuestFuzzClient(args) => guest::fuzz::client(&args).map(|()| true),
         Cmd::Bench {
+            docs_only: true, ..
+        } => perfdoc::write().map(|()| true),
+        Cmd::Bench {
             rounds,
             seconds,
             proto,
             perf,
             icount,
             insns,
+            write_docs,
+            docs_only: false,
         } => bench::bench(&bench::BenchOpts {
             rounds,
             seconds,
             perf,
             icount,
             insns,
+            write_docs,
             protos: if proto.is_empty() {
                 vec!["udp".into(), "tcp".into()]
             } else {

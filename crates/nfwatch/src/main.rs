@@ -1,23 +1,10 @@
 //! nfwatch: record every packet this host sends from given source addresses.
 
-mod cli;
-mod config;
-mod error;
-mod netlink;
-mod notify;
-mod receive;
-mod signals;
-mod stats;
-mod status;
-mod subscribe;
-mod summary_json;
-mod version;
-mod writers;
-
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches};
+use nfwatch::{cli, config, receive, stats, version};
 
 fn main() -> ExitCode {
     let matches = cli::Cli::command().get_matches();

@@ -9,6 +9,7 @@ mod net;
 mod nfwatch;
 mod pcap;
 mod proc;
+pub mod readme;
 mod reliability;
 mod scenarios;
 pub mod system;
@@ -112,7 +113,7 @@ impl Ctx<'_> {
     }
 }
 
-fn module_loaded() -> bool {
+pub(super) fn module_loaded() -> bool {
     Path::new("/sys/module/nfwatch").exists()
 }
 

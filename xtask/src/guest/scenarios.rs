@@ -32,6 +32,7 @@ const ALL: &[(&str, Scenario)] = &[
     ("malformed_requests", malformed_requests),
     ("rmmod_under_traffic", rmmod_under_traffic),
     ("unprivileged", unprivileged),
+    ("readme", super::readme::readme_commands),
     ("fuzz_netlink", super::fuzz::fuzz_netlink),
     ("privilege", super::reliability::privilege),
     ("overload", super::reliability::overload),

@@ -1,0 +1,24 @@
+//! nfwatch: record every packet this host sends from given source addresses.
+//!
+//! The binary's code as a library, so that tools outside it (the man pages,
+//! shell completions and documentation checks of `cargo xtask`) use the very
+//! command-line definition the binary parses.
+
+pub mod cli;
+pub mod config;
+mod error;
+mod netlink;
+mod notify;
+pub mod receive;
+mod signals;
+pub mod stats;
+mod status;
+mod subscribe;
+mod summary_json;
+pub mod version;
+mod writers;
+
+/// The command line `nfwatch` parses.
+pub fn command() -> clap::Command {
+    <cli::Cli as clap::CommandFactory>::command()
+}
