@@ -37,6 +37,7 @@ pub fn package() -> Result<()> {
 }
 
 /// Builds both packages as `version` into `out` and runs lintian on them.
+/// A version other than the workspace's is the module's too.
 pub fn build(version: &str, out: &Path) -> Result<Debs> {
     step(&format!("build Debian packages {version}"));
     let root = util::workspace_root();
@@ -90,35 +91,60 @@ fn stage_tree(root: &Path, stage: &Path, version: &str) -> Result<()> {
         &util::target_dir().join("release/nfwatch"),
         &stage.join("nfwatch"),
     )?;
-    stage_docs(&debian, stage)?;
+    stage_docs(stage)?;
     for dir in ["kmod", "include"] {
         copy_sources(&root.join(dir), &stage.join(dir))?;
+    }
+    if version != VERSION {
+        set_module_version(stage, version)?;
     }
     Ok(())
 }
 
-/// Man pages and completions from `cargo xtask man` (target/man/), listed
-/// for dh_installman and dh_install.
-fn stage_docs(debian: &Path, stage: &Path) -> Result<()> {
-    let man = util::target_dir().join("man");
-    if !man.is_dir() {
-        println!(
-            "no {}: packaging without man pages and completions",
-            man.display()
-        );
-        return Ok(());
+/// Gives the staged module `version` (the system test's upgrade packages;
+/// the program they carry still says the workspace's version).
+fn set_module_version(stage: &Path, version: &str) -> Result<()> {
+    let path = stage.join("kmod/version.h");
+    let text = std::fs::read_to_string(&path)?;
+    let define = format!("#define NFWATCH_VERSION \"{VERSION}\"");
+    if !text.contains(&define) {
+        bail!("{} has no `{define}`", path.display());
     }
-    util::copy_dir(&man, &stage.join("man"))?;
-    let mut pages = Vec::new();
-    for entry in std::fs::read_dir(&man)? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".1") {
-            pages.push(format!("man/{name}"));
-        }
-    }
-    pages.sort();
-    std::fs::write(debian.join("nfwatch.manpages"), pages.join("\n") + "\n")?;
+    std::fs::write(
+        &path,
+        text.replace(&define, &format!("#define NFWATCH_VERSION \"{version}\"")),
+    )?;
     Ok(())
+}
+
+/// Man pages and completions from `cargo xtask man` (target/man/), laid
+/// out under the names the packaged files have.
+fn stage_docs(stage: &Path) -> Result<()> {
+    let man = util::target_dir().join("man");
+    util::remove_dir(&man)?;
+    let generated = crate::man::generate(&man)?;
+    for page in &generated.pages {
+        copy(page, &stage.join("man").join(file_name(page)?))?;
+    }
+    for completion in &generated.completions {
+        let name = file_name(completion)?;
+        let packaged = match name.as_str() {
+            "nfwatch.bash" => "bash/nfwatch".to_string(),
+            "_nfwatch" => format!("zsh/{name}"),
+            "nfwatch.fish" => format!("fish/{name}"),
+            other => bail!("no place in the package for completion {other}"),
+        };
+        copy(completion, &stage.join("completions").join(packaged))?;
+    }
+    Ok(())
+}
+
+fn file_name(path: &Path) -> Result<String> {
+    Ok(path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?
+        .to_string_lossy()
+        .into_owned())
 }
 
 /// nfwatch@NAME.service: nfwatch.service reading /etc/nfwatch/NAME.toml.

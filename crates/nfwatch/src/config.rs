@@ -11,7 +11,7 @@ use nfwatch_proto::{Prefix, NFWATCH_MAX_PREFIXES};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::cli::{WatchArgs, MIN_RCVBUF};
+use crate::cli::{parse_duration, WatchArgs, MIN_RCVBUF};
 use crate::error::{Error, Result};
 use crate::writers::Format;
 
@@ -23,6 +23,7 @@ struct ConfigFile {
     output: Option<PathBuf>,
     format: Option<Spanned<String>>,
     append: Option<bool>,
+    flush_interval: Option<Spanned<f64>>,
     rcvbuf: Option<Spanned<i64>>,
 }
 
@@ -125,6 +126,12 @@ pub fn apply(args: &mut WatchArgs, matches: &ArgMatches) -> Result<()> {
             args.append = append;
         }
     }
+    if from_file("flush_interval") {
+        if let Some(seconds) = &file.flush_interval {
+            args.flush_interval = parse_duration(&seconds.get_ref().to_string())
+                .map_err(|e| source.error(seconds.span(), "flush_interval", &e))?;
+        }
+    }
     if from_file("rcvbuf") {
         if let Some(rcvbuf) = &file.rcvbuf {
             args.rcvbuf = checked_rcvbuf(&source, rcvbuf)?;
@@ -199,6 +206,7 @@ mod tests {
     use crate::cli::{Cli, Command};
     use clap::{CommandFactory, FromArgMatches};
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     /// `nfwatch watch --config FILE ARGS` with FILE holding `text`.
     fn load(text: &str, args: &[&str]) -> Result<WatchArgs> {
@@ -218,7 +226,7 @@ mod tests {
             .try_get_matches_from(argv)
             .map_err(|e| Error::Usage(e.to_string()))?;
         let cli = Cli::from_arg_matches(&matches).map_err(|e| Error::Usage(e.to_string()))?;
-        let Command::Watch(mut watch) = cli.command else {
+        let Some(Command::Watch(mut watch)) = cli.command else {
             return Err(Error::Usage("not watch".into()));
         };
         let result = apply(
@@ -240,6 +248,7 @@ mod tests {
         output = \"/var/log/nfwatch/nfwatch.jsonl\"\n\
         format = \"jsonl\"\n\
         append = true\n\
+        flush_interval = 0.25\n\
         rcvbuf = 1048576\n";
 
     #[test]
@@ -252,6 +261,7 @@ mod tests {
         );
         assert_eq!(args.format, Format::Jsonl);
         assert!(args.append);
+        assert_eq!(args.flush_interval, Duration::from_millis(250));
         assert_eq!(args.rcvbuf, 1_048_576);
     }
 
