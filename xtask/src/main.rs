@@ -208,7 +208,7 @@ fn dispatch(command: Cmd) -> Result<bool> {
         Cmd::Man => man::man().map(|()| true),
         Cmd::BuildKmod { kernel } => host::build_kmod(kernel.as_deref()).map(|()| true),
         Cmd::GuestScenarios(args) => guest::scenarios(&args),
-        Cmd::GuestSystem(args) => guest::system::run(&args).map(|()| true),
+        Cmd::GuestSystem(args) => guest::system::system(&args).map(|()| true),
         Cmd::GuestDemo(args) => guest::demo(&args).map(|()| true),
         Cmd::GuestPeer(args) => guest::peer(&args).map(|()| true),
         Cmd::GuestFuzzClient(args) => guest::fuzz::client(&args).map(|()| true),

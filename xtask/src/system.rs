@@ -75,6 +75,17 @@ const BOOT_DEADLINE: Duration = Duration::from_secs(12 * 60);
 /// The boots of one kernel, in order, each a `guest-system --phase`.
 const PHASES: &[&str] = &["first", "second"];
 
+/// The version the upgrade packages carry: newer than the workspace's.
+fn upgrade_version() -> String {
+    format!("{}+upgrade1", package::VERSION)
+}
+
+/// What every boot's second disk carries besides its phase.
+struct Payload {
+    xtask: PathBuf,
+    upgrade: package::Debs,
+}
+
 /// `cargo xtask test --system` on the kernels `filter` selects; returns the
 /// outcomes per guest kernel.
 pub fn test(filter: Option<&str>) -> Result<Vec<(String, Vec<Outcome>)>> {
@@ -82,12 +93,22 @@ pub fn test(filter: Option<&str>) -> Result<Vec<(String, Vec<Outcome>)>> {
     let started = Instant::now();
     let debs = package::build(package::VERSION, &util::target_dir().join("debian"))?;
     println!("packages built in {:.0} s", started.elapsed().as_secs_f64());
+    let upgrade = package::build(
+        &upgrade_version(),
+        &util::target_dir().join("system/upgrade"),
+    )?;
     let image = Image::ensure(&debs)?;
-    let xtask = built_xtask()?;
+    let payload = Payload {
+        xtask: built_xtask()?,
+        upgrade,
+    };
     let mut results = Vec::new();
     for series in SERIES.iter().filter(|s| filter.is_none_or(|f| f == **s)) {
         let kernel = image.kernel(series)?;
-        results.push((kernel.version.clone(), test_kernel(&image, &kernel, &xtask)));
+        results.push((
+            kernel.version.clone(),
+            test_kernel(&image, &kernel, &payload),
+        ));
     }
     if results.is_empty() {
         bail!(
@@ -265,7 +286,7 @@ fn cache_key(debs: &package::Debs) -> Result<String> {
 }
 
 /// Both boots of one kernel on one copy-on-write overlay of the image.
-fn test_kernel(image: &Image, kernel: &ImageKernel, xtask: &Path) -> Vec<Outcome> {
+fn test_kernel(image: &Image, kernel: &ImageKernel, payload: &Payload) -> Vec<Outcome> {
     step(&format!(
         "system test on {} (QEMU TCG, systemd)",
         kernel.version
@@ -285,7 +306,7 @@ fn test_kernel(image: &Image, kernel: &ImageKernel, xtask: &Path) -> Vec<Outcome
     }
     for phase in PHASES {
         let started = Instant::now();
-        match boot(kernel, xtask, &dir, phase) {
+        match boot(kernel, payload, &dir, phase) {
             Ok(mut got) => {
                 let complete = got.iter().any(|o| o.name == format!("{phase} done"));
                 got.retain(|o| o.name != format!("{phase} done"));
@@ -321,14 +342,26 @@ fn failure(name: &str, error: anyhow::Error) -> Outcome {
 }
 
 /// One boot running `guest-system --phase PHASE`; its outcomes.
-fn boot(kernel: &ImageKernel, xtask: &Path, dir: &Path, phase: &str) -> Result<Vec<Outcome>> {
+fn boot(kernel: &ImageKernel, payload: &Payload, dir: &Path, phase: &str) -> Result<Vec<Outcome>> {
     let disk = dir.join("disk");
     util::remove_dir(&disk)?;
-    std::fs::create_dir_all(&disk)?;
-    std::fs::copy(xtask, disk.join("xtask"))?;
+    std::fs::create_dir_all(disk.join("upgrade"))?;
+    std::fs::copy(&payload.xtask, disk.join("xtask"))?;
+    for deb in payload.upgrade.both() {
+        std::fs::copy(
+            deb,
+            disk.join("upgrade")
+                .join(deb.file_name().unwrap_or_default()),
+        )?;
+    }
     std::fs::write(
         disk.join("run"),
-        format!("#!/bin/sh\nexec {GUEST_DISK}/xtask guest-system --phase {phase} --results /dev/ttyS1\n"),
+        format!(
+            "#!/bin/sh\nexec {GUEST_DISK}/xtask guest-system --phase {phase} --results /dev/ttyS1 \
+             --version {} --upgrade {GUEST_DISK}/upgrade --upgrade-version {}\n",
+            package::VERSION,
+            upgrade_version()
+        ),
     )?;
     run(Command::new("chmod").arg("+x").arg(disk.join("run")))?;
     let disk_image = dir.join("disk.img");
