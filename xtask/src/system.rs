@@ -194,15 +194,33 @@ impl Image {
         ] {
             std::fs::write(files.join(name), text)?;
         }
-        let [dkms, cli] = debs.both().map(|d| d.display().to_string());
+        let copy_in: Vec<String> = debs
+            .both()
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        let in_chroot: Vec<String> = debs
+            .both()
+            .iter()
+            .map(|d| {
+                format!(
+                    "/tmp/{}",
+                    d.file_name().unwrap_or_default().to_string_lossy()
+                )
+            })
+            .collect();
         let cache = cache.display();
         let files = files.display();
         let hooks = [
             format!("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives && cp -a {cache}/. \"$1\"/var/cache/apt/archives/"),
-            format!("--customize-hook=cp {dkms} {cli} \"$1\"/tmp/"),
-            "--customize-hook=chroot \"$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /tmp/nfwatch-dkms_*.deb /tmp/nfwatch_*.deb".into(),
+            // Keep what was downloaded for the next image before anything else can fail.
             format!("--customize-hook=cp -a \"$1\"/var/cache/apt/archives/. {cache}/"),
-            "--customize-hook=rm -f \"$1\"/tmp/*.deb".into(),
+            format!("--customize-hook=cp {} \"$1\"/tmp/", copy_in.join(" ")),
+            format!(
+                "--customize-hook=chroot \"$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {}",
+                in_chroot.join(" ")
+            ),
+            format!("--customize-hook=rm -f \"$1\"/tmp/*.deb \"$1\"/var/cache/apt/archives/*.deb"),
             format!("--customize-hook=cp {files}/nfwatch.toml \"$1\"/etc/nfwatch/nfwatch.toml"),
             format!("--customize-hook=cp {files}/fstab \"$1\"/etc/fstab"),
             format!("--customize-hook=cp {files}/nfwatch-systest.service \"$1\"/etc/systemd/system/"),
