@@ -227,3 +227,23 @@ fn lintian(debs: &Debs) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_unit_reads_its_own_config() {
+        let unit = std::fs::read_to_string(
+            util::workspace_root().join("packaging/systemd/nfwatch.service"),
+        )
+        .unwrap();
+        let instance = instance_unit(&unit).unwrap();
+        assert!(
+            instance.contains("ExecStart=/usr/bin/nfwatch watch --config /etc/nfwatch/%i.toml\n")
+        );
+        assert!(instance.contains("Description=Record packets (/etc/nfwatch/%i.toml)"));
+        assert!(!instance.contains("nfwatch.toml"));
+        assert!(instance_unit("ExecStart=/usr/bin/nfwatch watch\n").is_err());
+    }
+}

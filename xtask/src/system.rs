@@ -213,6 +213,11 @@ impl Image {
         let files = files.display();
         let hooks = [
             format!("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives && cp -a {cache}/. \"$1\"/var/cache/apt/archives/"),
+            // A small initramfs with just what finds the root disk: made
+            // faster in the chroot and unpacked faster under TCG.
+            "--setup-hook=mkdir -p \"$1\"/etc/initramfs-tools/conf.d \"$1\"/usr/share/initramfs-tools/modules.d".into(),
+            "--setup-hook=echo MODULES=list > \"$1\"/etc/initramfs-tools/conf.d/systest".into(),
+            "--setup-hook=printf 'virtio_pci\\nvirtio_blk\\next4\\n' > \"$1\"/usr/share/initramfs-tools/modules.d/systest".into(),
             // Keep what was downloaded for the next image before anything else can fail.
             format!("--customize-hook=cp -a \"$1\"/var/cache/apt/archives/. {cache}/"),
             format!("--customize-hook=cp {} \"$1\"/tmp/", copy_in.join(" ")),

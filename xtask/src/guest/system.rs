@@ -533,8 +533,12 @@ fn purge() -> Result<()> {
     );
     let dkms = stdout_of(Command::new("dkms").arg("status"))?;
     ensure!(dkms.trim().is_empty(), "dkms status: {dkms}");
-    let units =
-        stdout_of(Command::new("systemctl").args(["list-unit-files", "--no-legend", UNIT, "nfwatch@.service"]))?;
+    let units = stdout_of(Command::new("systemctl").args([
+        "list-unit-files",
+        "--no-legend",
+        UNIT,
+        "nfwatch@.service",
+    ]))?;
     ensure!(units.trim().is_empty(), "units left: {units}");
     ensure!(
         property("LoadState")? == "not-found",
