@@ -420,7 +420,10 @@ fn boot(kernel: &ImageKernel, payload: &Payload, dir: &Path, phase: &str) -> Res
     .arg(&kernel.vmlinuz)
     .arg("-initrd")
     .arg(&kernel.initrd)
-    .args(["-append", "root=/dev/vda rw console=ttyS0 panic=-1"])
+    .args([
+        "-append",
+        "root=/dev/vda rw console=ttyS0 panic=-1 systemd.show_status=1",
+    ])
     .arg("-drive")
     .arg(format!(
         "file={},if=virtio,format=qcow2",
