@@ -231,7 +231,7 @@ impl Image {
                 "--customize-hook=chroot \"$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {}",
                 in_chroot.join(" ")
             ),
-            format!("--customize-hook=rm -f \"$1\"/tmp/*.deb \"$1\"/var/cache/apt/archives/*.deb"),
+            "--customize-hook=rm -f \"$1\"/tmp/*.deb \"$1\"/var/cache/apt/archives/*.deb".into(),
             format!("--customize-hook=cp {files}/nfwatch.toml \"$1\"/etc/nfwatch/nfwatch.toml"),
             format!("--customize-hook=cp {files}/fstab \"$1\"/etc/fstab"),
             format!("--customize-hook=cp {files}/nfwatch-systest.service \"$1\"/etc/systemd/system/"),
