@@ -200,47 +200,11 @@ impl Image {
         ] {
             std::fs::write(files.join(name), text)?;
         }
-        let copy_in: Vec<String> = debs
-            .both()
-            .iter()
-            .map(|d| d.display().to_string())
-            .collect();
-        let in_chroot: Vec<String> = debs
-            .both()
-            .iter()
-            .map(|d| {
-                format!(
-                    "/tmp/{}",
-                    d.file_name().unwrap_or_default().to_string_lossy()
-                )
-            })
-            .collect();
-        let cache = cache.display();
-        let files = files.display();
-        let hooks = [
-            format!("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives && cp -a {cache}/. \"$1\"/var/cache/apt/archives/"),
-            // A small initramfs with just what finds the root disk: made
-            // faster in the chroot and unpacked faster under TCG.
-            "--setup-hook=mkdir -p \"$1\"/etc/initramfs-tools/conf.d \"$1\"/usr/share/initramfs-tools/modules.d".into(),
-            "--setup-hook=echo MODULES=list > \"$1\"/etc/initramfs-tools/conf.d/systest".into(),
-            "--setup-hook=printf 'virtio_pci\\nvirtio_blk\\next4\\n' > \"$1\"/usr/share/initramfs-tools/modules.d/systest".into(),
-            // Keep what was downloaded for the next image before anything else can fail.
-            format!("--customize-hook=cp -a \"$1\"/var/cache/apt/archives/. {cache}/"),
-            format!("--customize-hook=cp {} \"$1\"/tmp/", copy_in.join(" ")),
-            format!(
-                "--customize-hook=chroot \"$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {}",
-                in_chroot.join(" ")
-            ),
-            "--customize-hook=rm -f \"$1\"/tmp/*.deb \"$1\"/var/cache/apt/archives/*.deb".into(),
-            format!("--customize-hook=cp {files}/nfwatch.toml \"$1\"/etc/nfwatch/nfwatch.toml"),
-            format!("--customize-hook=cp {files}/fstab \"$1\"/etc/fstab"),
-            format!("--customize-hook=cp {files}/nfwatch-systest.service \"$1\"/etc/systemd/system/"),
-            format!("--customize-hook=mkdir -p \"$1\"{GUEST_DISK}"),
-            "--customize-hook=echo nfwatch-systest > \"$1\"/etc/hostname".into(),
-            "--customize-hook=chroot \"$1\" systemctl enable nfwatch-systest.service".into(),
-            // Timers that would only compete with the test for the one CPU.
-            "--customize-hook=chroot \"$1\" systemctl mask apt-daily.timer apt-daily-upgrade.timer man-db.timer e2scrub_all.timer fstrim.timer".into(),
-        ];
+        let hooks = hooks(
+            &cache.display().to_string(),
+            &files.display().to_string(),
+            debs,
+        );
         util::remove_dir(&rootfs)?;
         run(Command::new("mmdebstrap")
             .args([
@@ -296,10 +260,56 @@ fn list_kernels(dir: &Path) -> Result<Vec<String>> {
     Ok(versions)
 }
 
-/// A digest of everything the image is made from.
+/// mmdebstrap's hooks: the apt cache kept in `cache`, a small initramfs,
+/// the packages installed with apt, the test's files from `files`.
+fn hooks(cache: &str, files: &str, debs: &package::Debs) -> Vec<String> {
+    let copy_in: Vec<String> = debs
+        .both()
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
+    let in_chroot: Vec<String> = debs
+        .both()
+        .iter()
+        .map(|d| {
+            format!(
+                "/tmp/{}",
+                d.file_name().unwrap_or_default().to_string_lossy()
+            )
+        })
+        .collect();
+    vec![
+        format!("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives && cp -a {cache}/. \"$1\"/var/cache/apt/archives/"),
+        // A small initramfs with just what finds the root disk: made
+        // faster in the chroot and unpacked faster under TCG.
+        "--setup-hook=mkdir -p \"$1\"/etc/initramfs-tools/conf.d \"$1\"/usr/share/initramfs-tools/modules.d".into(),
+        "--setup-hook=echo MODULES=list > \"$1\"/etc/initramfs-tools/conf.d/systest".into(),
+        "--setup-hook=printf 'virtio_pci\\nvirtio_blk\\next4\\n' > \"$1\"/usr/share/initramfs-tools/modules.d/systest".into(),
+        // Keep what was downloaded for the next image before anything else can fail.
+        format!("--customize-hook=cp -a \"$1\"/var/cache/apt/archives/. {cache}/"),
+        format!("--customize-hook=cp {} \"$1\"/tmp/", copy_in.join(" ")),
+        format!(
+            "--customize-hook=chroot \"$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {}",
+            in_chroot.join(" ")
+        ),
+        "--customize-hook=rm -f \"$1\"/tmp/*.deb \"$1\"/var/cache/apt/archives/*.deb".into(),
+        format!("--customize-hook=cp {files}/nfwatch.toml \"$1\"/etc/nfwatch/nfwatch.toml"),
+        format!("--customize-hook=cp {files}/fstab \"$1\"/etc/fstab"),
+        format!("--customize-hook=cp {files}/nfwatch-systest.service \"$1\"/etc/systemd/system/"),
+        format!("--customize-hook=mkdir -p \"$1\"{GUEST_DISK}"),
+        "--customize-hook=echo nfwatch-systest > \"$1\"/etc/hostname".into(),
+        "--customize-hook=chroot \"$1\" systemctl enable nfwatch-systest.service".into(),
+        // Timers that would only compete with the test for the CPU.
+        "--customize-hook=chroot \"$1\" systemctl mask apt-daily.timer apt-daily-upgrade.timer man-db.timer e2scrub_all.timer fstrim.timer".into(),
+    ]
+}
+
+/// A digest of everything the image is made from: packages, hooks, the
+/// test's files and the .debs' bytes.
 fn cache_key(debs: &package::Debs) -> Result<String> {
     let manifest = format!(
-        "{IMAGE_PACKAGES:?}\n{IMAGE_CONFIG}\n{TEST_UNIT}\n{FSTAB}\n{}",
+        "{IMAGE_PACKAGES:?}\n{:?}\n{IMAGE_CONFIG}\n{TEST_UNIT}\n{FSTAB}\n{}",
+        hooks("CACHE", "FILES", debs),
         stdout_of(Command::new("sha256sum").args(debs.both()))?
             .lines()
             .filter_map(|l| l.split_whitespace().next())
