@@ -13,9 +13,6 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 const UNIT: &str = "nfwatch.service";
@@ -319,39 +316,6 @@ fn lifecycle() -> Result<()> {
     wait_active()
 }
 
-/// Paced UDP from the watched address on a thread until stopped.
-struct Flood {
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<Result<u64>>>,
-}
-
-impl Flood {
-    fn start() -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = thread::spawn(move || {
-            let mut sent = 0;
-            while !flag.load(Ordering::Relaxed) {
-                sent += traffic::udp_batch(WATCHED4, PEER4, 8000, 50, 32)?.len() as u64;
-                thread::sleep(FLOOD_PAUSE);
-            }
-            Ok(sent)
-        });
-        Self {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(mut self) -> Result<u64> {
-        self.stop.store(true, Ordering::Relaxed);
-        match self.thread.take().map(thread::JoinHandle::join) {
-            Some(Ok(sent)) => sent,
-            _ => bail!("the flood thread failed"),
-        }
-    }
-}
-
 fn file_has_records(path: &str) -> Result<Option<()>> {
     Ok(std::fs::metadata(path)
         .is_ok_and(|m| m.len() > 0)
@@ -395,7 +359,7 @@ fn rotation() -> Result<()> {
     systemctl(&["start", UNIT])?;
     wait_active()?;
     let pid = main_pid()?;
-    let flood = Flood::start();
+    let flood = traffic::Flood::paced(WATCHED4, PEER4, FLOOD_PAUSE);
     let rotated = (|| {
         for _ in 0..2 {
             wait_until("records in the current file", DEADLINE, || {
