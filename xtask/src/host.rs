@@ -222,8 +222,16 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
         results = scenario_tests(vng_bin, opts)?;
     }
     if opts.system_only || !(opts.skip_system || opts.debug_kernel) {
-        for (kernel, outcomes) in crate::system::test(opts.kernel.as_deref())? {
-            results.push((format!("{kernel} (system)"), outcomes));
+        match crate::system::test(opts.kernel.as_deref()) {
+            Ok(per_kernel) => results.extend(
+                per_kernel
+                    .into_iter()
+                    .map(|(kernel, outcomes)| (format!("{kernel} (system)"), outcomes)),
+            ),
+            Err(e) => results.push((
+                "system".into(),
+                vec![failure("system test", format!("{e:#}"))],
+            )),
         }
     }
     step("summary");
