@@ -46,21 +46,20 @@ output = \"/var/log/nfwatch/nfwatch.jsonl\"\n\
 format = \"jsonl\"\n\
 append = true\n";
 
-/// Runs the test unit after nfwatch.service and powers off when it ends
-/// (forced: the services' clean stop is what the test checks itself).
+/// Runs the test unit after nfwatch.service and powers off when it ends.
 const TEST_UNIT: &str = "[Unit]
 Description=nfwatch system test
 After=nfwatch.service multi-user.target
 RequiresMountsFor=/srv/systest
 ConditionPathExists=/srv/systest/run
+SuccessAction=poweroff
+FailureAction=poweroff
 
 [Service]
 Type=oneshot
 ExecStart=/srv/systest/run
 StandardOutput=journal+console
 StandardError=journal+console
-SuccessAction=poweroff-force
-FailureAction=poweroff-force
 
 [Install]
 WantedBy=multi-user.target
