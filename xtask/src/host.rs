@@ -221,7 +221,10 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
     if !opts.system_only {
         results = scenario_tests(vng_bin, opts)?;
     }
-    if opts.system_only || !(opts.skip_system || opts.debug_kernel) {
+    // --scenario and --debug-kernel pick VM scenarios; the system test runs
+    // in a plain `test` (CI's) and with --system.
+    let system = !(opts.skip_system || opts.debug_kernel || !opts.scenarios.is_empty());
+    if opts.system_only || system {
         match crate::system::test(opts.kernel.as_deref()) {
             Ok(per_kernel) => results.extend(
                 per_kernel

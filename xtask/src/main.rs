@@ -55,7 +55,8 @@ enum Cmd {
         #[arg(long)]
         full: bool,
         /// Only the system test: the Debian packages installed in a Debian 12
-        /// image booted with systemd, per kernel (part of a plain `test`).
+        /// image booted with systemd, per kernel (part of a plain `test`,
+        /// not of one with --scenario).
         #[arg(long, conflicts_with_all = ["skip_system", "scenario", "debug_kernel"])]
         system: bool,
         /// Leave the system test out.
