@@ -162,15 +162,32 @@ fn instance_unit(unit: &str) -> Result<String> {
         ))
 }
 
-/// A one-entry debian/changelog dated by the last commit (so a rebuild of
-/// the same tree gives the same packages).
+/// What the packages are built from: their date is the last commit to it.
+const PACKAGED: &[&str] = &[
+    "Cargo.lock",
+    "Cargo.toml",
+    "crates",
+    "include",
+    "kmod",
+    "packaging",
+    "xtask/src/man.rs",
+];
+
+/// A one-entry debian/changelog dated by the last commit to what is
+/// packaged, so a rebuild of the same sources gives the same packages (and
+/// the system test's cached image stays valid).
 fn changelog(version: &str) -> Result<String> {
-    let date = stdout_of(
+    let committed = stdout_of(
         Command::new("git")
-            .args(["log", "-1", "--format=%aD"])
+            .args(["log", "-1", "--format=%aD", "--"])
+            .args(PACKAGED)
             .current_dir(util::workspace_root()),
     )
-    .or_else(|_| stdout_of(Command::new("date").arg("-R")))?;
+    .unwrap_or_default();
+    let date = match committed.trim() {
+        "" => stdout_of(Command::new("date").arg("-R"))?,
+        _ => committed,
+    };
     Ok(format!(
         "nfwatch ({version}) unstable; urgency=medium\n\n  * nfwatch {version}.\n\n -- nfwatch developers <nfwatch@packages.invalid>  {}\n",
         date.trim()
