@@ -25,6 +25,10 @@ pub struct TestOpts {
     pub guest_extra: Vec<String>,
     /// Test on the KASAN/kmemleak/lockdep kernel instead (debug_kernel.rs).
     pub debug_kernel: bool,
+    /// Only the system test (system.rs), not the VM scenarios.
+    pub system_only: bool,
+    /// Leave the system test out.
+    pub skip_system: bool,
 }
 
 /// The programs the guest runs, built on the host.
@@ -191,7 +195,7 @@ fn test_kernel(
     outcomes
 }
 
-fn print_outcomes(kernel: &Kernel, outcomes: &[Outcome]) -> (usize, usize) {
+fn print_outcomes(label: &str, outcomes: &[Outcome]) -> (usize, usize) {
     for o in outcomes {
         if o.passed {
             println!("  PASS {} ({:.1} s)", o.name, o.seconds);
@@ -201,7 +205,7 @@ fn print_outcomes(kernel: &Kernel, outcomes: &[Outcome]) -> (usize, usize) {
     }
     let passed = outcomes.iter().filter(|o| o.passed).count();
     let failed = outcomes.len() - passed;
-    println!("{}: {passed} passed, {failed} failed", kernel.version);
+    println!("{label}: {passed} passed, {failed} failed");
     (passed, failed)
 }
 
@@ -213,6 +217,39 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
     if !opts.skip_static {
         static_checks()?;
     }
+    let mut results = Vec::new();
+    if !opts.system_only {
+        results = scenario_tests(vng_bin, opts)?;
+    }
+    // --scenario and --debug-kernel pick VM scenarios; the system test runs
+    // in a plain `test` (CI's) and with --system.
+    let system = !(opts.skip_system || opts.debug_kernel || !opts.scenarios.is_empty());
+    if opts.system_only || system {
+        match crate::system::test(opts.kernel.as_deref()) {
+            Ok(per_kernel) => results.extend(
+                per_kernel
+                    .into_iter()
+                    .map(|(kernel, outcomes)| (format!("{kernel} (system)"), outcomes)),
+            ),
+            Err(e) => results.push((
+                "system".into(),
+                vec![failure("system test", format!("{e:#}"))],
+            )),
+        }
+    }
+    step("summary");
+    let (mut passed, mut failed) = (0, 0);
+    for (label, outcomes) in &results {
+        let (p, f) = print_outcomes(label, outcomes);
+        passed += p;
+        failed += f;
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(failed == 0 && passed > 0)
+}
+
+/// The guest scenarios on each tested kernel, labelled by kernel version.
+fn scenario_tests(vng_bin: PathBuf, opts: &TestOpts) -> Result<Vec<(String, Vec<Outcome>)>> {
     let kernels = if opts.debug_kernel {
         deps::ensure_extra(crate::debug_kernel::PACKAGES)?;
         vec![crate::debug_kernel::ensure(&vng_bin)?]
@@ -234,20 +271,14 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
     if opts.scenarios.is_empty() || opts.scenarios.iter().any(|s| s == README_SCENARIO) {
         crate::guest::readme::run_cargo_lines()?;
     }
-    let mut results = Vec::new();
-    for (kernel, (ko, skew_ko)) in kernels.iter().zip(&modules) {
-        let outcomes = test_kernel(&env, kernel, ko, skew_ko, opts);
-        results.push((kernel, outcomes));
-    }
-    step("summary");
-    let (mut passed, mut failed) = (0, 0);
-    for (kernel, outcomes) in &results {
-        let (p, f) = print_outcomes(kernel, outcomes);
-        passed += p;
-        failed += f;
-    }
-    println!("{passed} passed, {failed} failed");
-    Ok(failed == 0 && passed > 0)
+    Ok(kernels
+        .iter()
+        .zip(&modules)
+        .map(|(kernel, (ko, skew_ko))| {
+            let outcomes = test_kernel(&env, kernel, ko, skew_ko, opts);
+            (kernel.version.clone(), outcomes)
+        })
+        .collect())
 }
 
 /// `cargo xtask demo`.

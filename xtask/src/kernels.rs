@@ -53,7 +53,7 @@ fn installed() -> Result<Vec<String>> {
 }
 
 /// Numeric parts of a version, for ordering ("6.12.117+deb12-amd64" -> [6, 12, 117, 12, 64]).
-fn version_key(version: &str) -> Vec<u64> {
+pub fn version_key(version: &str) -> Vec<u64> {
     version
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|part| part.parse().ok())

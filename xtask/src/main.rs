@@ -12,8 +12,10 @@ mod insns;
 mod kernels;
 mod kmod;
 mod man;
+mod package;
 mod perfdoc;
 mod results;
+mod system;
 mod util;
 mod vm;
 
@@ -53,7 +55,17 @@ enum Cmd {
         /// quicker run for CI.
         #[arg(long)]
         full: bool,
+        /// Only the system test: the Debian packages installed in a Debian 12
+        /// image booted with systemd, per kernel (part of a plain `test`,
+        /// not of one with --scenario).
+        #[arg(long, conflicts_with_all = ["skip_system", "scenario", "debug_kernel"])]
+        system: bool,
+        /// Leave the system test out.
+        #[arg(long)]
+        skip_system: bool,
     },
+    /// Build the Debian packages nfwatch-dkms and nfwatch into target/debian/.
+    Package,
     /// Boot a VM and fuzz the nfwatch Generic Netlink family.
     FuzzNetlink {
         /// Requests in all (a fifth from an unprivileged process).
@@ -117,6 +129,9 @@ enum Cmd {
     /// (in the VM) Run the scenarios.
     #[command(hide = true)]
     GuestScenarios(guest::GuestArgs),
+    /// (in the system test's guest) One boot's checks.
+    #[command(hide = true)]
+    GuestSystem(guest::system::SystemArgs),
     /// (in the VM) The demo.
     #[command(hide = true)]
     GuestDemo(guest::GuestArgs),
@@ -160,6 +175,8 @@ fn dispatch(command: Cmd) -> Result<bool> {
             debug_kernel,
             fuzz_requests,
             full,
+            system,
+            skip_system,
         } => host::test(&host::TestOpts {
             kernel,
             scenarios: scenario,
@@ -171,6 +188,8 @@ fn dispatch(command: Cmd) -> Result<bool> {
                 .chain(full.then(|| "--full".to_string()))
                 .collect(),
             debug_kernel,
+            system_only: system,
+            skip_system,
         }),
         Cmd::FuzzNetlink {
             requests,
@@ -188,12 +207,16 @@ fn dispatch(command: Cmd) -> Result<bool> {
                 skip_static: true,
                 guest_extra,
                 debug_kernel,
+                system_only: false,
+                skip_system: true,
             })
         }
+        Cmd::Package => package::package().map(|()| true),
         Cmd::Demo => host::demo().map(|()| true),
         Cmd::Man => man::man().map(|()| true),
         Cmd::BuildKmod { kernel } => host::build_kmod(kernel.as_deref()).map(|()| true),
         Cmd::GuestScenarios(args) => guest::scenarios(&args),
+        Cmd::GuestSystem(args) => guest::system::system(&args).map(|()| true),
         Cmd::GuestDemo(args) => guest::demo(&args).map(|()| true),
         Cmd::GuestPeer(args) => guest::peer(&args).map(|()| true),
         Cmd::GuestFuzzClient(args) => guest::fuzz::client(&args).map(|()| true),

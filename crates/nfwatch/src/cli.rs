@@ -11,7 +11,7 @@ use crate::writers::Format;
 
 /// The smallest --rcvbuf: the kernel doubles it to 128 KiB, which holds
 /// three default 32 KiB batches plus the room it keeps for replies.
-const MIN_RCVBUF: u64 = 64 * 1024;
+pub const MIN_RCVBUF: u64 = 64 * 1024;
 
 /// The exit codes, for `--help`.
 macro_rules! exit_codes {
@@ -71,8 +71,15 @@ Signals:
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Source address or prefix to watch (repeatable).
-    #[arg(long = "src", value_name = "ADDR[/LEN]", required = true)]
+    #[arg(
+        long = "src",
+        value_name = "ADDR[/LEN]",
+        required_unless_present = "config"
+    )]
     pub src: Vec<String>,
+    /// Read settings from this TOML file; flags given here override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Output file, `-` for stdout (the default); created or truncated
     /// only once the module has accepted the subscription.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
@@ -121,7 +128,7 @@ impl WatchArgs {
     }
 }
 
-fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let seconds: f64 = text
         .parse()
         .map_err(|_| "not a number of seconds".to_string())?;

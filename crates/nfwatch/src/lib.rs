@@ -5,8 +5,10 @@
 //! command-line definition the binary parses.
 
 pub mod cli;
+pub mod config;
 mod error;
 mod netlink;
+mod notify;
 pub mod receive;
 mod signals;
 pub mod stats;

@@ -299,6 +299,7 @@ impl Session {
             self.sink = Some(LineSink::new(destination));
             let line = std::mem::take(&mut self.subscribed_line);
             self.status.note(&line);
+            crate::notify::ready(&line);
             self.started = Instant::now();
         }
         Ok(())

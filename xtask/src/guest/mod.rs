@@ -15,6 +15,7 @@ pub mod readme;
 mod reliability;
 mod routing;
 mod scenarios;
+pub mod system;
 mod traffic;
 
 pub use bench::BenchArgs;

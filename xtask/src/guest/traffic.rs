@@ -203,6 +203,11 @@ pub struct Flood {
 
 impl Flood {
     pub fn start(src: &'static str, dst: &'static str) -> Self {
+        Self::paced(src, dst, Duration::ZERO)
+    }
+
+    /// A flood that waits `pause` after each round of FLOOD_PORTS datagrams.
+    pub fn paced(src: &'static str, dst: &'static str, pause: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let (tx, done) = mpsc::channel();
@@ -212,6 +217,9 @@ impl Flood {
                 while !flag.load(Ordering::Relaxed) {
                     sent += udp_batch(src, dst, FLOOD_PORTS.start, FLOOD_PORTS.len() as u16, 32)?
                         .len() as u64;
+                    if !pause.is_zero() {
+                        thread::sleep(pause);
+                    }
                 }
                 Ok(sent)
             })();

@@ -1,0 +1,535 @@
+//! The system test's guest side: run by a oneshot unit after
+//! nfwatch.service in the booted Debian image (see system.rs), as root,
+//! with systemd as PID 1. Each check's outcome is one JSON line on the
+//! results port, written as soon as it is known.
+
+use super::net::{OTHER4, PEER4, PEER6, TCP_PORT, WATCHED4, WATCHED6};
+use super::nfwatch::{read_records, Record, Summary};
+use super::traffic::{self, Flow};
+use crate::results::Outcome;
+use crate::util::{capture, run, stdout_of, wait_until};
+use anyhow::{bail, ensure, Context, Result};
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const UNIT: &str = "nfwatch.service";
+const CONFIG: &str = "/etc/nfwatch/nfwatch.toml";
+const LOG_DIR: &str = "/var/log/nfwatch";
+const OUTPUT: &str = "/var/log/nfwatch/nfwatch.jsonl";
+/// Generous: everything here runs under TCG, beside other guests' hosts.
+const DEADLINE: Duration = Duration::from_secs(300);
+/// Pause between the paced flood's bursts: fast enough to keep records
+/// flowing through both rotations, slow enough that nothing is lost.
+const FLOOD_PAUSE: Duration = Duration::from_millis(20);
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Phase {
+    /// Ready, traffic, reload/restart/stop, logrotate, a bad config.
+    First,
+    /// The same image booted again: back by itself, upgrade, purge.
+    Second,
+}
+
+#[derive(clap::Args)]
+pub struct SystemArgs {
+    #[arg(long, value_enum)]
+    phase: Phase,
+    /// Where the outcome lines go (the second serial port).
+    #[arg(long)]
+    results: PathBuf,
+    /// The version the installed packages carry.
+    #[arg(long)]
+    version: String,
+    /// A directory of newer packages to upgrade to in the second phase,
+    /// instead of purging.
+    #[arg(long)]
+    upgrade: Option<PathBuf>,
+    /// Their version.
+    #[arg(long, requires = "upgrade")]
+    upgrade_version: Option<String>,
+}
+
+/// Writes each outcome to the results port as it is known.
+struct Reporter {
+    port: std::fs::File,
+}
+
+impl Reporter {
+    fn check(&mut self, name: &str, check: impl FnOnce() -> Result<()>) -> bool {
+        let start = Instant::now();
+        let result = check();
+        let outcome = Outcome {
+            name: name.into(),
+            passed: result.is_ok(),
+            detail: result.err().map(|e| format!("{e:#}")).unwrap_or_default(),
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        println!(
+            "== {name}: {} {}",
+            if outcome.passed { "PASS" } else { "FAIL" },
+            outcome.detail
+        );
+        if let Ok(line) = serde_json::to_string(&outcome) {
+            let _ = writeln!(self.port, "{line}");
+            let _ = self.port.flush();
+        }
+        outcome.passed
+    }
+}
+
+/// `guest-system`: one boot's checks; "PHASE done" last.
+pub fn system(args: &SystemArgs) -> Result<()> {
+    let port = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&args.results)
+        .with_context(|| format!("cannot open {}", args.results.display()))?;
+    let mut report = Reporter { port };
+    let phase = match args.phase {
+        Phase::First => "first",
+        Phase::Second => "second",
+    };
+    let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+    println!("guest-system {phase}: started at uptime {uptime}");
+    super::net::setup().context("network setup")?;
+    let _peer = super::start_peer(Path::new("/tmp"))?;
+    match args.phase {
+        Phase::First => {
+            report.check("service ready at boot (READY, DKMS module)", || {
+                ready(&args.version)
+            });
+            report.check("traffic recorded as sent", traffic_recorded);
+            report.check("reload reopens, restart and stop summarise", lifecycle);
+            report.check("logrotate twice under a flood", rotation);
+            report.check("bad configuration refused", bad_config);
+        }
+        Phase::Second => {
+            report.check("service back after a reboot", || ready(&args.version));
+            // DKMS removing and building both kernels' modules under TCG
+            // takes minutes each time: a boot upgrades or purges.
+            match (&args.upgrade, &args.upgrade_version) {
+                (Some(dir), Some(version)) => {
+                    report.check("upgrade while running", || upgrade(dir, version));
+                }
+                _ => {
+                    report.check("purge", purge);
+                }
+            }
+        }
+    }
+    report.check("kernel log clean", kernel_log_clean);
+    report.check(&format!("{phase} done"), || Ok(()));
+    Ok(())
+}
+
+fn systemctl(args: &[&str]) -> Result<String> {
+    stdout_of(Command::new("systemctl").args(args))
+}
+
+fn property(name: &str) -> Result<String> {
+    Ok(systemctl(&["show", UNIT, "--value", "-p", name])?
+        .trim()
+        .to_string())
+}
+
+fn wait_active() -> Result<()> {
+    wait_until("nfwatch.service to be active", DEADLINE, || {
+        Ok((property("ActiveState")? == "active").then_some(()))
+    })
+}
+
+fn main_pid() -> Result<u32> {
+    property("MainPID")?
+        .parse()
+        .context("MainPID is not a number")
+}
+
+/// What process `pid` of nfwatch.service wrote to the journal.
+fn journal_of(pid: u32) -> Result<Vec<String>> {
+    let text = stdout_of(Command::new("journalctl").args([
+        "--no-pager",
+        "-o",
+        "cat",
+        &format!("_PID={pid}"),
+    ]))?;
+    Ok(text.lines().map(str::to_string).collect())
+}
+
+/// Waits for `pid`'s end-of-run summary in the journal and parses it.
+fn summary_of(pid: u32) -> Result<Summary> {
+    let lines = wait_until(
+        &format!("pid {pid}'s summary in the journal"),
+        DEADLINE,
+        || {
+            let lines = journal_of(pid)?;
+            Ok(lines
+                .iter()
+                .any(|l| l.starts_with("nfwatch: kernel counted "))
+                .then_some(lines))
+        },
+    )?;
+    Summary::parse(&lines)
+}
+
+fn modinfo(field: &str) -> Result<String> {
+    Ok(
+        stdout_of(Command::new("modinfo").args(["-F", field, "nfwatch"]))?
+            .trim()
+            .to_string(),
+    )
+}
+
+fn sys_module(file: &str) -> Result<String> {
+    let path = format!("/sys/module/nfwatch/{file}");
+    Ok(std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {path}"))?
+        .trim()
+        .to_string())
+}
+
+/// The service is active (so it sent READY=1 after SUBSCRIBE was acked,
+/// with its subscription as status) on the module DKMS built and signed
+/// for this kernel, of `version`.
+fn ready(version: &str) -> Result<()> {
+    wait_active()?;
+    let status = property("StatusText")?;
+    ensure!(
+        status.starts_with("subscribed to 2 prefixes"),
+        "status text {status:?}: READY did not come with the subscription"
+    );
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")?;
+    let release = release.trim();
+    let file = stdout_of(Command::new("modinfo").args(["-n", "nfwatch"]))?;
+    let file = file.trim();
+    // DKMS compresses the module as the kernel's own are (.ko.xz).
+    let expected = format!("/lib/modules/{release}/updates/dkms/nfwatch.ko");
+    ensure!(
+        file.starts_with(&expected),
+        "modinfo -n: {file} (expected {expected}*)"
+    );
+    let signer = modinfo("signer")?;
+    ensure!(!signer.is_empty(), "the DKMS module is not signed");
+    ensure!(
+        sys_module("srcversion")? == modinfo("srcversion")?,
+        "the loaded module is not {file}"
+    );
+    ensure!(
+        sys_module("version")? == version,
+        "loaded module version {} (expected {version})",
+        sys_module("version")?
+    );
+    let dkms = stdout_of(Command::new("dkms").args(["status", "nfwatch"]))?;
+    ensure!(
+        dkms.contains(&format!("nfwatch/{version}, {release}")) && dkms.contains("installed"),
+        "dkms status: {dkms}"
+    );
+    println!("module {file} version {version} signed by {signer:?}");
+    Ok(())
+}
+
+/// The output file's records once `want` holds for them.
+fn records_when(what: &str, want: impl Fn(&[Record]) -> bool) -> Result<Vec<Record>> {
+    wait_until(what, DEADLINE, || {
+        let records = read_records(Path::new(OUTPUT))?;
+        Ok(want(&records).then_some(records))
+    })
+}
+
+fn flows(records: &[Record]) -> Result<Vec<Flow>> {
+    records.iter().map(Flow::of).collect()
+}
+
+/// UDP, TCP, ICMP and ICMPv6 from the watched addresses appear as sent;
+/// nothing from an address not watched.
+fn traffic_recorded() -> Result<()> {
+    let before = read_records(Path::new(OUTPUT))?.len();
+    let mut udp = traffic::udp_batch(WATCHED4, PEER4, 7000, 4, 64)?;
+    udp.extend(traffic::udp_batch(WATCHED6, PEER6, 7000, 4, 64)?);
+    let tcp = traffic::tcp_exchange(WATCHED4, PEER4, TCP_PORT, b"nfwatch system test")?;
+    let (_, ping4) = traffic::ping(WATCHED4, PEER4, 2)?;
+    let (_, ping6) = traffic::ping(WATCHED6, PEER6, 2)?;
+    traffic::udp_batch(OTHER4, PEER4, 7100, 4, 64)?;
+    let echo = |r: &Record, proto: &str, kind: u8| r.proto == proto && r.icmp_type == Some(kind);
+    let records = records_when("the traffic's records", |records| {
+        let new = &records[before.min(records.len())..];
+        new.iter().filter(|r| echo(r, "icmpv6", 128)).count() >= 2
+    })?;
+    let new = &records[before..];
+    let seen = flows(new)?;
+    for flow in &udp {
+        let n = seen.iter().filter(|f| *f == flow).count();
+        ensure!(n == 1, "{flow:?} recorded {n} times");
+    }
+    let n = seen.iter().filter(|f| **f == tcp).count();
+    ensure!(n >= 3, "TCP {tcp:?}: {n} records (SYN, data, FIN at least)");
+    for (flow, proto, kind) in [(&ping4, "icmp", 8), (&ping6, "icmpv6", 128)] {
+        let n = new
+            .iter()
+            .filter(|r| echo(r, proto, kind) && Flow::of(r).is_ok_and(|f| f == *flow))
+            .count();
+        ensure!(n == 2, "{n} echo requests recorded for {flow:?}, 2 sent");
+    }
+    let strays: Vec<&Record> = new
+        .iter()
+        .filter(|r| r.src != WATCHED4 && r.src != WATCHED6)
+        .collect();
+    ensure!(
+        strays.is_empty(),
+        "records from unwatched sources: {strays:?}"
+    );
+    println!("{} records for the traffic sent", new.len());
+    Ok(())
+}
+
+/// reload reopens the output by path; restart and stop end the process
+/// cleanly with its summary in the journal.
+fn lifecycle() -> Result<()> {
+    let first = main_pid()?;
+    let moved = format!("{OUTPUT}.moved");
+    std::fs::rename(OUTPUT, &moved)?;
+    systemctl(&["reload", UNIT])?;
+    wait_until("the output reopened by path", DEADLINE, || {
+        Ok(Path::new(OUTPUT).exists().then_some(()))
+    })?;
+    traffic::udp_batch(WATCHED4, PEER4, 7200, 1, 64)?;
+    let reopened = records_when("records in the reopened file", |r| !r.is_empty())?;
+    ensure!(main_pid()? == first, "reload replaced the process");
+    ensure!(
+        reopened.len() == 1,
+        "reopened file: {} records",
+        reopened.len()
+    );
+    std::fs::remove_file(&moved)?;
+
+    systemctl(&["restart", UNIT])?;
+    wait_active()?;
+    let second = main_pid()?;
+    ensure!(second != first, "restart kept pid {first}");
+    summary_of(first)?;
+    systemctl(&["stop", UNIT])?;
+    let summary = summary_of(second)?;
+    for (name, want) in [
+        ("Result", "success"),
+        ("ExecMainStatus", "0"),
+        ("ActiveState", "inactive"),
+    ] {
+        let got = property(name)?;
+        ensure!(got == want, "after stop {name}={got} (expected {want})");
+    }
+    println!("stop summary:\n{}", summary.text);
+    systemctl(&["start", UNIT])?;
+    wait_active()
+}
+
+fn file_has_records(path: &str) -> Result<Option<()>> {
+    Ok(std::fs::metadata(path)
+        .is_ok_and(|m| m.len() > 0)
+        .then_some(()))
+}
+
+/// Every line of the current and rotated files (decompressing .gz).
+fn all_rotated_lines() -> Result<(Vec<String>, usize)> {
+    let mut lines = Vec::new();
+    let mut files = 0;
+    for entry in std::fs::read_dir(LOG_DIR)? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !name.starts_with("nfwatch.jsonl") {
+            continue;
+        }
+        let plain = if name.ends_with(".gz") {
+            let out = PathBuf::from("/tmp").join(name.trim_end_matches(".gz"));
+            let text = stdout_of(Command::new("zcat").arg(&path))?;
+            std::fs::write(&out, text)?;
+            out
+        } else {
+            path
+        };
+        lines.extend(read_records(&plain)?.iter().map(|r| format!("{r:?}")));
+        files += 1;
+    }
+    Ok((lines, files))
+}
+
+/// Two forced rotations while records flow: the rotated files and the
+/// current one hold exactly what the kernel delivered, nothing twice.
+fn rotation() -> Result<()> {
+    systemctl(&["stop", UNIT])?;
+    for entry in std::fs::read_dir(LOG_DIR)? {
+        std::fs::remove_file(entry?.path())?;
+    }
+    systemctl(&["start", UNIT])?;
+    wait_active()?;
+    let pid = main_pid()?;
+    let flood = traffic::Flood::paced(WATCHED4, PEER4, FLOOD_PAUSE);
+    let rotated = (|| {
+        for _ in 0..2 {
+            wait_until("records in the current file", DEADLINE, || {
+                file_has_records(OUTPUT)
+            })?;
+            run(Command::new("logrotate").args(["-f", "/etc/logrotate.d/nfwatch"]))?;
+        }
+        wait_until("records in the newest file", DEADLINE, || {
+            file_has_records(OUTPUT)
+        })
+    })();
+    let sent = flood.stop()?;
+    rotated?;
+    systemctl(&["stop", UNIT])?;
+    let summary = summary_of(pid)?;
+    let (lines, files) = all_rotated_lines()?;
+    ensure!(files >= 3, "{files} files after two rotations");
+    let unique: HashSet<&String> = lines.iter().collect();
+    ensure!(
+        unique.len() == lines.len(),
+        "{} records written twice",
+        lines.len() - unique.len()
+    );
+    let Some([matched, delivered, lost]) = summary.kernel else {
+        bail!("no kernel counters in the summary");
+    };
+    ensure!(
+        lost == 0 && matched == delivered,
+        "kernel: {}",
+        summary.text
+    );
+    ensure!(
+        lines.len() as u64 == matched && summary.written == matched,
+        "{} records in {files} files, the kernel matched {matched}, nfwatch wrote {}",
+        lines.len(),
+        summary.written
+    );
+    println!(
+        "{sent} datagrams sent, {matched} matched, {} records in {files} files",
+        lines.len()
+    );
+    systemctl(&["start", UNIT])?;
+    wait_active()
+}
+
+/// A configuration with a bad value or an unknown key: `systemctl start`
+/// fails and the journal names the file, line and key.
+fn bad_config() -> Result<()> {
+    let good = std::fs::read_to_string(CONFIG)?;
+    let cases = [
+        (
+            "sources = [\"10.10.0.1\", \"10.10.0.5/24\"]\n",
+            "nfwatch.toml:1: sources: 10.10.0.5/24: host bits set",
+        ),
+        (
+            "sources = [\"10.10.0.1\"]\nsource = \"fd10::1\"\n",
+            "nfwatch.toml:2: source: unknown field",
+        ),
+    ];
+    let result = (|| {
+        for (text, expected) in cases {
+            std::fs::write(CONFIG, text)?;
+            let since = stdout_of(Command::new("date").arg("+@%s"))?;
+            let out = capture(Command::new("systemctl").args(["restart", UNIT]))?;
+            ensure!(
+                !out.status.success(),
+                "systemctl restart succeeded with {text:?}"
+            );
+            wait_until(&format!("{expected:?} in the journal"), DEADLINE, || {
+                let journal = stdout_of(Command::new("journalctl").args([
+                    "--no-pager",
+                    "-o",
+                    "cat",
+                    "-u",
+                    UNIT,
+                    "--since",
+                    since.trim(),
+                ]))?;
+                Ok(journal.contains(expected).then_some(()))
+            })?;
+        }
+        Ok(())
+    })();
+    std::fs::write(CONFIG, good)?;
+    systemctl(&["reset-failed", UNIT])?;
+    systemctl(&["restart", UNIT])?;
+    wait_active()?;
+    result
+}
+
+/// Newer packages installed while the service runs: the new module is
+/// loaded, the service runs on it, the journal has the old process's
+/// summary, and recording resumes.
+fn upgrade(dir: &Path, version: &str) -> Result<()> {
+    let old = main_pid()?;
+    let mut debs: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    debs.sort();
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args([
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "-o",
+            "Dpkg::Options::=--force-confold",
+        ])
+        .args(&debs))?;
+    ready(version)?;
+    ensure!(main_pid()? != old, "the service was not restarted");
+    let summary = summary_of(old)?;
+    println!("recording stopped for the upgrade after:\n{}", summary.text);
+    let before = read_records(Path::new(OUTPUT))?.len();
+    let sent = traffic::udp_batch(WATCHED4, PEER4, 7300, 3, 64)?;
+    let records = records_when("records after the upgrade", |r| {
+        r.len() >= before + sent.len()
+    })?;
+    ensure!(
+        flows(&records[before..])? == sent,
+        "after the upgrade: {:?}, sent {sent:?}",
+        &records[before..]
+    );
+    Ok(())
+}
+
+/// `apt purge`: no module loaded, no DKMS state, no unit, no configuration;
+/// the records stay.
+fn purge() -> Result<()> {
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["purge", "-y", "nfwatch", "nfwatch-dkms"]))?;
+    ensure!(
+        !Path::new("/sys/module/nfwatch").exists(),
+        "the module is still loaded"
+    );
+    let dkms = stdout_of(Command::new("dkms").arg("status"))?;
+    ensure!(dkms.trim().is_empty(), "dkms status: {dkms}");
+    // list-unit-files exits 1 when nothing matches: only its output counts.
+    let units = capture(Command::new("systemctl").args([
+        "list-unit-files",
+        "--no-legend",
+        UNIT,
+        "nfwatch@.service",
+    ]))?;
+    let units = String::from_utf8_lossy(&units.stdout);
+    ensure!(units.trim().is_empty(), "units left: {units}");
+    ensure!(
+        property("LoadState")? == "not-found",
+        "nfwatch.service still loads"
+    );
+    ensure!(!Path::new("/etc/nfwatch").exists(), "/etc/nfwatch is left");
+    let modules = stdout_of(
+        Command::new("sh").args(["-c", "ls /lib/modules/*/updates/dkms/ 2>/dev/null || true"]),
+    )?;
+    ensure!(!modules.contains("nfwatch"), "module files left: {modules}");
+    ensure!(Path::new(OUTPUT).exists(), "the records were removed");
+    Ok(())
+}
+
+fn kernel_log_clean() -> Result<()> {
+    let log = stdout_of(&mut Command::new("dmesg"))?;
+    let problems = super::dmesg_problems(&log);
+    ensure!(problems.is_empty(), "kernel log:\n{}", problems.join("\n"));
+    Ok(())
+}
