@@ -2,8 +2,10 @@
 /*
  * Every kernel-version difference nfwatch meets, in one place.
  *
- * Written for Linux >= 5.4 (the Generic Netlink family-level policy and
- * strict validation came in 5.2). Tested on Debian's 6.1 and 6.12. Where a
+ * Written for Linux >= 5.10: set_active_memcg(), which charges the
+ * subscriber's memory cgroup for pages allocated in another task or in
+ * softirq, came in 5.10 (the Generic Netlink family-level policy and strict
+ * validation in 5.2). Tested on Debian's 6.1 and 6.12. Where a
  * vendor kernel may have backported an interface, the interface is tested
  * for (here, or by a header search in Kbuild: NFWATCH_HAVE_*), not the
  * version number.
@@ -28,8 +30,8 @@
 #include <asm/unaligned.h>
 #endif
 
-#if LINUX_VERSION_CODE < KERNEL_VERSION(5, 4, 0)
-#error "nfwatch needs Linux 5.4 or newer"
+#if LINUX_VERSION_CODE < KERNEL_VERSION(5, 10, 0)
+#error "nfwatch needs Linux 5.10 or newer"
 #endif
 
 /*
@@ -38,16 +40,6 @@
  */
 #ifndef __uninitialized
 #define __uninitialized
-#endif
-
-/* 5.5 added rcu_replace_pointer() (rcu_swap_protected() before). */
-#ifndef rcu_replace_pointer
-#define rcu_replace_pointer(rcu_ptr, ptr, c)					\
-({										\
-	typeof(ptr) __old = rcu_dereference_protected((rcu_ptr), (c));		\
-	rcu_assign_pointer((rcu_ptr), (ptr));					\
-	__old;									\
-})
 #endif
 
 /* 6.2 added formatted extack messages; before, a fixed text says it. */
