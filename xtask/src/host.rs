@@ -213,13 +213,16 @@ fn print_outcomes(label: &str, outcomes: &[Outcome]) -> (usize, usize) {
 /// printed is `N passed, N failed`.
 pub fn test(opts: &TestOpts) -> Result<bool> {
     crate::guest::check_scenario_names(&opts.scenarios)?;
+    let mut clock = util::PhaseClock::start();
     let vng_bin = deps::ensure()?;
+    clock.phase("dependencies");
     if !opts.skip_static {
         static_checks()?;
+        clock.phase("fmt, clippy, unit tests, man pages");
     }
     let mut results = Vec::new();
     if !opts.system_only {
-        results = scenario_tests(vng_bin, opts)?;
+        results = scenario_tests(vng_bin, opts, &mut clock)?;
     }
     // --scenario and --debug-kernel pick VM scenarios; the system test runs
     // in a plain `test` (CI's) and with --system.
@@ -236,6 +239,7 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
                 vec![failure("system test", format!("{e:#}"))],
             )),
         }
+        clock.phase("system test");
     }
     step("summary");
     let (mut passed, mut failed) = (0, 0);
@@ -244,12 +248,17 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
         passed += p;
         failed += f;
     }
+    clock.print();
     println!("{passed} passed, {failed} failed");
     Ok(failed == 0 && passed > 0)
 }
 
 /// The guest scenarios on each tested kernel, labelled by kernel version.
-fn scenario_tests(vng_bin: PathBuf, opts: &TestOpts) -> Result<Vec<(String, Vec<Outcome>)>> {
+fn scenario_tests(
+    vng_bin: PathBuf,
+    opts: &TestOpts,
+    clock: &mut util::PhaseClock,
+) -> Result<Vec<(String, Vec<Outcome>)>> {
     let kernels = if opts.debug_kernel {
         deps::ensure_extra(crate::debug_kernel::PACKAGES)?;
         vec![crate::debug_kernel::ensure(&vng_bin)?]
@@ -270,15 +279,44 @@ fn scenario_tests(vng_bin: PathBuf, opts: &TestOpts) -> Result<Vec<(String, Vec<
     };
     if opts.scenarios.is_empty() || opts.scenarios.iter().any(|s| s == README_SCENARIO) {
         crate::guest::readme::run_cargo_lines()?;
+        for kernel in &kernels {
+            crate::guest::readme::run_make_lines(kernel)?;
+        }
     }
-    Ok(kernels
-        .iter()
-        .zip(&modules)
-        .map(|(kernel, (ko, skew_ko))| {
-            let outcomes = test_kernel(&env, kernel, ko, skew_ko, opts);
-            (kernel.version.clone(), outcomes)
-        })
-        .collect())
+    clock.phase("module and binary builds");
+    let results = run_scenario_vms(&env, &kernels, &modules, opts);
+    clock.phase("VM scenarios (kernels side by side)");
+    Ok(results)
+}
+
+/// Each kernel's scenarios in its own VM, all at once.
+fn run_scenario_vms(
+    env: &Env,
+    kernels: &[Kernel],
+    modules: &[(PathBuf, PathBuf)],
+    opts: &TestOpts,
+) -> Vec<(String, Vec<Outcome>)> {
+    // Each VM is one host thread (single-threaded TCG): the kernels' VMs
+    // run at the same time, one core each.
+    std::thread::scope(|scope| {
+        let running: Vec<_> = kernels
+            .iter()
+            .zip(modules)
+            .map(|(kernel, (ko, skew_ko))| {
+                scope.spawn(move || test_kernel(env, kernel, ko, skew_ko, opts))
+            })
+            .collect();
+        kernels
+            .iter()
+            .zip(running)
+            .map(|(kernel, vm)| {
+                let outcomes = vm.join().unwrap_or_else(|_| {
+                    vec![failure("vm", "the VM runner thread panicked".into())]
+                });
+                (kernel.version.clone(), outcomes)
+            })
+            .collect()
+    })
 }
 
 /// `cargo xtask demo`.

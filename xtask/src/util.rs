@@ -24,6 +24,42 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
+/// Wall time per phase of a run, printed at its end.
+pub struct PhaseClock {
+    started: Instant,
+    last: Instant,
+    phases: Vec<(String, Duration)>,
+}
+
+impl PhaseClock {
+    pub fn start() -> Self {
+        let now = Instant::now();
+        Self {
+            started: now,
+            last: now,
+            phases: Vec::new(),
+        }
+    }
+
+    /// Ends the phase `name`, which began where the previous one ended.
+    pub fn phase(&mut self, name: &str) {
+        let now = Instant::now();
+        self.phases.push((name.to_string(), now - self.last));
+        self.last = now;
+    }
+
+    pub fn print(&self) {
+        for (name, took) in &self.phases {
+            println!("time: {name}: {:.0} s", took.as_secs_f64());
+        }
+        println!(
+            "time: total: {:.0} s ({:.1} min)",
+            self.started.elapsed().as_secs_f64(),
+            self.started.elapsed().as_secs_f64() / 60.0
+        );
+    }
+}
+
 /// Prints the start of a step.
 pub fn step(what: &str) {
     println!("==> {what}");

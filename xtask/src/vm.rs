@@ -75,11 +75,17 @@ fn is_kernel_line(line: &str) -> bool {
 
 /// Copies each line of `from` to the shared log, and to stdout unless it
 /// is the kernel's (those stay in the log, for when a guest dies).
-fn tee(from: impl Read + Send + 'static, log: Arc<Mutex<std::fs::File>>) -> thread::JoinHandle<()> {
+/// Each printed line starts with `label`, which tells VMs that run at the
+/// same time apart.
+fn tee(
+    from: impl Read + Send + 'static,
+    log: Arc<Mutex<std::fs::File>>,
+    label: String,
+) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         for line in BufReader::new(from).lines().map_while(Result::ok) {
             if !is_kernel_line(&line) {
-                println!("  | {line}");
+                println!("  {label} | {line}");
             }
             if let Ok(mut file) = log.lock() {
                 let _ = writeln!(file, "{line}");
@@ -153,8 +159,14 @@ pub fn boot(boot: &Boot) -> Result<ExitStatus> {
         .spawn()
         .with_context(|| format!("cannot run `{}`", describe(&cmd)))?;
     let readers = [
-        child.stdout.take().map(|s| tee(s, log.clone())),
-        child.stderr.take().map(|s| tee(s, log.clone())),
+        child
+            .stdout
+            .take()
+            .map(|s| tee(s, log.clone(), boot.kernel.series.to_string())),
+        child
+            .stderr
+            .take()
+            .map(|s| tee(s, log.clone(), boot.kernel.series.to_string())),
     ];
     let waited = util::wait_until("the VM to finish", boot.deadline, || Ok(child.try_wait()?));
     if waited.is_err() {
