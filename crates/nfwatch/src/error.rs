@@ -8,6 +8,8 @@ use nfwatch_proto::ProtoError;
 #[derive(Debug)]
 pub enum Error {
     ModuleNotLoaded,
+    /// The module was unloaded while we were subscribed.
+    ModuleUnloaded,
     /// The module's Generic Netlink family speaks another protocol version.
     ProtocolMismatch {
         module: u32,
@@ -54,6 +56,10 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::ModuleUnloaded => f.write_str(
+                "the nfwatch kernel module was unloaded: recording stopped \
+                 (every record received was written)",
+            ),
             Self::ModuleNotLoaded => f.write_str(
                 "the nfwatch kernel module is not loaded (load it with `sudo modprobe nfwatch` \
                  where it is installed, or `sudo insmod kmod/nfwatch.ko` in a build tree)",
@@ -67,7 +73,7 @@ impl fmt::Display for Error {
                  nfwatch's protocol {} (nfwatch {}): install the nfwatch CLI and module of \
                  one release, then `sudo rmmod nfwatch` and load the matching module",
                 module_version.as_deref().unwrap_or("unknown"),
-                nfwatch_proto::NFWATCH_GENL_VERSION,
+                nfwatch_proto::PROTOCOL_VERSION,
                 env!("CARGO_PKG_VERSION"),
             ),
             Self::NotPermitted(request) => write!(

@@ -55,6 +55,8 @@ struct Session {
     subscribe_seq: u32,
     subscribed_line: String,
     stop_requested: bool,
+    /// The module went away (DELFAMILY or SHUTDOWN) before we asked to stop.
+    unloaded: bool,
     counters: Counters,
     formatter: LineFormatter,
     count: Option<u64>,
@@ -107,6 +109,7 @@ pub fn watch(args: WatchArgs) -> Result<ExitCode> {
         subscribe_seq,
         subscribed_line: subscribed_line(&prefixes, granted),
         stop_requested: false,
+        unloaded: false,
         counters: Counters::default(),
         formatter: LineFormatter::new(args.format),
         count: args.count,
@@ -260,6 +263,7 @@ impl Session {
             } => {
                 let removed = CtrlFamily::parse(attrs)?;
                 if removed.name.as_deref() == Some(NFWATCH_GENL_NAME) && self.phase != Phase::Done {
+                    self.unloaded |= !self.stop_requested;
                     self.phase = Phase::Draining {
                         deadline: Instant::now() + SHUTDOWN_GRACE,
                     };
@@ -269,8 +273,13 @@ impl Session {
                 family, cmd, attrs, ..
             } if family == self.family => match KernelMessage::parse(cmd, attrs) {
                 Ok(KernelMessage::Records(batch)) => self.batch(batch)?,
-                Ok(KernelMessage::Unsubscribed(reply) | KernelMessage::Shutdown(reply)) => {
+                Ok(KernelMessage::Unsubscribed(reply)) => {
                     self.counters.final_own = reply.own.or(self.counters.final_own);
+                    self.phase = Phase::Done;
+                }
+                Ok(KernelMessage::Shutdown(reply)) => {
+                    self.counters.final_own = reply.own.or(self.counters.final_own);
+                    self.unloaded |= !self.stop_requested;
                     self.phase = Phase::Done;
                 }
                 Ok(KernelMessage::Stats(_) | KernelMessage::Other(_)) => {}
@@ -442,6 +451,9 @@ impl Session {
             let _ = sink.truncate_to_committed();
         }
         let failure = match outcome {
+            // Recording ended without being asked to: a service manager
+            // must see a failure (and restart the service).
+            Ok(()) if self.unloaded => Some(Error::ModuleUnloaded.to_string()),
             Ok(()) => None,
             Err(Error::Io { context, source }) if context == WRITE_FAILED => {
                 if source.kind() == io::ErrorKind::BrokenPipe && self.output.file.is_none() {

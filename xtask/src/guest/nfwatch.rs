@@ -324,6 +324,22 @@ impl Watcher {
         Summary::parse(&self.proc.lines())
     }
 
+    /// After the module was unloaded under it: exit status 1, a line
+    /// saying so, and the summary (every record received still written).
+    pub fn finish_unloaded(mut self) -> Result<Summary> {
+        let status = self.proc.wait_exit(DEADLINE)?;
+        let lines = self.proc.lines();
+        ensure!(
+            status.code() == Some(1)
+                && lines
+                    .iter()
+                    .any(|l| l.starts_with("nfwatch: the nfwatch kernel module was unloaded")),
+            "module unloaded under the CLI: expected exit 1 and a line saying so, got {status}:\n{}",
+            lines.join("\n")
+        );
+        Summary::parse(&lines)
+    }
+
     /// SIGTERM, exit 0 and summary.
     pub fn stop(self) -> Result<Summary> {
         self.proc.signal(libc::SIGTERM)?;

@@ -725,7 +725,7 @@ fn rmmod_under_traffic(ctx: &Ctx) -> Result<()> {
     })?;
     ctx.log("rmmod nfwatch");
     rmmod()?;
-    let summary = watcher.finish();
+    let summary = watcher.finish_unloaded();
     let sent = flood.stop()?;
     let summary = summary?;
     ctx.log(&format!(
