@@ -7,6 +7,7 @@
 
 #include <linux/module.h>
 #include <linux/moduleparam.h>
+#include <linux/sysfs.h>
 #include <net/genetlink.h>
 #include "nfwatch.h"
 #include "version.h"
@@ -27,6 +28,29 @@ MODULE_PARM_DESC(max_subscribers,
 		 "Most subscribers one network namespace may have (default 64)");
 
 struct nfwatch_live nfwatch_live;
+atomic_t nfwatch_subscribed = ATOMIC_INIT(0);
+
+/*
+ * Read-only: what the packaging's load-module reads to tell whether the
+ * loaded module may be replaced, without speaking the netlink protocol
+ * (an upgrade may change it).
+ */
+static int nfwatch_subscribers_get(char *buffer, const struct kernel_param *kp)
+{
+	return sysfs_emit(buffer, "%d\n", atomic_read(&nfwatch_subscribed));
+}
+
+static int nfwatch_read_only_set(const char *val, const struct kernel_param *kp)
+{
+	return -EPERM;
+}
+
+static const struct kernel_param_ops nfwatch_subscribers_ops = {
+	.set = nfwatch_read_only_set,
+	.get = nfwatch_subscribers_get,
+};
+module_param_cb(subscribers, &nfwatch_subscribers_ops, NULL, 0444);
+MODULE_PARM_DESC(subscribers, "Subscriptions in force in every network namespace (read-only)");
 unsigned int nfwatch_batch_records __read_mostly;
 unsigned int nfwatch_net_id __read_mostly;
 

@@ -126,6 +126,8 @@ struct nfwatch_live {
 };
 
 extern struct nfwatch_live nfwatch_live;
+/* Subscriptions in force, all namespaces: the "subscribers" parameter. */
+extern atomic_t nfwatch_subscribed;
 extern unsigned int nfwatch_batch_records;
 extern unsigned int nfwatch_net_id;
 extern unsigned int nfwatch_flush_interval_us;

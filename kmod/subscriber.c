@@ -121,6 +121,7 @@ static void sub_remove(struct nfwatch_net *nn, struct nfwatch_sub *sub, bool flu
 	lockdep_assert_held(&nn->lock);
 	list_del_rcu(&sub->node);
 	WRITE_ONCE(nn->nsubs, nn->nsubs - 1);
+	atomic_dec(&nfwatch_subscribed);
 	if (!nn->nsubs)
 		hooks_drop(nn, sub->net);
 	nfwatch_delivery_stop(sub, flush);
@@ -194,6 +195,7 @@ int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
 	}
 	list_add_tail_rcu(&sub->node, &nn->subs);
 	WRITE_ONCE(nn->nsubs, nn->nsubs + 1);
+	atomic_inc(&nfwatch_subscribed);
 out:
 	mutex_unlock(&nn->lock);
 	return err;

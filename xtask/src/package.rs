@@ -11,8 +11,50 @@ use std::process::Command;
 /// What building and checking the packages needs besides the Rust toolchain.
 pub const PACKAGES: &[&str] = &["build-essential", "debhelper", "dh-dkms", "dkms", "lintian"];
 
-/// The version both packages and the module carry: the workspace's.
+/// The workspace's version, which the program reports.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The version both packages and the module carry: the workspace's, then
+/// the UTC time and hash of the last commit to what is packaged
+/// (`0.1.0+git20261206214533.5614ee1`), so that each newer snapshot
+/// upgrades the one installed and a rebuild of the same sources gives the
+/// same version.
+pub fn snapshot_version() -> Result<String> {
+    snapshot_of(VERSION)
+}
+
+/// `base` with the last packaged commit's time and hash.
+pub fn snapshot_of(base: &str) -> Result<String> {
+    let stamp = stdout_of(
+        Command::new("git")
+            .env("TZ", "UTC")
+            .args([
+                "log",
+                "-1",
+                "--date=format-local:%Y%m%d%H%M%S",
+                "--format=%cd.%h",
+                "--",
+            ])
+            .args(PACKAGED)
+            .current_dir(util::workspace_root()),
+    )
+    .context("the packages' version comes from git: build them in a clone")?;
+    let stamp = stamp.trim();
+    if stamp.is_empty() {
+        bail!("git log finds no commit to {}", PACKAGED.join(", "));
+    }
+    Ok(format!("{base}+git{stamp}"))
+}
+
+/// Which protocol the packages speak.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// The one include/uapi/linux/nfwatch.h declares.
+    Current,
+    /// One more, module and program alike (NFWATCH_TEST_VERSION_SKEW): the
+    /// system test upgrades across it.
+    Skewed,
+}
 
 /// The two .deb files built.
 pub struct Debs {
@@ -29,24 +71,31 @@ impl Debs {
 /// `cargo xtask package`.
 pub fn package() -> Result<()> {
     deps::ensure_extra(PACKAGES)?;
-    let debs = build(VERSION, &util::target_dir().join("debian"))?;
+    let debs = build(
+        &snapshot_version()?,
+        Protocol::Current,
+        &util::target_dir().join("debian"),
+    )?;
     for deb in debs.both() {
         println!("{}", deb.display());
     }
     Ok(())
 }
 
-/// Builds both packages as `version` into `out` and runs lintian on them.
-/// A version other than the workspace's is the module's too.
-pub fn build(version: &str, out: &Path) -> Result<Debs> {
+/// Builds both packages as `version` (the module's too) into `out` and
+/// runs lintian on them.
+pub fn build(version: &str, protocol: Protocol, out: &Path) -> Result<Debs> {
     step(&format!("build Debian packages {version}"));
     let root = util::workspace_root();
-    run(host::cargo().args(["build", "--release", "--package", "nfwatch"]))?;
+    let program = release_program(protocol)?;
     let stage = util::target_dir()
         .join("debian-build")
         .join(format!("nfwatch-{version}"));
     util::remove_dir(&stage)?;
-    stage_tree(&root, &stage, version)?;
+    stage_tree(&root, &stage, version, &program)?;
+    if protocol == Protocol::Skewed {
+        skew_module(&stage)?;
+    }
     run(Command::new("dpkg-buildpackage")
         .args(["--build=binary", "--no-sign"])
         .current_dir(&stage))
@@ -66,11 +115,143 @@ pub fn build(version: &str, out: &Path) -> Result<Debs> {
     Ok(debs)
 }
 
+/// The release build of nfwatch speaking `protocol` (a skewed one in a
+/// target directory of its own, so neither build undoes the other).
+fn release_program(protocol: Protocol) -> Result<PathBuf> {
+    let mut cargo = host::cargo();
+    cargo.args(["build", "--release", "--package", "nfwatch"]);
+    let target = match protocol {
+        Protocol::Current => util::target_dir(),
+        Protocol::Skewed => {
+            let target = util::target_dir().join("skew");
+            cargo
+                .env("CARGO_TARGET_DIR", &target)
+                .env("NFWATCH_TEST_VERSION_SKEW", "1");
+            target
+        }
+    };
+    run(&mut cargo)?;
+    Ok(target.join("release/nfwatch"))
+}
+
+/// The crates linked into the nfwatch binary (its normal dependencies,
+/// all the way down, less proc-macros, which only run at build time), each
+/// with its license and license files, as cargo metadata finds them.
+fn crate_licenses() -> Result<String> {
+    let metadata: serde_json::Value = serde_json::from_str(&stdout_of(host::cargo().args([
+        "metadata",
+        "--format-version",
+        "1",
+        "--locked",
+        "--filter-platform",
+        "x86_64-unknown-linux-gnu",
+    ]))?)
+    .context("cargo metadata's output")?;
+    let packages: std::collections::HashMap<&str, &serde_json::Value> = metadata["packages"]
+        .as_array()
+        .context("cargo metadata: no packages")?
+        .iter()
+        .filter_map(|p| Some((p["id"].as_str()?, p)))
+        .collect();
+    let nodes: std::collections::HashMap<&str, &serde_json::Value> = metadata["resolve"]["nodes"]
+        .as_array()
+        .context("cargo metadata: no resolve graph")?
+        .iter()
+        .filter_map(|n| Some((n["id"].as_str()?, n)))
+        .collect();
+    let root = packages
+        .values()
+        .find(|p| p["name"] == "nfwatch")
+        .and_then(|p| p["id"].as_str())
+        .context("cargo metadata: no nfwatch package")?;
+    let is_proc_macro = |id: &str| {
+        packages[id]["targets"].as_array().is_some_and(|targets| {
+            targets.iter().all(|t| {
+                t["kind"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|k| k == "proc-macro"))
+            })
+        })
+    };
+    let mut linked = std::collections::BTreeSet::new();
+    let mut todo = vec![root];
+    while let Some(id) = todo.pop() {
+        for dep in nodes[id]["deps"].as_array().into_iter().flatten() {
+            let normal = dep["dep_kinds"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|k| k["kind"].is_null()));
+            let Some(dep_id) = dep["pkg"].as_str() else {
+                continue;
+            };
+            if normal
+                && !is_proc_macro(dep_id)
+                && linked.insert((packages[dep_id]["name"].as_str().unwrap_or(""), dep_id))
+            {
+                todo.push(dep_id);
+            }
+        }
+    }
+    let mut text =
+        String::from("Rust crates statically linked into /usr/bin/nfwatch, with their licenses.\n");
+    for (_, id) in linked {
+        let package = packages[id];
+        let name = package["name"].as_str().unwrap_or("?");
+        let version = package["version"].as_str().unwrap_or("?");
+        let license = package["license"]
+            .as_str()
+            .unwrap_or("see its license files");
+        text += &format!("\n{}\n{name} {version}: {license}\n", "=".repeat(72));
+        if name == "nfwatch-proto" {
+            continue; // this package's own code, under GPL-2
+        }
+        let dir = Path::new(package["manifest_path"].as_str().unwrap_or(""))
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_uppercase())
+                    .unwrap_or_default();
+                p.is_file()
+                    && ["LICENSE", "LICENCE", "COPYING", "UNLICENSE"]
+                        .iter()
+                        .any(|l| name.starts_with(l))
+            })
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            bail!("{name} {version} has no license file in {}", dir.display());
+        }
+        for file in files {
+            text += &format!(
+                "\n--- {}\n{}",
+                file.file_name().unwrap_or_default().to_string_lossy(),
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+            );
+        }
+    }
+    Ok(text)
+}
+
+/// The staged module declares the skewed protocol (DKMS builds it without
+/// our KCFLAGS).
+fn skew_module(stage: &Path) -> Result<()> {
+    let path = stage.join("kmod/version.h");
+    let text = std::fs::read_to_string(&path)?;
+    std::fs::write(&path, format!("#define NFWATCH_TEST_VERSION_SKEW\n{text}"))?;
+    Ok(())
+}
+
 /// Lays out the source tree dpkg-buildpackage runs in: packaging/debian/,
 /// the unit files, configuration and logrotate snippet under their
 /// debhelper names, the release binary, man pages, completions and the
 /// module's source.
-fn stage_tree(root: &Path, stage: &Path, version: &str) -> Result<()> {
+fn stage_tree(root: &Path, stage: &Path, version: &str, program: &Path) -> Result<()> {
     let packaging = root.join("packaging");
     let debian = stage.join("debian");
     util::copy_dir(&packaging.join("debian"), &debian)?;
@@ -87,22 +268,15 @@ fn stage_tree(root: &Path, stage: &Path, version: &str) -> Result<()> {
         &stage.join("conf/nfwatch.toml"),
     )?;
     copy(&packaging.join("load-module"), &stage.join("load-module"))?;
-    copy(
-        &util::target_dir().join("release/nfwatch"),
-        &stage.join("nfwatch"),
-    )?;
+    copy(program, &stage.join("nfwatch"))?;
+    std::fs::write(stage.join("crates-licenses.txt"), crate_licenses()?)?;
     stage_docs(stage)?;
-    for dir in ["kmod", "include"] {
-        copy_sources(&root.join(dir), &stage.join(dir))?;
-    }
-    if version != VERSION {
-        set_module_version(stage, version)?;
-    }
-    Ok(())
+    copy_sources(root, stage)?;
+    set_module_version(stage, version)
 }
 
-/// Gives the staged module `version` (the system test's upgrade packages;
-/// the program they carry still says the workspace's version).
+/// Gives the staged module the packages' `version` (the program says the
+/// workspace's).
 fn set_module_version(stage: &Path, version: &str) -> Result<()> {
     let path = stage.join("kmod/version.h");
     let text = std::fs::read_to_string(&path)?;
@@ -202,24 +376,25 @@ fn copy(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Copies a source tree without build products (a developer's kmod/ may
-/// hold them): Makefile, Kbuild and C files only.
-fn copy_sources(from: &Path, to: &Path) -> Result<()> {
-    for entry in
-        std::fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))?
-    {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = entry.path();
-        if entry.file_type()?.is_dir() {
-            copy_sources(&path, &to.join(&name))?;
-        } else if name == "Makefile"
-            || name == "Kbuild"
-            || name.ends_with(".c")
-            || name.ends_with(".h")
-        {
-            copy(&path, &to.join(&name))?;
-        }
+/// The module's sources as git tracks them (a developer's kmod/ also holds
+/// build products, such as nfwatch.mod.c, that must not be packaged).
+fn module_sources(root: &Path) -> Result<Vec<String>> {
+    let listed = stdout_of(
+        Command::new("git")
+            .args(["ls-files", "--", "kmod", "include"])
+            .current_dir(root),
+    )?;
+    let files: Vec<String> = listed.lines().map(str::to_string).collect();
+    if !files.iter().any(|f| f == "kmod/Kbuild") {
+        bail!("git ls-files kmod include lists no kmod/Kbuild");
+    }
+    Ok(files)
+}
+
+/// Copies the module's tracked sources from `root` to `stage`.
+fn copy_sources(root: &Path, stage: &Path) -> Result<()> {
+    for file in module_sources(root)? {
+        copy(&root.join(&file), &stage.join(&file))?;
     }
     Ok(())
 }
@@ -248,6 +423,99 @@ fn lintian(debs: &Debs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// dkms.conf's BUILD_EXCLUSIVE_KERNEL, tested as dkms does (the file
+    /// sourced by bash, then `[[ $kernelver =~ $BUILD_EXCLUSIVE_KERNEL ]]`),
+    /// takes every kernel from compat.h's oldest on, and none before it.
+    #[test]
+    fn dkms_builds_only_for_kernels_compat_h_takes() {
+        let root = util::workspace_root();
+        let compat = std::fs::read_to_string(root.join("kmod/compat.h")).unwrap();
+        assert!(
+            compat.contains("#if LINUX_VERSION_CODE < KERNEL_VERSION(5, 10, 0)"),
+            "compat.h's oldest kernel is no longer 5.10: update BUILD_EXCLUSIVE_KERNEL"
+        );
+        let conf = root.join("packaging/debian/nfwatch-dkms.dkms");
+        for (kernel, builds) in [
+            ("4.19.0-27-amd64", false),
+            ("5.4.0-1-amd64", false),
+            ("5.9.16", false),
+            ("5.10.0-30-amd64", true),
+            ("5.15.0-100-generic", true),
+            ("5.19.17", true),
+            ("6.1.0-57-amd64", true),
+            ("6.12.118+deb12-amd64", true),
+            ("7.0.0", true),
+            ("10.1.0", true),
+        ] {
+            let status = Command::new("bash")
+                .args([
+                    "-c",
+                    r#"set -e; . "$1"; [[ $2 =~ $BUILD_EXCLUSIVE_KERNEL ]]"#,
+                    "bash",
+                ])
+                .arg(&conf)
+                .arg(kernel)
+                .status()
+                .unwrap();
+            assert_eq!(status.success(), builds, "kernel {kernel}");
+        }
+    }
+
+    #[test]
+    fn crate_licenses_cover_what_nfwatch_links() {
+        let text = crate_licenses().unwrap();
+        for linked in ["\nclap ", "\nnetlink-packet-core ", "\nserde_json "] {
+            assert!(text.contains(linked), "{linked:?} missing");
+        }
+        for not_linked in [
+            "\nclap_derive ",
+            "\nserde_derive ",
+            "\nassert_cmd ",
+            "\nanyhow ",
+        ] {
+            assert!(!text.contains(not_linked), "{not_linked:?} listed");
+        }
+        assert!(text.contains("--- LICENSE-MIT"), "no MIT license text");
+    }
+
+    #[test]
+    fn packaged_module_sources_are_tracked_files_only() {
+        let files = module_sources(&util::workspace_root()).unwrap();
+        assert!(files.iter().any(|f| f == "include/uapi/linux/nfwatch.h"));
+        assert!(files.iter().any(|f| f == "kmod/main.c"));
+        assert!(
+            !files
+                .iter()
+                .any(|f| f.ends_with(".mod.c") || f.ends_with(".o") || f.ends_with(".ko")),
+            "{files:?}"
+        );
+    }
+
+    #[test]
+    fn snapshots_sort_after_their_release_and_each_other() {
+        let version = snapshot_version().unwrap();
+        let stamp = version
+            .strip_prefix(&format!("{VERSION}+git"))
+            .unwrap_or_else(|| panic!("{version}"));
+        let (time, hash) = stamp.split_once('.').unwrap();
+        assert_eq!(time.len(), 14, "{version}");
+        assert!(time.chars().all(|c| c.is_ascii_digit()), "{version}");
+        assert!(hash.chars().all(|c| c.is_ascii_hexdigit()), "{version}");
+        for (lower, higher) in [
+            (VERSION.to_string(), version.clone()),
+            (
+                format!("{VERSION}+git20261206214533.5614ee1"),
+                format!("{VERSION}+git20261206214534.0000000"),
+            ),
+        ] {
+            let newer = Command::new("dpkg")
+                .args(["--compare-versions", &higher, "gt", &lower])
+                .status()
+                .unwrap();
+            assert!(newer.success(), "{higher} is not newer than {lower}");
+        }
+    }
 
     #[test]
     fn instance_unit_reads_its_own_config() {

@@ -29,7 +29,6 @@ const IMAGE_PACKAGES: &[&str] = &[
     "linux-image-6.12-amd64",
     "linux-image-amd64",
     "logrotate",
-    "openssl",
     "procps",
     "systemd",
     "systemd-sysv",
@@ -38,13 +37,6 @@ const IMAGE_PACKAGES: &[&str] = &[
 
 /// Where the second disk is mounted in the guest (read-only).
 const GUEST_DISK: &str = "/srv/systest";
-
-/// The addresses the image's /etc/nfwatch/nfwatch.toml watches (the guest
-/// scenarios' watched pair, guest/net.rs).
-const IMAGE_CONFIG: &str = "sources = [\"10.10.0.1\", \"fd10::1\"]\n\
-output = \"/var/log/nfwatch/nfwatch.jsonl\"\n\
-format = \"jsonl\"\n\
-append = true\n";
 
 /// Runs the test unit after nfwatch.service and powers off when it ends.
 const TEST_UNIT: &str = "[Unit]
@@ -76,9 +68,19 @@ const BOOT_DEADLINE: Duration = Duration::from_secs(20 * 60);
 /// The boots of one kernel, in order, each a `guest-system --phase`.
 const PHASES: &[&str] = &["first", "second"];
 
-/// The version the upgrade packages carry: newer than the workspace's.
-fn upgrade_version() -> String {
-    format!("{}+upgrade1", package::VERSION)
+/// The version the upgrade packages carry: the snapshot of the next patch
+/// release, newer than the installed snapshot.
+fn upgrade_version() -> Result<String> {
+    let mut parts: Vec<u64> = package::VERSION
+        .split('.')
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("version {} is not N.N.N", package::VERSION))?;
+    if let Some(patch) = parts.last_mut() {
+        *patch += 1;
+    }
+    let next: Vec<String> = parts.iter().map(u64::to_string).collect();
+    package::snapshot_of(&next.join("."))
 }
 
 /// The kernel series whose second boot upgrades; the other's purges. DKMS
@@ -89,8 +91,11 @@ const UPGRADE_SERIES: &str = "6.12";
 /// What a boot's second disk carries besides its phase.
 struct Payload<'a> {
     xtask: &'a Path,
-    /// Newer packages to upgrade to, in the second phase.
-    upgrade: Option<&'a package::Debs>,
+    /// The installed packages' version.
+    version: &'a str,
+    /// Newer packages, of another protocol, to upgrade to in the second
+    /// phase, and their version.
+    upgrade: Option<(&'a package::Debs, &'a str)>,
 }
 
 /// `cargo xtask test --system` on the kernels `filter` selects; returns the
@@ -98,26 +103,55 @@ struct Payload<'a> {
 pub fn test(filter: Option<&str>) -> Result<Vec<(String, Vec<Outcome>)>> {
     deps::ensure_extra(&[HOST_PACKAGES, package::PACKAGES].concat())?;
     let started = Instant::now();
-    let debs = package::build(package::VERSION, &util::target_dir().join("debian"))?;
+    let version = package::snapshot_version()?;
+    let debs = package::build(
+        &version,
+        package::Protocol::Current,
+        &util::target_dir().join("debian"),
+    )?;
     println!("packages built in {:.0} s", started.elapsed().as_secs_f64());
+    let upgrade_version = upgrade_version()?;
     let upgrade = package::build(
-        &upgrade_version(),
+        &upgrade_version,
+        package::Protocol::Skewed,
         &util::target_dir().join("system/upgrade"),
     )?;
     let image = Image::ensure(&debs)?;
     let xtask = built_xtask()?;
-    let mut results = Vec::new();
-    for series in SERIES.iter().filter(|s| filter.is_none_or(|f| f == **s)) {
-        let kernel = image.kernel(series)?;
-        let payload = Payload {
-            xtask: &xtask,
-            upgrade: (*series == UPGRADE_SERIES).then_some(&upgrade),
-        };
-        results.push((
-            kernel.version.clone(),
-            test_kernel(&image, &kernel, &payload),
-        ));
-    }
+    let kernels = SERIES
+        .iter()
+        .filter(|s| filter.is_none_or(|f| f == **s))
+        .map(|series| Ok((image.kernel(series)?, *series == UPGRADE_SERIES)))
+        .collect::<Result<Vec<_>>>()?;
+    // One host thread per guest (single-threaded TCG, 2 GiB each): the
+    // kernels' boots run side by side.
+    let results: Vec<(String, Vec<Outcome>)> = std::thread::scope(|scope| {
+        let running: Vec<_> = kernels
+            .iter()
+            .map(|(kernel, upgrades)| {
+                let payload = Payload {
+                    xtask: &xtask,
+                    version: &version,
+                    upgrade: upgrades.then_some((&upgrade, upgrade_version.as_str())),
+                };
+                let image = &image;
+                scope.spawn(move || test_kernel(image, kernel, &payload))
+            })
+            .collect();
+        kernels
+            .iter()
+            .zip(running)
+            .map(|((kernel, _), boots)| {
+                let outcomes = boots.join().unwrap_or_else(|_| {
+                    vec![failure(
+                        "system boots",
+                        anyhow::anyhow!("the boot runner thread panicked"),
+                    )]
+                });
+                (kernel.version.clone(), outcomes)
+            })
+            .collect()
+    });
     if results.is_empty() {
         bail!(
             "--kernel {} matches none of {}",
@@ -195,11 +229,7 @@ impl Image {
         std::fs::create_dir_all(&cache)?;
         let files = self.dir.join("files");
         std::fs::create_dir_all(&files)?;
-        for (name, text) in [
-            ("nfwatch.toml", IMAGE_CONFIG),
-            ("nfwatch-systest.service", TEST_UNIT),
-            ("fstab", FSTAB),
-        ] {
+        for (name, text) in [("nfwatch-systest.service", TEST_UNIT), ("fstab", FSTAB)] {
             std::fs::write(files.join(name), text)?;
         }
         let hooks = hooks(
@@ -290,12 +320,12 @@ fn hooks(cache: &str, files: &str, debs: &package::Debs) -> Vec<String> {
         // Keep what was downloaded for the next image before anything else can fail.
         format!("--customize-hook=cp -a \"$1\"/var/cache/apt/archives/. {cache}/"),
         format!("--customize-hook=cp {} \"$1\"/tmp/", copy_in.join(" ")),
+        // As a user's apt would: with Recommends (openssl, for signing).
         format!(
-            "--customize-hook=chroot \"$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {}",
+            "--customize-hook=chroot \"$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y -o APT::Install-Recommends=true {}",
             in_chroot.join(" ")
         ),
         "--customize-hook=rm -f \"$1\"/tmp/*.deb \"$1\"/var/cache/apt/archives/*.deb".into(),
-        format!("--customize-hook=cp {files}/nfwatch.toml \"$1\"/etc/nfwatch/nfwatch.toml"),
         format!("--customize-hook=cp {files}/fstab \"$1\"/etc/fstab"),
         format!("--customize-hook=cp {files}/nfwatch-systest.service \"$1\"/etc/systemd/system/"),
         format!("--customize-hook=mkdir -p \"$1\"{GUEST_DISK}"),
@@ -310,7 +340,7 @@ fn hooks(cache: &str, files: &str, debs: &package::Debs) -> Vec<String> {
 /// test's files and the .debs' bytes.
 fn cache_key(debs: &package::Debs) -> Result<String> {
     let manifest = format!(
-        "{IMAGE_PACKAGES:?}\n{:?}\n{IMAGE_CONFIG}\n{TEST_UNIT}\n{FSTAB}\n{}",
+        "{IMAGE_PACKAGES:?}\n{:?}\n{TEST_UNIT}\n{FSTAB}\n{}",
         hooks("CACHE", "FILES", debs),
         stdout_of(Command::new("sha256sum").args(debs.both()))?
             .lines()
@@ -390,9 +420,9 @@ fn boot(kernel: &ImageKernel, payload: &Payload, dir: &Path, phase: &str) -> Res
     std::fs::copy(payload.xtask, disk.join("xtask"))?;
     let mut command = format!(
         "exec {GUEST_DISK}/xtask guest-system --phase {phase} --results /dev/ttyS1 --version {}",
-        package::VERSION
+        payload.version
     );
-    if let Some(upgrade) = payload.upgrade {
+    if let Some((upgrade, upgrade_version)) = payload.upgrade {
         std::fs::create_dir_all(disk.join("upgrade"))?;
         for deb in upgrade.both() {
             std::fs::copy(
@@ -401,10 +431,7 @@ fn boot(kernel: &ImageKernel, payload: &Payload, dir: &Path, phase: &str) -> Res
                     .join(deb.file_name().unwrap_or_default()),
             )?;
         }
-        command += &format!(
-            " --upgrade {GUEST_DISK}/upgrade --upgrade-version {}",
-            upgrade_version()
-        );
+        command += &format!(" --upgrade {GUEST_DISK}/upgrade --upgrade-version {upgrade_version}");
     }
     std::fs::write(disk.join("run"), format!("#!/bin/sh\n{command}\n"))?;
     run(Command::new("chmod").arg("+x").arg(disk.join("run")))?;

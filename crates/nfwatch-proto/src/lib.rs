@@ -14,3 +14,13 @@ pub use error::ProtoError;
 pub use message::{prefixes_attr, Batch, KernelMessage, LiveObjects, Request, Stats, StatsReply};
 pub use prefix::{Prefix, PrefixError};
 pub use record::{Family, IfName, Record, RecordBytes};
+
+/// The protocol this build speaks: the header's NFWATCH_GENL_VERSION, or
+/// one more in a build made with NFWATCH_TEST_VERSION_SKEW set (the
+/// packages a test upgrades across a protocol change), as kmod/version.h's
+/// NFWATCH_FAMILY_VERSION does for the module.
+pub const PROTOCOL_VERSION: u8 = if option_env!("NFWATCH_TEST_VERSION_SKEW").is_some() {
+    NFWATCH_GENL_VERSION + 1
+} else {
+    NFWATCH_GENL_VERSION
+};

@@ -75,7 +75,7 @@ impl GenlFamily for Request {
     }
 
     fn version(&self) -> u8 {
-        NFWATCH_GENL_VERSION
+        crate::PROTOCOL_VERSION
     }
 }
 

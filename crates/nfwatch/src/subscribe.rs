@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use netlink_packet_generic::constants::{CTRL_CMD_NEWFAMILY, GENL_ID_CTRL};
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
-use nfwatch_proto::{NFWATCH_GENL_NAME, NFWATCH_GENL_VERSION};
+use nfwatch_proto::{NFWATCH_GENL_NAME, PROTOCOL_VERSION};
 
 use crate::error::{Error, Result};
 use crate::netlink::{messages, CtrlFamily, GenlSocket, Message, Received};
@@ -30,7 +30,7 @@ pub fn kernel_error(request: &'static str, errno: i32, extack: Option<String>) -
 pub fn resolve_nfwatch(socket: &mut GenlSocket) -> Result<u16> {
     let family = nfwatch_family(socket)?;
     let module = family.version.unwrap_or(0);
-    if module != u32::from(NFWATCH_GENL_VERSION) {
+    if module != u32::from(PROTOCOL_VERSION) {
         return Err(Error::ProtocolMismatch {
             module,
             module_version: module_version(),

@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use nfwatch_proto::NFWATCH_GENL_VERSION;
+use nfwatch_proto::PROTOCOL_VERSION;
 
 use crate::error::{Error, Result};
 use crate::netlink::GenlSocket;
@@ -11,7 +11,7 @@ use crate::subscribe;
 
 pub fn print() -> Result<()> {
     let text = format!(
-        "nfwatch {} (protocol {NFWATCH_GENL_VERSION})\n{}\n",
+        "nfwatch {} (protocol {PROTOCOL_VERSION})\n{}\n",
         env!("CARGO_PKG_VERSION"),
         module_line()
     );

@@ -17,6 +17,16 @@ use std::time::{Duration, Instant};
 
 const UNIT: &str = "nfwatch.service";
 const CONFIG: &str = "/etc/nfwatch/nfwatch.toml";
+/// What the test writes to CONFIG: the guest scenarios' watched pair
+/// (guest/net.rs).
+const SERVICE_CONFIG: &str = "sources = [\"10.10.0.1\", \"fd10::1\"]\n\
+output = \"/var/log/nfwatch/nfwatch.jsonl\"\n\
+format = \"jsonl\"\n\
+append = true\n";
+/// A second recorder, nfwatch@extra.service, watching OTHER4.
+const INSTANCE: &str = "nfwatch@extra.service";
+const INSTANCE_CONFIG: &str = "/etc/nfwatch/extra.toml";
+const INSTANCE_OUTPUT: &str = "/var/log/nfwatch/extra.jsonl";
 const LOG_DIR: &str = "/var/log/nfwatch";
 const OUTPUT: &str = "/var/log/nfwatch/nfwatch.jsonl";
 /// Generous: everything here runs under TCG, beside other guests' hosts.
@@ -64,7 +74,10 @@ impl Reporter {
         let outcome = Outcome {
             name: name.into(),
             passed: result.is_ok(),
-            detail: result.err().map(|e| format!("{e:#}")).unwrap_or_default(),
+            detail: result
+                .err()
+                .map(|e| format!("{e:#}\n{}", unit_diagnostics()))
+                .unwrap_or_default(),
             seconds: start.elapsed().as_secs_f64(),
         };
         println!(
@@ -97,16 +110,33 @@ pub fn system(args: &SystemArgs) -> Result<()> {
     let _peer = super::start_peer(Path::new("/tmp"))?;
     match args.phase {
         Phase::First => {
-            report.check("service ready at boot (READY, DKMS module)", || {
+            report.check(
+                "unconfigured at install: failed once, not restarted",
+                unconfigured,
+            );
+            report.check("service ready once configured (READY, DKMS module)", || {
+                configure()?;
                 ready(&args.version)
             });
+            report.check("an nfwatch@ instance records", instance_records);
             report.check("traffic recorded as sent", traffic_recorded);
             report.check("reload reopens, restart and stop summarise", lifecycle);
             report.check("logrotate twice under a flood", rotation);
             report.check("bad configuration refused", bad_config);
+            report.check(
+                "module removed under the service: failure, restarted",
+                module_removed,
+            );
+            report.check(
+                "a module that cannot load: start limit, no loop",
+                start_limit,
+            );
         }
         Phase::Second => {
-            report.check("service back after a reboot", || ready(&args.version));
+            report.check("service and instance back after a reboot", || {
+                ready(&args.version)?;
+                wait_unit_active(INSTANCE)
+            });
             // DKMS removing and building both kernels' modules under TCG
             // takes minutes each time: a boot upgrades or purges.
             match (&args.upgrade, &args.upgrade_version) {
@@ -128,22 +158,225 @@ fn systemctl(args: &[&str]) -> Result<String> {
     stdout_of(Command::new("systemctl").args(args))
 }
 
+/// `systemctl ACTION` on the unit as an administrator would, after
+/// `reset-failed`: the checks start the unit more often than its start
+/// limit allows in a fast guest, and the limit is for crash loops, not for
+/// what a test or an administrator does on purpose (waiting out its window
+/// would make every check as slow as the slowest guest).
+fn deliberate(action: &str) -> Result<std::process::Output> {
+    systemctl(&["reset-failed", UNIT])?;
+    capture(Command::new("systemctl").args([action, UNIT]))
+}
+
+/// As `deliberate`, failing when systemctl does.
+fn deliberately(action: &str) -> Result<()> {
+    let out = deliberate(action)?;
+    ensure!(
+        out.status.success(),
+        "systemctl {action} {UNIT}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// The unit's status and its last journal lines, for a failed check.
+fn unit_diagnostics() -> String {
+    let text = |command: &mut Command| {
+        capture(command)
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_else(|e| format!("{e:#}"))
+    };
+    format!(
+        "--- systemctl status {UNIT}\n{}--- journalctl -u {UNIT} -n 40\n{}",
+        text(Command::new("systemctl").args(["status", "--no-pager", "-l", "-n", "0", UNIT])),
+        text(Command::new("journalctl").args(["--no-pager", "-u", UNIT, "-n", "40"]))
+    )
+}
+
 fn property(name: &str) -> Result<String> {
-    Ok(systemctl(&["show", UNIT, "--value", "-p", name])?
+    property_of(UNIT, name)
+}
+
+fn property_of(unit: &str, name: &str) -> Result<String> {
+    Ok(systemctl(&["show", unit, "--value", "-p", name])?
         .trim()
         .to_string())
 }
 
 fn wait_active() -> Result<()> {
-    wait_until("nfwatch.service to be active", DEADLINE, || {
-        Ok((property("ActiveState")? == "active").then_some(()))
+    wait_unit_active(UNIT)
+}
+
+fn wait_unit_active(unit: &str) -> Result<()> {
+    wait_until(&format!("{unit} to be active"), DEADLINE, || {
+        Ok((property_of(unit, "ActiveState")? == "active").then_some(()))
     })
 }
 
 fn main_pid() -> Result<u32> {
-    property("MainPID")?
+    main_pid_of(UNIT)
+}
+
+fn main_pid_of(unit: &str) -> Result<u32> {
+    property_of(unit, "MainPID")?
         .parse()
-        .context("MainPID is not a number")
+        .with_context(|| format!("{unit}'s MainPID is not a number"))
+}
+
+fn uptime() -> Result<f64> {
+    let text = std::fs::read_to_string("/proc/uptime")?;
+    text.split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .context("/proc/uptime is not a number")
+}
+
+/// The unit's journal lines (message text only) containing `needle`.
+fn journal_lines(unit: &str, needle: &str) -> Result<Vec<String>> {
+    let text = stdout_of(Command::new("journalctl").args(["--no-pager", "-o", "cat", "-u", unit]))?;
+    Ok(text
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect())
+}
+
+/// As installed, with the shipped configuration (no sources) and the unit
+/// enabled: at boot it fails with one line saying why and is not started
+/// again (RestartPreventExitStatus=2), a minute after boot as at the first.
+fn unconfigured() -> Result<()> {
+    let shipped = std::fs::read_to_string(CONFIG)?;
+    ensure!(
+        shipped.contains("\nsources = []\n"),
+        "{CONFIG} is not the shipped one:\n{shipped}"
+    );
+    wait_until("nfwatch.service to have failed", DEADLINE, || {
+        Ok((property("ActiveState")? == "failed").then_some(()))
+    })?;
+    wait_until("a minute of uptime", DEADLINE, || {
+        Ok((uptime()? >= 60.0).then_some(()))
+    })?;
+    for (name, want) in [
+        ("ActiveState", "failed"),
+        ("Result", "exit-code"),
+        ("ExecMainStatus", "2"),
+        ("NRestarts", "0"),
+    ] {
+        let got = property(name)?;
+        ensure!(got == want, "unconfigured: {name}={got} (expected {want})");
+    }
+    let said = journal_lines(UNIT, "no sources to watch")?;
+    ensure!(
+        said.len() == 1,
+        "unconfigured: {} journal lines say why: {said:?}",
+        said.len()
+    );
+    println!("unconfigured: {}", said[0]);
+    Ok(())
+}
+
+/// The administrator sets the sources and starts the service.
+fn configure() -> Result<()> {
+    std::fs::write(CONFIG, SERVICE_CONFIG)?;
+    deliberately("restart")
+}
+
+/// `systemctl enable --now nfwatch@extra` with its own file and output:
+/// it records what OTHER4 sends.
+fn instance_records() -> Result<()> {
+    std::fs::write(
+        INSTANCE_CONFIG,
+        format!(
+            "sources = [\"{OTHER4}\"]\noutput = \"{INSTANCE_OUTPUT}\"\nformat = \"jsonl\"\nappend = true\n"
+        ),
+    )?;
+    systemctl(&["enable", "--now", INSTANCE])?;
+    wait_unit_active(INSTANCE)?;
+    instance_records_from(7400)
+}
+
+/// A datagram from OTHER4 to `port` reaches the instance's file.
+fn instance_records_from(port: u16) -> Result<()> {
+    let before = read_records(Path::new(INSTANCE_OUTPUT))
+        .map(|r| r.len())
+        .unwrap_or(0);
+    let sent = traffic::udp_batch(OTHER4, PEER4, port, 1, 64)?;
+    let records = wait_until("the instance's record", DEADLINE, || {
+        let records = read_records(Path::new(INSTANCE_OUTPUT)).unwrap_or_default();
+        Ok((records.len() > before).then_some(records))
+    })?;
+    ensure!(
+        flows(&records[before..])? == sent,
+        "{INSTANCE_OUTPUT}: {:?}, sent {sent:?}",
+        &records[before..]
+    );
+    Ok(())
+}
+
+/// `modprobe -r nfwatch` under the running service: nfwatch writes what it
+/// received, says so and exits 1, and systemd starts it again (which loads
+/// the module again).
+fn module_removed() -> Result<()> {
+    let old = main_pid()?;
+    let restarts: u32 = property("NRestarts")?.parse()?;
+    run(Command::new("modprobe").args(["-r", "nfwatch"]))?;
+    wait_until("nfwatch.service restarted", DEADLINE, || {
+        let pid = main_pid()?;
+        Ok((property("ActiveState")? == "active" && pid != 0 && pid != old).then_some(()))
+    })?;
+    let now: u32 = property("NRestarts")?.parse()?;
+    ensure!(
+        now == restarts + 1,
+        "NRestarts went from {restarts} to {now}"
+    );
+    let said = journal_of(old)?;
+    ensure!(
+        said.iter()
+            .any(|l| l.starts_with("nfwatch: the nfwatch kernel module was unloaded")),
+        "pid {old} did not say the module was unloaded: {said:?}"
+    );
+    summary_of(old)?;
+    ensure!(
+        Path::new("/sys/module/nfwatch").exists(),
+        "the module was not loaded again"
+    );
+    // The instance, unloaded too, comes back the same way.
+    wait_unit_active(INSTANCE)?;
+    let before = read_records(Path::new(OUTPUT))?.len();
+    let sent = traffic::udp_batch(WATCHED4, PEER4, 7500, 1, 64)?;
+    let records = records_when("a record after the restart", |r| r.len() > before)?;
+    ensure!(flows(&records[before..])? == sent, "after the restart");
+    Ok(())
+}
+
+/// A module that cannot be loaded: the unit is tried StartLimitBurst times,
+/// then fails with start-limit-hit instead of looping.
+fn start_limit() -> Result<()> {
+    const BLOCK: &str = "/etc/modprobe.d/nfwatch-systest-block.conf";
+    systemctl(&["stop", UNIT, INSTANCE])?;
+    run(Command::new("modprobe").args(["-r", "nfwatch"]))?;
+    std::fs::write(BLOCK, "install nfwatch /bin/false\n")?;
+    let tried = (|| {
+        let out = deliberate("start")?;
+        ensure!(!out.status.success(), "systemctl start succeeded");
+        wait_until("nfwatch.service to hit its start limit", DEADLINE, || {
+            Ok((property("Result")? == "start-limit-hit").then_some(()))
+        })?;
+        let restarts: u32 = property("NRestarts")?.parse()?;
+        ensure!(
+            property("ActiveState")? == "failed" && restarts <= 5,
+            "ActiveState {} after {restarts} restarts",
+            property("ActiveState")?
+        );
+        println!("start limit hit after {restarts} restarts");
+        Ok(())
+    })();
+    std::fs::remove_file(BLOCK)?;
+    deliberately("start")?;
+    systemctl(&["start", INSTANCE])?;
+    wait_active()?;
+    wait_unit_active(INSTANCE)?;
+    tried
 }
 
 /// What process `pid` of nfwatch.service wrote to the journal.
@@ -303,7 +536,7 @@ fn lifecycle() -> Result<()> {
     );
     std::fs::remove_file(&moved)?;
 
-    systemctl(&["restart", UNIT])?;
+    deliberately("restart")?;
     wait_active()?;
     let second = main_pid()?;
     ensure!(second != first, "restart kept pid {first}");
@@ -319,7 +552,7 @@ fn lifecycle() -> Result<()> {
         ensure!(got == want, "after stop {name}={got} (expected {want})");
     }
     println!("stop summary:\n{}", summary.text);
-    systemctl(&["start", UNIT])?;
+    deliberately("start")?;
     wait_active()
 }
 
@@ -363,7 +596,7 @@ fn rotation() -> Result<()> {
     for entry in std::fs::read_dir(LOG_DIR)? {
         std::fs::remove_file(entry?.path())?;
     }
-    systemctl(&["start", UNIT])?;
+    deliberately("start")?;
     wait_active()?;
     let pid = main_pid()?;
     let flood = traffic::Flood::paced(WATCHED4, PEER4, FLOOD_PAUSE);
@@ -408,7 +641,7 @@ fn rotation() -> Result<()> {
         "{sent} datagrams sent, {matched} matched, {} records in {files} files",
         lines.len()
     );
-    systemctl(&["start", UNIT])?;
+    deliberately("start")?;
     wait_active()
 }
 
@@ -430,7 +663,7 @@ fn bad_config() -> Result<()> {
         for (text, expected) in cases {
             std::fs::write(CONFIG, text)?;
             let since = stdout_of(Command::new("date").arg("+@%s"))?;
-            let out = capture(Command::new("systemctl").args(["restart", UNIT]))?;
+            let out = deliberate("restart")?;
             ensure!(
                 !out.status.success(),
                 "systemctl restart succeeded with {text:?}"
@@ -451,8 +684,7 @@ fn bad_config() -> Result<()> {
         Ok(())
     })();
     std::fs::write(CONFIG, good)?;
-    systemctl(&["reset-failed", UNIT])?;
-    systemctl(&["restart", UNIT])?;
+    deliberately("restart")?;
     wait_active()?;
     result
 }
@@ -462,6 +694,7 @@ fn bad_config() -> Result<()> {
 /// summary, and recording resumes.
 fn upgrade(dir: &Path, version: &str) -> Result<()> {
     let old = main_pid()?;
+    let old_instance = main_pid_of(INSTANCE)?;
     let mut debs: Vec<PathBuf> = std::fs::read_dir(dir)?
         .map(|e| e.map(|e| e.path()))
         .collect::<std::io::Result<_>>()?;
@@ -478,6 +711,18 @@ fn upgrade(dir: &Path, version: &str) -> Result<()> {
         .args(&debs))?;
     ready(version)?;
     ensure!(main_pid()? != old, "the service was not restarted");
+    // The new packages speak another protocol: the old module had to go.
+    let replaced = journal_lines(UNIT, "whose protocol this nfwatch does not speak")?;
+    ensure!(
+        replaced.len() == 1,
+        "load-module's journal lines on the replaced module: {replaced:?}"
+    );
+    wait_unit_active(INSTANCE)?;
+    ensure!(
+        main_pid_of(INSTANCE)? != old_instance,
+        "{INSTANCE} was not restarted"
+    );
+    instance_records_from(7600)?;
     let summary = summary_of(old)?;
     println!("recording stopped for the upgrade after:\n{}", summary.text);
     let before = read_records(Path::new(OUTPUT))?.len();
@@ -496,6 +741,7 @@ fn upgrade(dir: &Path, version: &str) -> Result<()> {
 /// `apt purge`: no module loaded, no DKMS state, no unit, no configuration;
 /// the records stay.
 fn purge() -> Result<()> {
+    wait_unit_active(INSTANCE)?;
     run(Command::new("apt-get")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["purge", "-y", "nfwatch", "nfwatch-dkms"]))?;
@@ -519,6 +765,14 @@ fn purge() -> Result<()> {
         "nfwatch.service still loads"
     );
     ensure!(!Path::new("/etc/nfwatch").exists(), "/etc/nfwatch is left");
+    ensure!(
+        property_of(INSTANCE, "ActiveState")? != "active",
+        "{INSTANCE} still runs"
+    );
+    let links = stdout_of(
+        Command::new("sh").args(["-c", "ls /etc/systemd/system/*.wants/ 2>/dev/null || true"]),
+    )?;
+    ensure!(!links.contains("nfwatch"), "enablement links left: {links}");
     let modules = stdout_of(
         Command::new("sh").args(["-c", "ls /lib/modules/*/updates/dkms/ 2>/dev/null || true"]),
     )?;
