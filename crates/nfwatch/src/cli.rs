@@ -19,8 +19,10 @@ macro_rules! exit_codes {
         "\
 Exit status:
   0  success, also when the reader of stdout went away (`nfwatch watch ... | head -3`)
-  1  runtime failure (module not loaded or incompatible, kernel error, output error)
-  2  usage error (an unknown option, a bad value, a bad --src)"
+  1  runtime failure: module not loaded or of another protocol version, permission
+     denied, kernel error, output error
+  2  usage error: an unknown option, a bad value, a bad --src
+  Every failure is one line on stderr, `nfwatch: ` and the cause."
     };
 }
 
@@ -57,12 +59,13 @@ pub enum Command {
 const WATCH_AFTER_HELP: &str = concat!(
     "\
 Signals:
-  SIGINT, SIGTERM  unsubscribe, write every record received, print the summary, exit
-                   (a second one stops waiting for the kernel)
+  SIGINT, SIGTERM  unsubscribe, write every record received, print the summary, exit 0
+                   (a second one stops waiting for the kernel's reply)
   SIGHUP           with -o FILE: write every record received to the file, then reopen
                    FILE by path (created again if it was moved away, as by logrotate);
                    on stdout: write every record received
   SIGUSR1          print the counters so far to stderr
+  --count, --duration and unloading the module stop it as SIGTERM does.
 
 ",
     exit_codes!()
@@ -84,7 +87,8 @@ pub struct WatchArgs {
     /// only once the module has accepted the subscription.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Line format (fields and escaping: docs/output-formats.md).
+    /// Line format (its fields: RECORD FIELDS in the nfwatch-watch(8) man
+    /// page, and docs/output-formats.md).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Stop after writing N records.
