@@ -89,7 +89,7 @@ enum Cmd {
         kernel: Option<String>,
     },
     /// nfwatch's man pages and bash, zsh and fish completions, from its
-    /// clap definition, into target/man/{man1,completions}.
+    /// clap definition, into target/man/{man8,man5,completions}.
     Man,
     /// Benchmark against tcpdump and NFLOG in one 6.12 VM (not part of `test`).
     Bench {

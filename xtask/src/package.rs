@@ -339,6 +339,7 @@ fn instance_unit(unit: &str) -> Result<String> {
 /// What the packages are built from: their date is the last commit to it.
 const PACKAGED: &[&str] = &[
     "Cargo.lock",
+    "README.md",
     "Cargo.toml",
     "crates",
     "include",
@@ -528,7 +529,7 @@ mod tests {
             instance.contains("ExecStart=/usr/bin/nfwatch watch --config /etc/nfwatch/%i.toml\n")
         );
         assert!(instance.contains("Description=Record packets (/etc/nfwatch/%i.toml)"));
-        assert!(!instance.contains("nfwatch.toml"));
+        assert!(!instance.contains("/etc/nfwatch/nfwatch.toml"));
         assert!(instance_unit("ExecStart=/usr/bin/nfwatch watch\n").is_err());
     }
 }

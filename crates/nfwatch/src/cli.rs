@@ -19,8 +19,10 @@ macro_rules! exit_codes {
         "\
 Exit status:
   0  success, also when the reader of stdout went away (`nfwatch watch ... | head -3`)
-  1  runtime failure (module not loaded or incompatible, kernel error, output error)
-  2  usage error (an unknown option, a bad value, a bad --src)"
+  1  runtime failure: module not loaded or of another protocol version, permission
+     denied, kernel error, output error
+  2  usage error: an unknown option, a bad value, a bad --src
+  Every failure is one line on stderr, `nfwatch: ` and the cause."
     };
 }
 
@@ -57,12 +59,13 @@ pub enum Command {
 const WATCH_AFTER_HELP: &str = concat!(
     "\
 Signals:
-  SIGINT, SIGTERM  unsubscribe, write every record received, print the summary, exit
-                   (a second one stops waiting for the kernel)
+  SIGINT, SIGTERM  unsubscribe, write every record received, print the summary, exit 0
+                   (a second one stops waiting for the kernel's reply)
   SIGHUP           with -o FILE: write every record received to the file, then reopen
                    FILE by path (created again if it was moved away, as by logrotate);
                    on stdout: write every record received
   SIGUSR1          print the counters so far to stderr
+  --count, --duration and unloading the module stop it as SIGTERM does.
 
 ",
     exit_codes!()
@@ -84,7 +87,8 @@ pub struct WatchArgs {
     /// only once the module has accepted the subscription.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Line format (fields and escaping: docs/output-formats.md).
+    /// Line format (its fields: RECORD FIELDS in the nfwatch-watch(8) man
+    /// page, and docs/output-formats.md).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Stop after writing N records.
@@ -136,6 +140,53 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
         return Err("must be greater than 0".into());
     }
     Duration::try_from_secs_f64(seconds).map_err(|_| "too large".into())
+}
+
+/// A command-line error of clap's as the one line nfwatch prints after
+/// "nfwatch: ", or None for what clap prints as it is (`--help`, and the
+/// help that a bare `nfwatch` gets).
+///
+/// The line is clap's message (its first paragraph, without the usage and
+/// the "For more information" line after it), with a list clap puts on
+/// lines of their own (required arguments, possible values) joined onto it,
+/// and a suggestion clap has (a similar option, value or subcommand) added.
+pub fn clap_error_line(error: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        return None;
+    }
+    let rendered = error.render().to_string();
+    let message = rendered.split("\n\n").next().unwrap_or_default();
+    let message = message.strip_prefix("error:").unwrap_or(message);
+    let mut line = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.is_empty() {
+        line = error
+            .kind()
+            .as_str()
+            .unwrap_or("invalid command line")
+            .into();
+    }
+    let suggested = [
+        ContextKind::SuggestedArg,
+        ContextKind::SuggestedValue,
+        ContextKind::SuggestedSubcommand,
+    ]
+    .into_iter()
+    .find_map(|kind| match error.get(kind) {
+        Some(ContextValue::String(one)) => Some(vec![one.clone()]),
+        Some(ContextValue::Strings(some)) if !some.is_empty() => Some(some.clone()),
+        _ => None,
+    });
+    if let Some(suggested) = suggested {
+        let quoted: Vec<String> = suggested.iter().map(|s| format!("'{s}'")).collect();
+        line.push_str(&format!("; did you mean {}?", quoted.join(" or ")));
+    }
+    Some(line)
 }
 
 /// The --src values as prefixes; the error names the argument and value.
@@ -266,6 +317,44 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(parse(&["stats", "--json"]).is_ok());
+    }
+
+    #[test]
+    fn clap_errors_are_one_line() {
+        let line = |args: &[&str]| clap_error_line(&parse(args).unwrap_err());
+        for (args, expected) in [
+            (
+                &["watch", "--src", "10.0.0.1", "--frobnicate"][..],
+                "unexpected argument '--frobnicate' found; did you mean '--format'?",
+            ),
+            (
+                &["watch", "--src", "10.0.0.1", "--zzz"],
+                "unexpected argument '--zzz' found",
+            ),
+            (
+                &["watch", "--src", "10.0.0.1", "--cuont", "5"],
+                "unexpected argument '--cuont' found; did you mean '--count'?",
+            ),
+            (
+                &["watch", "--src", "10.0.0.1", "--count", "0"],
+                "invalid value '0' for '--count <N>': 0 is not in 1..18446744073709551615",
+            ),
+            (
+                &["watch", "--src", "10.0.0.1", "--format", "xml"],
+                "invalid value 'xml' for '--format <FORMAT>' \
+                 [possible values: text, csv, jsonl, legacy]",
+            ),
+            (
+                &["watch"],
+                "the following required arguments were not provided: --src <ADDR[/LEN]>",
+            ),
+            (&["frobnicate"], "unrecognized subcommand 'frobnicate'"),
+        ] {
+            assert_eq!(line(args).as_deref(), Some(expected), "{args:?}");
+        }
+        assert_eq!(line(&["--help"]), None);
+        assert_eq!(line(&["watch", "--help"]), None);
+        assert_eq!(line(&[]), None);
     }
 
     #[test]

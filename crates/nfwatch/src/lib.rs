@@ -18,6 +18,10 @@ mod summary_json;
 pub mod version;
 mod writers;
 
+/// The record's field names, in order: the CSV header line (the man pages
+/// list them).
+pub use writers::CSV_HEADER;
+
 /// The command line `nfwatch` parses.
 pub fn command() -> clap::Command {
     <cli::Cli as clap::CommandFactory>::command()

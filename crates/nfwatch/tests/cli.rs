@@ -73,6 +73,46 @@ fn usage_errors_exit_2() {
         .stderr(contains("--flush-interval"));
 }
 
+/// stderr of a failed run, which must be exactly one `nfwatch: ` line.
+fn one_error_line(args: &[&str]) -> String {
+    let assert = nfwatch().args(args).assert().code(2).stdout("");
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(
+        stderr.starts_with("nfwatch: ") && stderr.ends_with('\n') && stderr.lines().count() == 1,
+        "{args:?}: not one `nfwatch: ` line on stderr:\n{stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn clap_errors_are_one_line_exit_2() {
+    let unknown = one_error_line(&["watch", "--src", "10.0.0.1", "--frobnicate"]);
+    assert!(unknown.contains("'--frobnicate'"), "{unknown}");
+    let count = one_error_line(&["watch", "--src", "10.0.0.1", "--count", "x"]);
+    assert!(count.contains("'x' for '--count <N>'"), "{count}");
+    let zero = one_error_line(&["watch", "--src", "10.0.0.1", "--count", "0"]);
+    assert!(zero.contains("--count"), "{zero}");
+    let missing = one_error_line(&["watch", "--format", "csv"]);
+    assert!(missing.contains("--src"), "{missing}");
+    let format = one_error_line(&["watch", "--src", "10.0.0.1", "--format", "xml"]);
+    assert!(
+        format.contains("possible values: text, csv, jsonl, legacy"),
+        "{format}"
+    );
+    one_error_line(&["frobnicate"]);
+    one_error_line(&["stats", "--jsno"]);
+    one_error_line(&["--version", "stats"]);
+    // --help is clap's help on stdout, exit 0, as before.
+    for args in [&["--help"][..], &["watch", "--help"], &["stats", "-h"]] {
+        nfwatch()
+            .args(args)
+            .assert()
+            .success()
+            .stderr("")
+            .stdout(contains("Usage: nfwatch").and(contains("Options:")));
+    }
+}
+
 #[test]
 fn version_names_the_cli_and_protocol() {
     nfwatch()

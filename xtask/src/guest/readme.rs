@@ -42,24 +42,44 @@ const INSTALL_DIR: &str = "/usr/local/bin";
 /// The lines of README.md's tested blocks, in order, with continuation
 /// lines joined.
 pub fn tested_lines(readme: &str) -> Vec<String> {
-    let mut lines: Vec<String> = Vec::new();
+    tested_blocks(readme)
+        .into_iter()
+        .flat_map(|(_, lines)| lines)
+        .collect()
+}
+
+/// README.md's tested blocks, each as the NAME of its
+/// `<!-- tested: NAME ... -->` marker and its lines, continuation lines
+/// joined (the man pages' examples are the `quick-start` and `recipes`
+/// blocks).
+pub fn tested_blocks(readme: &str) -> Vec<(String, Vec<String>)> {
+    let mut blocks: Vec<(String, Vec<String>)> = Vec::new();
     let mut state = None::<bool>; // Some(in the block's fence)
     for line in readme.lines() {
         match state {
-            None if line.starts_with(MARKER) => state = Some(false),
+            None if line.starts_with(MARKER) => {
+                let name = line[MARKER.len()..].split_whitespace().next();
+                blocks.push((name.unwrap_or_default().to_string(), Vec::new()));
+                state = Some(false);
+            }
             Some(false) if line.starts_with("```") => state = Some(true),
             Some(true) if line.starts_with("```") => state = None,
-            Some(true) => match lines.last_mut() {
-                Some(last) if is_continued(last) => {
-                    last.pop();
-                    last.push_str(line.trim_start());
+            Some(true) => {
+                let Some((_, lines)) = blocks.last_mut() else {
+                    continue;
+                };
+                match lines.last_mut() {
+                    Some(last) if is_continued(last) => {
+                        last.pop();
+                        last.push_str(line.trim_start());
+                    }
+                    _ => lines.push(line.to_string()),
                 }
-                _ => lines.push(line.to_string()),
-            },
+            }
             _ => {}
         }
     }
-    lines
+    blocks
 }
 
 fn is_continued(line: &str) -> bool {
@@ -385,6 +405,8 @@ mod tests {
             "intro\n```sh\nnot tested\n```\n<!-- tested: a -->\n```sh\none \\\n  two\nthree\n```\n\
                     between\n<!-- tested: b -->\n\n```sh\nfour\n```\n";
         assert_eq!(tested_lines(text), ["one two", "three", "four"]);
+        let names: Vec<String> = tested_blocks(text).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["a", "b"]);
     }
 
     #[test]
