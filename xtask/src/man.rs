@@ -111,7 +111,8 @@ const COMMAND_PAGES: &[CommandPage] = &[
              regular file, no record waits in nfwatch's buffer longer than \
              `--flush-interval`, so `tail -f` follows it.",
             "It records until it has written `--count` records, `--duration` has passed, it \
-             gets SIGINT or SIGTERM, or the module is unloaded. Then it unsubscribes, writes \
+             gets SIGINT or SIGTERM, or the module is unloaded (then it exits 1: recording \
+             stopped without being asked to). Then it unsubscribes, writes \
              every record received, and prints a summary on standard error: the records \
              written, those lost in the kernel and the socket's overruns. Nothing is lost \
              silently: whatever the module could not deliver is counted there. `--quiet` \

@@ -19,8 +19,8 @@ macro_rules! exit_codes {
         "\
 Exit status:
   0  success, also when the reader of stdout went away (`nfwatch watch ... | head -3`)
-  1  runtime failure: module not loaded or of another protocol version, permission
-     denied, kernel error, output error
+  1  runtime failure: module not loaded, unloaded while recording or of another
+     protocol version, permission denied, kernel error, output error
   2  usage error: an unknown option, a bad value, a bad --src
   Every failure is one line on stderr, `nfwatch: ` and the cause."
     };
@@ -65,7 +65,8 @@ Signals:
                    FILE by path (created again if it was moved away, as by logrotate);
                    on stdout: write every record received
   SIGUSR1          print the counters so far to stderr
-  --count, --duration and unloading the module stop it as SIGTERM does.
+  --count and --duration stop it as SIGTERM does; when the module is unloaded under
+  it, it writes every record received, prints the summary and exits 1.
 
 ",
     exit_codes!()
