@@ -265,14 +265,28 @@ fn scenario_tests(
     } else {
         kernels::tested(opts.kernel.as_deref())?
     };
-    let mut modules = Vec::new();
-    for kernel in &kernels {
-        kmod::build(kernel, kmod::Variant::Product)?;
-        modules.push((
-            kmod::build(kernel, kmod::Variant::Selftest)?,
-            kmod::build(kernel, kmod::Variant::VersionSkew)?,
-        ));
-    }
+    // make runs one compiler at a time: one kernel's builds per core.
+    let modules = std::thread::scope(|scope| {
+        let building: Vec<_> = kernels
+            .iter()
+            .map(|kernel| {
+                scope.spawn(move || -> Result<(PathBuf, PathBuf)> {
+                    kmod::build(kernel, kmod::Variant::Product)?;
+                    Ok((
+                        kmod::build(kernel, kmod::Variant::Selftest)?,
+                        kmod::build(kernel, kmod::Variant::VersionSkew)?,
+                    ))
+                })
+            })
+            .collect();
+        building
+            .into_iter()
+            .map(|b| {
+                b.join()
+                    .unwrap_or_else(|_| bail!("a module build thread panicked"))
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
     let env = Env {
         vng_bin,
         bins: build_binaries()?,
