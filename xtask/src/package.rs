@@ -115,23 +115,19 @@ pub fn build(version: &str, protocol: Protocol, out: &Path) -> Result<Debs> {
     Ok(debs)
 }
 
-/// The release build of nfwatch speaking `protocol` (a skewed one in a
-/// target directory of its own, so neither build undoes the other).
+/// The release build of nfwatch speaking `protocol`. Cargo tracks the
+/// variable the protocol crate reads, so switching rebuilds only that
+/// crate and the program; the caller copies the binary before the next
+/// build replaces it.
 fn release_program(protocol: Protocol) -> Result<PathBuf> {
     let mut cargo = host::cargo();
     cargo.args(["build", "--release", "--package", "nfwatch"]);
-    let target = match protocol {
-        Protocol::Current => util::target_dir(),
-        Protocol::Skewed => {
-            let target = util::target_dir().join("skew");
-            cargo
-                .env("CARGO_TARGET_DIR", &target)
-                .env("NFWATCH_TEST_VERSION_SKEW", "1");
-            target
-        }
+    match protocol {
+        Protocol::Current => cargo.env_remove("NFWATCH_TEST_VERSION_SKEW"),
+        Protocol::Skewed => cargo.env("NFWATCH_TEST_VERSION_SKEW", "1"),
     };
     run(&mut cargo)?;
-    Ok(target.join("release/nfwatch"))
+    Ok(util::target_dir().join("release/nfwatch"))
 }
 
 /// The crates linked into the nfwatch binary (its normal dependencies,
