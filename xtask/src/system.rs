@@ -320,7 +320,8 @@ fn hooks(cache: &str, files: &str, debs: &package::Debs) -> Vec<String> {
         // Keep what was downloaded for the next image before anything else can fail.
         format!("--customize-hook=cp -a \"$1\"/var/cache/apt/archives/. {cache}/"),
         format!("--customize-hook=cp {} \"$1\"/tmp/", copy_in.join(" ")),
-        // As a user's apt would: with Recommends (openssl, for signing).
+        // As a user's apt would, with Recommends; openssl, which signing
+        // needs, is not in the image: the packages must bring it.
         format!(
             "--customize-hook=chroot \"$1\" env DEBIAN_FRONTEND=noninteractive apt-get install -y -o APT::Install-Recommends=true {}",
             in_chroot.join(" ")
