@@ -48,6 +48,15 @@ struct CommandPage {
     after_help_of: Option<&'static str>,
 }
 
+/// The files the recorder reads and writes, in both recording pages.
+const RECORDER_FILES: &[&str] = &[
+    "/etc/nfwatch/nfwatch.toml",
+    "/etc/nfwatch/NAME.toml",
+    "/var/log/nfwatch/",
+    "/etc/modprobe.d/nfwatch.conf",
+    "/sys/module/nfwatch/parameters/",
+];
+
 const COMMAND_PAGES: &[CommandPage] = &[
     CommandPage {
         name: "nfwatch",
@@ -76,13 +85,7 @@ const COMMAND_PAGES: &[CommandPage] = &[
         ],
         fields: false,
         examples: |_| true,
-        files: &[
-            "/etc/nfwatch/nfwatch.toml",
-            "/etc/nfwatch/NAME.toml",
-            "/var/log/nfwatch/",
-            "/etc/modprobe.d/nfwatch.conf",
-            "/sys/module/nfwatch/parameters/",
-        ],
+        files: RECORDER_FILES,
         see_also: &[
             "jq(1)",
             "modprobe.d(5)",
@@ -128,13 +131,7 @@ const COMMAND_PAGES: &[CommandPage] = &[
         ],
         fields: true,
         examples: |command| !command.contains("nfwatch stats"),
-        files: &[
-            "/etc/nfwatch/nfwatch.toml",
-            "/etc/nfwatch/NAME.toml",
-            "/var/log/nfwatch/",
-            "/etc/modprobe.d/nfwatch.conf",
-            "/sys/module/nfwatch/parameters/",
-        ],
+        files: RECORDER_FILES,
         see_also: &[
             "jq(1)",
             "systemd.service(5)",

@@ -292,24 +292,20 @@ fn instance_records() -> Result<()> {
     )?;
     systemctl(&["enable", "--now", INSTANCE])?;
     wait_unit_active(INSTANCE)?;
-    instance_records_from(7400)
+    datagrams_recorded(INSTANCE_OUTPUT, OTHER4, 7400, 1)
 }
 
-/// A datagram from OTHER4 to `port` reaches the instance's file.
-fn instance_records_from(port: u16) -> Result<()> {
-    let before = read_records(Path::new(INSTANCE_OUTPUT))
-        .map(|r| r.len())
-        .unwrap_or(0);
-    let sent = traffic::udp_batch(OTHER4, PEER4, port, 1, 64)?;
-    let records = wait_until("the instance's record", DEADLINE, || {
-        let records = read_records(Path::new(INSTANCE_OUTPUT)).unwrap_or_default();
-        Ok((records.len() > before).then_some(records))
+/// `count` datagrams from `src` to the peer's `port` appear in `path`, as
+/// sent and after what it held.
+fn datagrams_recorded(path: &str, src: &str, port: u16, count: u16) -> Result<()> {
+    let before = read_records(Path::new(path)).map_or(0, |r| r.len());
+    let sent = traffic::udp_batch(src, PEER4, port, count, 64)?;
+    let records = wait_until(&format!("{count} more records in {path}"), DEADLINE, || {
+        let records = read_records(Path::new(path)).unwrap_or_default();
+        Ok((records.len() >= before + sent.len()).then_some(records))
     })?;
-    ensure!(
-        flows(&records[before..])? == sent,
-        "{INSTANCE_OUTPUT}: {:?}, sent {sent:?}",
-        &records[before..]
-    );
+    let new = &records[before..];
+    ensure!(flows(new)? == sent, "{path}: {new:?}, sent {sent:?}");
     Ok(())
 }
 
@@ -342,11 +338,7 @@ fn module_removed() -> Result<()> {
     );
     // The instance, unloaded too, comes back the same way.
     wait_unit_active(INSTANCE)?;
-    let before = read_records(Path::new(OUTPUT))?.len();
-    let sent = traffic::udp_batch(WATCHED4, PEER4, 7500, 1, 64)?;
-    let records = records_when("a record after the restart", |r| r.len() > before)?;
-    ensure!(flows(&records[before..])? == sent, "after the restart");
-    Ok(())
+    datagrams_recorded(OUTPUT, WATCHED4, 7500, 1)
 }
 
 /// A module that cannot be loaded: the unit is tried StartLimitBurst times,
@@ -726,20 +718,10 @@ fn upgrade(dir: &Path, version: &str) -> Result<()> {
         main_pid_of(INSTANCE)? != old_instance,
         "{INSTANCE} was not restarted"
     );
-    instance_records_from(7600)?;
+    datagrams_recorded(INSTANCE_OUTPUT, OTHER4, 7600, 1)?;
     let summary = summary_of(old)?;
     println!("recording stopped for the upgrade after:\n{}", summary.text);
-    let before = read_records(Path::new(OUTPUT))?.len();
-    let sent = traffic::udp_batch(WATCHED4, PEER4, 7300, 3, 64)?;
-    let records = records_when("records after the upgrade", |r| {
-        r.len() >= before + sent.len()
-    })?;
-    ensure!(
-        flows(&records[before..])? == sent,
-        "after the upgrade: {:?}, sent {sent:?}",
-        &records[before..]
-    );
-    Ok(())
+    datagrams_recorded(OUTPUT, WATCHED4, 7300, 3)
 }
 
 /// `apt purge`: no module loaded, no DKMS state, no unit, no configuration;
