@@ -187,9 +187,9 @@ fn unit_diagnostics() -> String {
             .unwrap_or_else(|e| format!("{e:#}"))
     };
     format!(
-        "--- systemctl status {UNIT}\n{}--- journalctl -u {UNIT} -n 40\n{}",
+        "--- systemctl status {UNIT}\n{}--- journalctl -b -u {UNIT} -n 40\n{}",
         text(Command::new("systemctl").args(["status", "--no-pager", "-l", "-n", "0", UNIT])),
-        text(Command::new("journalctl").args(["--no-pager", "-u", UNIT, "-n", "40"]))
+        text(Command::new("journalctl").args(["--no-pager", "-b", "-u", UNIT, "-n", "40"]))
     )
 }
 
@@ -233,7 +233,8 @@ fn uptime() -> Result<f64> {
 
 /// The unit's journal lines (message text only) containing `needle`.
 fn journal_lines(unit: &str, needle: &str) -> Result<Vec<String>> {
-    let text = stdout_of(Command::new("journalctl").args(["--no-pager", "-o", "cat", "-u", unit]))?;
+    let text =
+        stdout_of(Command::new("journalctl").args(["--no-pager", "-b", "-o", "cat", "-u", unit]))?;
     Ok(text
         .lines()
         .filter(|l| l.contains(needle))
@@ -379,6 +380,7 @@ fn start_limit() -> Result<()> {
 fn journal_of(pid: u32) -> Result<Vec<String>> {
     let text = stdout_of(Command::new("journalctl").args([
         "--no-pager",
+        "-b",
         "-o",
         "cat",
         &format!("_PID={pid}"),
