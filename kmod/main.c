@@ -51,6 +51,7 @@ static const struct kernel_param_ops nfwatch_subscribers_ops = {
 };
 module_param_cb(subscribers, &nfwatch_subscribers_ops, NULL, 0444);
 MODULE_PARM_DESC(subscribers, "Subscriptions in force in every network namespace (read-only)");
+
 unsigned int nfwatch_batch_records __read_mostly;
 unsigned int nfwatch_net_id __read_mostly;
 

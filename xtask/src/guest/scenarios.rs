@@ -579,12 +579,37 @@ fn hooks_follow_subscribers(ctx: &Ctx) -> Result<()> {
     )
 }
 
+/// The read-only parameter the packaging's load-module reads: the
+/// subscriptions in force in every network namespace.
+fn subscribers_parameter() -> Result<u32> {
+    const PATH: &str = "/sys/module/nfwatch/parameters/subscribers";
+    let text = std::fs::read_to_string(PATH).with_context(|| format!("cannot read {PATH}"))?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("{PATH}: {text:?} is not a number"))
+}
+
+fn wait_subscribers_parameter(count: u32) -> Result<()> {
+    wait_until(
+        &format!("parameters/subscribers to say {count}"),
+        DEADLINE,
+        || Ok((subscribers_parameter()? == count).then_some(())),
+    )
+}
+
 /// A subscriber in the peer's network namespace records what the peer sends
 /// (its TCP answers to us), and one in ours watching the peer's address
-/// records nothing: each namespace has its own hooks and subscribers.
+/// records nothing: each namespace has its own hooks and subscribers. The
+/// module's `subscribers` parameter counts both.
 fn other_namespace(ctx: &Ctx) -> Result<()> {
+    wait_subscribers_parameter(0)?;
     let here = Watcher::start(ctx, "here", &[PEER4])?;
     let there = Watcher::start_in_netns(ctx, NS, "there", &[PEER4])?;
+    let both = subscribers_parameter()?;
+    ensure!(
+        both == 2,
+        "parameters/subscribers says {both} with one subscriber in each of two namespaces"
+    );
     let ours = tcp_exchange(WATCHED4, PEER4, TCP_PORT, b"across namespaces")?;
     let answers = Flow {
         proto: "tcp".into(),
@@ -594,8 +619,9 @@ fn other_namespace(ctx: &Ctx) -> Result<()> {
         dport: ours.sport,
     };
     let (here, there) = (here.collect()?, there.collect()?);
+    wait_subscribers_parameter(0)?;
     ctx.log(&format!(
-        "here {} records, there {}",
+        "here {} records, there {}; parameters/subscribers 2, then 0",
         here.len(),
         there.len()
     ));
