@@ -165,7 +165,8 @@ pub fn ensure(vng_bin: &Path) -> Result<Kernel> {
     Ok(Kernel {
         series: "6.12-debug",
         version,
-        tree: Some(tree),
+        vmlinuz: bzimage(&tree),
+        build_dir: tree,
     })
 }
 

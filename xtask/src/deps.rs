@@ -6,7 +6,8 @@ use anyhow::{bail, Result};
 use std::path::PathBuf;
 use std::process::Command;
 
-/// Debian packages the build, the VMs and the guest scenarios use.
+/// Debian packages the build, the VMs and the guest scenarios use (the
+/// kernels are fetched and unpacked under target/ instead: kernels.rs).
 const PACKAGES: &[&str] = &[
     "bc",
     "bison",
@@ -18,10 +19,6 @@ const PACKAGES: &[&str] = &[
     "iputils-ping",
     "jq",
     "kmod",
-    "linux-headers-6.12-amd64",
-    "linux-headers-amd64",
-    "linux-image-6.12-amd64",
-    "linux-image-amd64",
     "make",
     "nftables",
     "python3-venv",
@@ -52,7 +49,7 @@ fn is_installed(package: &str) -> Result<bool> {
     Ok(out.status.success() && out.stdout == b"installed")
 }
 
-fn ensure_packages(packages: &[&str]) -> Result<()> {
+pub fn ensure_packages(packages: &[&str]) -> Result<()> {
     let mut missing = Vec::new();
     for package in packages {
         if !is_installed(package)? {

@@ -1,10 +1,38 @@
-//! The kernels the module is built for and tested on.
+//! The kernels the module is built for and tested on: Debian's packages,
+//! fetched with `apt-get download` and unpacked under target/kernels (the
+//! host's own kernels and /boot stay as they are).
 
+use crate::deps;
+use crate::util::{self, capture, run, step};
 use anyhow::{bail, Context, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-/// Kernel series under test: the newest installed version of each.
-pub const SERIES: &[&str] = &["6.1", "6.12"];
+/// A tested kernel series and the Debian 12 metapackages that follow it.
+pub struct Series {
+    pub name: &'static str,
+    pub image: &'static str,
+    pub headers: &'static str,
+}
+
+/// Kernel series under test.
+pub const SERIES: &[Series] = &[
+    Series {
+        name: "6.1",
+        image: "linux-image-amd64",
+        headers: "linux-headers-amd64",
+    },
+    Series {
+        name: "6.12",
+        image: "linux-image-6.12-amd64",
+        headers: "linux-headers-6.12-amd64",
+    },
+];
+
+/// The tested series' names, for messages.
+pub fn series_names() -> String {
+    SERIES.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+}
 
 /// The newest demo kernel series.
 pub const DEMO_SERIES: &str = "6.12";
@@ -13,43 +41,37 @@ pub const DEMO_SERIES: &str = "6.12";
 pub struct Kernel {
     pub series: &'static str,
     pub version: String,
-    /// A kernel built from source (`--debug-kernel`): image and build tree.
-    pub tree: Option<PathBuf>,
+    pub vmlinuz: PathBuf,
+    /// The tree `make -C` builds external modules against.
+    pub build_dir: PathBuf,
+}
+
+/// Where the kernels' packages are unpacked: a root with boot/,
+/// lib/modules/, usr/src/ and usr/lib/linux-kbuild-*. virtme-ng finds the
+/// modules next to the image and links them as the guest's /lib/modules.
+fn root() -> PathBuf {
+    util::target_dir().join("kernels")
 }
 
 impl Kernel {
-    pub fn vmlinuz(&self) -> PathBuf {
-        if let Some(tree) = &self.tree {
-            return tree.join("arch/x86/boot/bzImage");
+    fn unpacked(series: &'static str, version: &str) -> Self {
+        let root = root();
+        Kernel {
+            series,
+            version: version.to_string(),
+            vmlinuz: root.join(format!("boot/vmlinuz-{version}")),
+            build_dir: root.join(format!("usr/src/linux-headers-{version}")),
         }
-        PathBuf::from(format!("/boot/vmlinuz-{}", self.version))
     }
 
-    pub fn build_dir(&self) -> PathBuf {
-        if let Some(tree) = &self.tree {
-            return tree.clone();
-        }
-        PathBuf::from(format!("/lib/modules/{}/build", self.version))
+    /// Unpacked completely (the marker is written last).
+    fn is_unpacked(&self) -> bool {
+        marker(&self.version).exists()
     }
 }
 
-/// Installed kernel versions that have both an image and headers.
-fn installed() -> Result<Vec<String>> {
-    let mut versions = Vec::new();
-    for entry in std::fs::read_dir("/boot").context("cannot read /boot")? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if let Some(version) = name.strip_prefix("vmlinuz-") {
-            let kernel = Kernel {
-                series: "",
-                version: version.to_string(),
-                tree: None,
-            };
-            if kernel.build_dir().join("Makefile").exists() {
-                versions.push(kernel.version);
-            }
-        }
-    }
-    Ok(versions)
+fn marker(version: &str) -> PathBuf {
+    root().join(format!(".unpacked-{version}"))
 }
 
 /// Numeric parts of a version, for ordering ("6.12.117+deb12-amd64" -> [6, 12, 117, 12, 64]).
@@ -60,32 +82,141 @@ pub fn version_key(version: &str) -> Vec<u64> {
         .collect()
 }
 
-/// The newest installed kernel of each tested series, optionally filtered by
-/// series ("6.12") or exact version.
+/// `apt-cache depends` of `package`: its Depends (of alternatives, the last).
+fn depends(package: &str) -> Result<Vec<String>> {
+    let out = capture(Command::new("apt-cache").args(["depends", "--important", package]))?;
+    if !out.status.success() {
+        bail!(
+            "apt-cache knows no package {package}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("Depends: "))
+        .filter(|name| !name.starts_with('<'))
+        .map(str::to_string)
+        .collect())
+}
+
+/// The kernel release the series' metapackage points to today.
+fn candidate(series: &Series) -> Result<String> {
+    depends(series.image)?
+        .iter()
+        .find_map(|name| name.strip_prefix("linux-image-"))
+        .map(str::to_string)
+        .with_context(|| format!("{} depends on no linux-image-*", series.image))
+}
+
+/// The newest release of `series` unpacked earlier (when apt cannot say).
+fn newest_unpacked(series: &Series) -> Option<String> {
+    let prefix = ".unpacked-";
+    std::fs::read_dir(root())
+        .ok()?
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().to_string_lossy().into_owned();
+            name.strip_prefix(prefix).map(str::to_string)
+        })
+        .filter(|version| version.starts_with(&format!("{}.", series.name)))
+        .max_by_key(|version| version_key(version))
+}
+
+/// The image, headers and kbuild packages of `version`, and what the
+/// headers need on the host besides Debian's kernel packages (compiler,
+/// pahole, the libraries of kbuild's tools).
+fn packages_of(version: &str) -> Result<(Vec<String>, Vec<String>)> {
+    let headers = format!("linux-headers-{version}");
+    let mut fetched = vec![format!("linux-image-{version}"), headers.clone()];
+    let mut host = Vec::new();
+    let mut pending = vec![headers];
+    while let Some(package) = pending.pop() {
+        for dep in depends(&package)? {
+            if dep.starts_with("linux-headers-") || dep.starts_with("linux-kbuild-") {
+                if !fetched.contains(&dep) {
+                    fetched.push(dep.clone());
+                    pending.push(dep);
+                }
+            } else if !dep.starts_with("linux-") && !host.contains(&dep) {
+                host.push(dep);
+            }
+        }
+    }
+    Ok((fetched, host))
+}
+
+/// Downloads and unpacks `version`'s packages under root().
+fn unpack(kernel: &Kernel) -> Result<()> {
+    step(&format!(
+        "fetch kernel {} (unpacked under {})",
+        kernel.version,
+        root().display()
+    ));
+    let (packages, host) = packages_of(&kernel.version)?;
+    deps::ensure_packages(&host.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let debs = root().join("debs");
+    util::remove_dir(&debs)?;
+    std::fs::create_dir_all(&debs)?;
+    // The sandbox user _apt cannot write to target/.
+    run(Command::new("apt-get")
+        .current_dir(&debs)
+        .args(["-o", "APT::Sandbox::User=root", "download"])
+        .args(&packages))?;
+    for entry in std::fs::read_dir(&debs)? {
+        run(Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(entry?.path())
+            .arg(root()))?;
+    }
+    util::remove_dir(&debs)?;
+    relocate_headers(&kernel.build_dir)?;
+    let build_link = root().join(format!("lib/modules/{}/build", kernel.version));
+    let _ = std::fs::remove_file(&build_link);
+    std::os::unix::fs::symlink(&kernel.build_dir, &build_link)?;
+    // Debian's packages leave modules.dep to the postinst.
+    run(Command::new("depmod")
+        .arg("-b")
+        .arg(root())
+        .arg(&kernel.version))?;
+    std::fs::write(marker(&kernel.version), "")?;
+    Ok(())
+}
+
+/// The arch headers' Makefile includes the common headers' by absolute
+/// path (/usr/src/linux-headers-*-common/Makefile): point it at the copy.
+fn relocate_headers(build_dir: &Path) -> Result<()> {
+    let makefile = build_dir.join("Makefile");
+    let text = std::fs::read_to_string(&makefile)
+        .with_context(|| format!("cannot read {}", makefile.display()))?;
+    let usr_src = root().join("usr/src/");
+    let relocated = text.replace("/usr/src/", &usr_src.to_string_lossy());
+    std::fs::write(&makefile, relocated)?;
+    Ok(())
+}
+
+/// The current kernel of each tested series, unpacked, optionally filtered
+/// by series ("6.12") or exact version.
 pub fn tested(filter: Option<&str>) -> Result<Vec<Kernel>> {
-    let installed = installed()?;
     let mut kernels = Vec::new();
     for series in SERIES {
-        let newest = installed
-            .iter()
-            .filter(|v| v.starts_with(&format!("{series}.")))
-            .max_by_key(|v| version_key(v));
-        let Some(version) = newest else {
-            bail!("no kernel {series}.* with headers installed (/boot/vmlinuz-* + /lib/modules/*/build)");
+        let version = match candidate(series) {
+            Ok(version) => version,
+            Err(e) => newest_unpacked(series)
+                .with_context(|| format!("{e}; as root run:\n  apt-get update"))?,
         };
-        if filter.is_none_or(|f| f == *series || f == version) {
-            kernels.push(Kernel {
-                series,
-                version: version.clone(),
-                tree: None,
-            });
+        if filter.is_some_and(|f| f != series.name && f != version) {
+            continue;
         }
+        let kernel = Kernel::unpacked(series.name, &version);
+        if !kernel.is_unpacked() {
+            unpack(&kernel)?;
+        }
+        kernels.push(kernel);
     }
     if kernels.is_empty() {
         bail!(
             "--kernel {} matches none of {}",
             filter.unwrap_or(""),
-            SERIES.join(", ")
+            series_names()
         );
     }
     Ok(kernels)

@@ -55,7 +55,7 @@ pub fn build(kernel: &Kernel, variant: Variant) -> Result<PathBuf> {
     }
     let mut make = Command::new("make");
     make.arg("-C")
-        .arg(kernel.build_dir())
+        .arg(&kernel.build_dir)
         .arg(format!("M={}", copy.join("kmod").display()))
         .args(["W=1", "C=1"])
         .args(variant.make_args())

@@ -5,7 +5,7 @@
 //! nfwatch.service and writes one JSON outcome a line to the second serial
 //! port.
 
-use crate::kernels::SERIES;
+use crate::kernels::{self, SERIES};
 use crate::results::Outcome;
 use crate::util::{self, run, stdout_of, step};
 use crate::{deps, package};
@@ -17,23 +17,25 @@ use std::time::{Duration, Instant};
 /// Host packages the image build and the boots need.
 const HOST_PACKAGES: &[&str] = &["mmdebstrap", "qemu-utils", "e2fsprogs"];
 
-/// The image's packages besides the essential set and apt.
+/// The image's packages besides the essential set, apt and the kernels.
 const IMAGE_PACKAGES: &[&str] = &[
     "dbus",
     "dkms",
     "iproute2",
     "iputils-ping",
     "kmod",
-    "linux-headers-6.12-amd64",
-    "linux-headers-amd64",
-    "linux-image-6.12-amd64",
-    "linux-image-amd64",
     "logrotate",
     "procps",
     "systemd",
     "systemd-sysv",
     "udev",
 ];
+
+/// IMAGE_PACKAGES and each tested series' kernel and headers.
+fn image_packages() -> Vec<&'static str> {
+    let kernels = SERIES.iter().flat_map(|s| [s.image, s.headers]);
+    IMAGE_PACKAGES.iter().copied().chain(kernels).collect()
+}
 
 /// Where the second disk is mounted in the guest (read-only).
 const GUEST_DISK: &str = "/srv/systest";
@@ -120,8 +122,8 @@ pub fn test(filter: Option<&str>) -> Result<Vec<(String, Vec<Outcome>)>> {
     let xtask = built_xtask()?;
     let kernels = SERIES
         .iter()
-        .filter(|s| filter.is_none_or(|f| f == **s))
-        .map(|series| Ok((image.kernel(series)?, *series == UPGRADE_SERIES)))
+        .filter(|s| filter.is_none_or(|f| f == s.name))
+        .map(|series| Ok((image.kernel(series.name)?, series.name == UPGRADE_SERIES)))
         .collect::<Result<Vec<_>>>()?;
     // One host thread per guest (single-threaded TCG, 2 GiB each): the
     // kernels' boots run side by side.
@@ -156,7 +158,7 @@ pub fn test(filter: Option<&str>) -> Result<Vec<(String, Vec<Outcome>)>> {
         bail!(
             "--kernel {} matches none of {}",
             filter.unwrap_or(""),
-            SERIES.join(", ")
+            kernels::series_names()
         );
     }
     println!("system test took {:.0} s", started.elapsed().as_secs_f64());
@@ -245,7 +247,7 @@ impl Image {
                 "--skip=essential/unlink",
                 "--aptopt=APT::Install-Recommends \"false\"",
             ])
-            .arg(format!("--include={}", IMAGE_PACKAGES.join(",")))
+            .arg(format!("--include={}", image_packages().join(",")))
             .args(&hooks)
             .arg("bookworm")
             .arg(&rootfs))?;
@@ -341,7 +343,8 @@ fn hooks(cache: &str, files: &str, debs: &package::Debs) -> Vec<String> {
 /// test's files and the .debs' bytes.
 fn cache_key(debs: &package::Debs) -> Result<String> {
     let manifest = format!(
-        "{IMAGE_PACKAGES:?}\n{:?}\n{TEST_UNIT}\n{FSTAB}\n{}",
+        "{:?}\n{:?}\n{TEST_UNIT}\n{FSTAB}\n{}",
+        image_packages(),
         hooks("CACHE", "FILES", debs),
         stdout_of(Command::new("sha256sum").args(debs.both()))?
             .lines()

@@ -131,7 +131,7 @@ pub fn boot(boot: &Boot) -> Result<ExitStatus> {
     let mut cmd = Command::new(boot.vng_bin.join("vng"));
     cmd.env("PATH", path)
         .arg("--run")
-        .arg(boot.kernel.vmlinuz())
+        .arg(&boot.kernel.vmlinuz)
         .args([
             "--disable-kvm",
             "--force-9p",

@@ -129,7 +129,7 @@ pub fn run_make_lines(kernel: &crate::kernels::Kernel) -> Result<()> {
         util::step(&format!("README for {}: {line}", kernel.version));
         run(Command::new("bash")
             .args(["-e", "-o", "pipefail", "-c", line])
-            .env("KDIR", kernel.build_dir())
+            .env("KDIR", &kernel.build_dir)
             .current_dir(&tree))?;
     }
     Ok(())
