@@ -2,19 +2,20 @@
 /*
  * Every kernel-version difference nfwatch meets, in one place.
  *
- * Written for Linux >= 5.10: set_active_memcg(), which charges the
- * subscriber's memory cgroup for pages allocated in another task or in
- * softirq, came in 5.10 (the Generic Netlink family-level policy and strict
- * validation in 5.2). Tested on Debian's 6.1 and 6.12. Where a
- * vendor kernel may have backported an interface, the interface is tested
- * for (here, or by a header search in Kbuild: NFWATCH_HAVE_*), not the
- * version number.
+ * Written for Linux >= 5.10: set_active_memcg() came in 5.10 (the Generic
+ * Netlink family-level policy and strict validation in 5.2). Tested on
+ * Debian's 5.10, 6.1 and 6.12. Where a vendor kernel may have backported an
+ * interface, the interface is tested for (here, or in Kbuild by a search of
+ * the headers or of the kernel's exports: NFWATCH_HAVE_*), not the version
+ * number.
  */
 #ifndef _NFWATCH_COMPAT_H
 #define _NFWATCH_COMPAT_H
 
 #include <linux/version.h>
 #include <linux/hrtimer.h>
+#include <linux/gfp.h>
+#include <linux/sched/mm.h>
 #include <linux/rcupdate.h>
 #include <net/genetlink.h>
 #include <net/route.h>
@@ -48,6 +49,26 @@
 #else
 #define NFWATCH_SET_ERR_MSG_FMT(extack, fixed, fmt, args...) NL_SET_ERR_MSG(extack, fixed)
 #endif
+
+/*
+ * A page charged to @memcg, from any context but hard IRQ. The ring's
+ * pages are allocated under spin_lock_bh(), where the charge path takes
+ * the memcg from int_active_memcg, which modules can reach since 5.14; on
+ * older kernels they are charged to no one (rather than to the interrupted
+ * task), bounded by the subscriber's receive buffer.
+ */
+static inline struct page *nfwatch_alloc_page_charged(struct mem_cgroup *memcg, gfp_t gfp)
+{
+#ifdef NFWATCH_HAVE_INT_ACTIVE_MEMCG
+	struct mem_cgroup *old = set_active_memcg(memcg);
+	struct page *page = alloc_page(gfp | __GFP_ACCOUNT);
+
+	set_active_memcg(old);
+	return page;
+#else
+	return alloc_page(gfp);
+#endif
+}
 
 /* 6.13 replaced hrtimer_init() + .function by hrtimer_setup(). */
 static inline void nfwatch_hrtimer_setup(struct hrtimer *timer,

@@ -22,7 +22,6 @@
 #include <linux/memcontrol.h>
 #include <linux/pid_namespace.h>
 #include <linux/sched.h>
-#include <linux/sched/mm.h>
 #include <linux/user_namespace.h>
 #include <net/sock.h>
 #include "compat.h"
@@ -163,12 +162,8 @@ static void fit_to_subscriber(struct nfwatch_sub *sub, const struct nfwatch_pack
  */
 static struct page *ring_alloc_page(struct nfwatch_sub *sub)
 {
-	struct mem_cgroup *old = set_active_memcg(sub->memcg);
-	struct page *page = alloc_page(GFP_NOWAIT | __GFP_NOWARN | __GFP_NOMEMALLOC |
-				       __GFP_ACCOUNT);
-
-	set_active_memcg(old);
-	return page;
+	return nfwatch_alloc_page_charged(sub->memcg, GFP_NOWAIT | __GFP_NOWARN |
+					  __GFP_NOMEMALLOC);
 }
 
 /*

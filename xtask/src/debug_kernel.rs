@@ -167,6 +167,8 @@ pub fn ensure(vng_bin: &Path) -> Result<Kernel> {
         version,
         vmlinuz: bzimage(&tree),
         build_dir: tree,
+        make_args: &[],
+        scenarios: None,
     })
 }
 

@@ -141,13 +141,30 @@ fn failure(name: &str, detail: String) -> Outcome {
     }
 }
 
-/// Runs the guest scenarios on one kernel and returns their outcomes;
-/// `skew_ko` is the module speaking another protocol version.
+/// The scenarios `kernel` runs of those asked for (all when none are):
+/// None when it runs none of them, an empty list for all.
+fn scenarios_on(kernel: &Kernel, asked: &[String]) -> Option<Vec<String>> {
+    match (kernel.scenarios, asked.is_empty()) {
+        (None, _) => Some(asked.to_vec()),
+        (Some(only), true) => Some(only.iter().map(|s| s.to_string()).collect()),
+        (Some(only), false) => {
+            let both: Vec<String> = asked
+                .iter()
+                .filter(|s| only.contains(&s.as_str()))
+                .cloned()
+                .collect();
+            (!both.is_empty()).then_some(both)
+        }
+    }
+}
+
+/// Runs `scenarios` (all when empty) on one kernel and returns their
+/// outcomes; `skew_ko` is the module speaking another protocol version.
 fn test_kernel(
     env: &Env,
     kernel: &Kernel,
-    ko: &Path,
-    skew_ko: &Path,
+    (ko, skew_ko): &(PathBuf, PathBuf),
+    scenarios: &[String],
     opts: &TestOpts,
 ) -> Vec<Outcome> {
     step(&format!(
@@ -155,8 +172,7 @@ fn test_kernel(
         kernel.series, kernel.version
     ));
     let out = util::target_dir().join("vm").join(&kernel.version);
-    let extra: Vec<String> = opts
-        .scenarios
+    let extra: Vec<String> = scenarios
         .iter()
         .flat_map(|s| ["--scenario".to_string(), s.clone()])
         .chain(["--skew-module".to_string(), path_arg(skew_ko)])
@@ -265,11 +281,18 @@ fn scenario_tests(
     } else {
         kernels::tested(opts.kernel.as_deref())?
     };
+    let kernels: Vec<(Kernel, Vec<String>)> = kernels
+        .into_iter()
+        .filter_map(|k| scenarios_on(&k, &opts.scenarios).map(|s| (k, s)))
+        .collect();
+    let runs_readme = |scenarios: &[String]| {
+        scenarios.is_empty() || scenarios.iter().any(|s| s == README_SCENARIO)
+    };
     // make runs one compiler at a time: one kernel's builds per core.
     let modules = std::thread::scope(|scope| {
         let building: Vec<_> = kernels
             .iter()
-            .map(|kernel| {
+            .map(|(kernel, _)| {
                 scope.spawn(move || -> Result<(PathBuf, PathBuf)> {
                     kmod::build(kernel, kmod::Variant::Product)?;
                     Ok((
@@ -291,9 +314,11 @@ fn scenario_tests(
         vng_bin,
         bins: build_binaries()?,
     };
-    if opts.scenarios.is_empty() || opts.scenarios.iter().any(|s| s == README_SCENARIO) {
+    if kernels.iter().any(|(_, scenarios)| runs_readme(scenarios)) {
         crate::guest::readme::run_cargo_lines()?;
-        for kernel in &kernels {
+    }
+    for (kernel, scenarios) in &kernels {
+        if runs_readme(scenarios) {
             crate::guest::readme::run_make_lines(kernel)?;
         }
     }
@@ -306,24 +331,24 @@ fn scenario_tests(
 /// Each kernel's scenarios in its own VM, all at once.
 fn run_scenario_vms(
     env: &Env,
-    kernels: &[Kernel],
+    kernels: &[(Kernel, Vec<String>)],
     modules: &[(PathBuf, PathBuf)],
     opts: &TestOpts,
 ) -> Vec<(String, Vec<Outcome>)> {
     // Each VM is one host thread (single-threaded TCG): the kernels' VMs
-    // run at the same time, one core each.
+    // run at the same time.
     std::thread::scope(|scope| {
         let running: Vec<_> = kernels
             .iter()
             .zip(modules)
-            .map(|(kernel, (ko, skew_ko))| {
-                scope.spawn(move || test_kernel(env, kernel, ko, skew_ko, opts))
+            .map(|((kernel, scenarios), modules)| {
+                scope.spawn(move || test_kernel(env, kernel, modules, scenarios, opts))
             })
             .collect();
         kernels
             .iter()
             .zip(running)
-            .map(|(kernel, vm)| {
+            .map(|((kernel, _), vm)| {
                 let outcomes = vm.join().unwrap_or_else(|_| {
                     vec![failure("vm", "the VM runner thread panicked".into())]
                 });

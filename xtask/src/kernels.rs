@@ -8,24 +8,66 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A tested kernel series and the Debian 12 metapackages that follow it.
-pub struct Series {
-    pub name: &'static str,
-    pub image: &'static str,
-    pub headers: &'static str,
+/// Where a series' packages come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suite {
+    /// Debian 12, the host's own release, through the host's apt sources.
+    Host,
+    /// Debian 11, through an apt configuration of its own under
+    /// target/kernels/apt, made from the host's sources.
+    Bullseye,
 }
 
-/// Kernel series under test.
+/// A tested kernel series and the Debian metapackages that follow it.
+pub struct Series {
+    pub name: &'static str,
+    pub suite: Suite,
+    pub image: &'static str,
+    pub headers: &'static str,
+    /// More arguments for `make` when building against its headers.
+    pub make_args: &'static [&'static str],
+    /// The VM scenarios run on it; None: all.
+    pub scenarios: Option<&'static [&'static str]>,
+}
+
+/// Kernel series under test: the oldest the module is written for, then
+/// the two of Debian 12.
 pub const SERIES: &[Series] = &[
     Series {
-        name: "6.1",
+        name: "5.10",
+        suite: Suite::Bullseye,
         image: "linux-image-amd64",
         headers: "linux-headers-amd64",
+        // Built by gcc-10, which Debian 12 does not have.
+        make_args: &["CC=gcc-12"],
+        // That it loads, records and unloads (not memcg_charged: before
+        // 5.14 the ring's pages are not charged, see kmod/compat.h).
+        scenarios: Some(&[
+            "protocols",
+            "prefix",
+            "two_subscribers",
+            "tcpdump_oracle",
+            "nexthop",
+            "hooks_follow_subscribers",
+            "other_namespace",
+            "rmmod_under_traffic",
+        ]),
+    },
+    Series {
+        name: "6.1",
+        suite: Suite::Host,
+        image: "linux-image-amd64",
+        headers: "linux-headers-amd64",
+        make_args: &[],
+        scenarios: None,
     },
     Series {
         name: "6.12",
+        suite: Suite::Host,
         image: "linux-image-6.12-amd64",
         headers: "linux-headers-6.12-amd64",
+        make_args: &[],
+        scenarios: None,
     },
 ];
 
@@ -44,6 +86,9 @@ pub struct Kernel {
     pub vmlinuz: PathBuf,
     /// The tree `make -C` builds external modules against.
     pub build_dir: PathBuf,
+    pub make_args: &'static [&'static str],
+    /// The VM scenarios run on it; None: all.
+    pub scenarios: Option<&'static [&'static str]>,
 }
 
 /// Where the kernels' packages are unpacked: a root with boot/,
@@ -54,13 +99,15 @@ fn root() -> PathBuf {
 }
 
 impl Kernel {
-    fn unpacked(series: &'static str, version: &str) -> Self {
+    fn unpacked(series: &'static Series, version: &str) -> Self {
         let root = root();
         Kernel {
-            series,
+            series: series.name,
             version: version.to_string(),
             vmlinuz: root.join(format!("boot/vmlinuz-{version}")),
             build_dir: root.join(format!("usr/src/linux-headers-{version}")),
+            make_args: series.make_args,
+            scenarios: series.scenarios,
         }
     }
 
@@ -82,9 +129,84 @@ pub fn version_key(version: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The private apt configuration of `Suite::Bullseye`.
+fn bullseye_dir() -> PathBuf {
+    root().join("apt/bullseye")
+}
+
+/// `apt-get` or `apt-cache` for `suite`'s packages.
+fn apt(program: &str, suite: Suite) -> Command {
+    let mut cmd = Command::new(program);
+    if suite == Suite::Bullseye {
+        let dir = bullseye_dir();
+        let opt = |name: &str, path: &str| format!("{name}={}", dir.join(path).display());
+        for setting in [
+            opt("Dir::State", "state"),
+            opt("Dir::State::status", "state/status"),
+            opt("Dir::Cache", "cache"),
+            opt("Dir::Etc::SourceList", "sources.list"),
+            opt("Dir::Etc::SourceParts", "sources.list.d"),
+            opt("Dir::Etc::Preferences", "preferences"),
+            opt("Dir::Etc::PreferencesParts", "preferences.d"),
+        ] {
+            cmd.args(["-o", &setting]);
+        }
+    }
+    cmd
+}
+
+/// Debian 11's sources, from the mirrors the host's apt uses for Debian 12
+/// (`apt-cache policy`: "500 URI bookworm-security/main amd64 Packages").
+fn bullseye_sources() -> Result<String> {
+    let policy = util::stdout_of(Command::new("apt-cache").arg("policy"))?;
+    let mut sources = String::new();
+    for line in policy.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if let [_, uri, dist, ..] = fields[..] {
+            if let Some(suffix) = dist
+                .strip_suffix("/main")
+                .and_then(|suite| suite.strip_prefix("bookworm"))
+            {
+                sources.push_str(&format!("deb {uri} bullseye{suffix} main\n"));
+            }
+        }
+    }
+    if sources.is_empty() {
+        bail!("the host's apt has no Debian 12 (bookworm) sources to derive Debian 11's from");
+    }
+    Ok(sources)
+}
+
+/// Debian 11's package lists, fetched once (`refresh`: again).
+fn bullseye_lists(refresh: bool) -> Result<()> {
+    let dir = bullseye_dir();
+    let lists = dir.join("state/lists");
+    let fetched = std::fs::read_dir(&lists)
+        .map(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+        })
+        .unwrap_or(false);
+    if fetched && !refresh {
+        return Ok(());
+    }
+    for sub in [
+        "state/lists/partial",
+        "cache/archives/partial",
+        "sources.list.d",
+        "preferences.d",
+    ] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    std::fs::write(dir.join("sources.list"), bullseye_sources()?)?;
+    std::fs::write(dir.join("state/status"), "")?;
+    run(apt("apt-get", Suite::Bullseye).args(["-o", "APT::Sandbox::User=root", "update"]))
+}
+
 /// `apt-cache depends` of `package`: its Depends (of alternatives, the last).
-fn depends(package: &str) -> Result<Vec<String>> {
-    let out = capture(Command::new("apt-cache").args(["depends", "--important", package]))?;
+fn depends(suite: Suite, package: &str) -> Result<Vec<String>> {
+    let out = capture(apt("apt-cache", suite).args(["depends", "--important", package]))?;
     if !out.status.success() {
         bail!(
             "apt-cache knows no package {package}: {}",
@@ -101,7 +223,10 @@ fn depends(package: &str) -> Result<Vec<String>> {
 
 /// The kernel release the series' metapackage points to today.
 fn candidate(series: &Series) -> Result<String> {
-    depends(series.image)?
+    if series.suite == Suite::Bullseye {
+        bullseye_lists(false)?;
+    }
+    depends(series.suite, series.image)?
         .iter()
         .find_map(|name| name.strip_prefix("linux-image-"))
         .map(str::to_string)
@@ -124,13 +249,13 @@ fn newest_unpacked(series: &Series) -> Option<String> {
 /// The image, headers and kbuild packages of `version`, and what the
 /// headers need on the host besides Debian's kernel packages (compiler,
 /// pahole, the libraries of kbuild's tools).
-fn packages_of(version: &str) -> Result<(Vec<String>, Vec<String>)> {
+fn packages_of(suite: Suite, version: &str) -> Result<(Vec<String>, Vec<String>)> {
     let headers = format!("linux-headers-{version}");
     let mut fetched = vec![format!("linux-image-{version}"), headers.clone()];
     let mut host = Vec::new();
     let mut pending = vec![headers];
     while let Some(package) = pending.pop() {
-        for dep in depends(&package)? {
+        for dep in depends(suite, &package)? {
             if dep.starts_with("linux-headers-") || dep.starts_with("linux-kbuild-") {
                 if !fetched.contains(&dep) {
                     fetched.push(dep.clone());
@@ -144,23 +269,48 @@ fn packages_of(version: &str) -> Result<(Vec<String>, Vec<String>)> {
     Ok((fetched, host))
 }
 
-/// Downloads and unpacks `version`'s packages under root().
-fn unpack(kernel: &Kernel) -> Result<()> {
+/// `apt-get download` into `dir`; once more after refreshing the package
+/// lists when that fails (a list older than the archive names a removed
+/// version).
+fn download(suite: Suite, dir: &Path, packages: &[String]) -> Result<()> {
+    let fetch = || {
+        // The sandbox user _apt cannot write to target/.
+        run(apt("apt-get", suite)
+            .current_dir(dir)
+            .args(["-o", "APT::Sandbox::User=root", "download"])
+            .args(packages))
+    };
+    if fetch().is_ok() {
+        return Ok(());
+    }
+    match suite {
+        Suite::Bullseye => bullseye_lists(true)?,
+        Suite::Host if util::is_root() => run(Command::new("apt-get").arg("update"))?,
+        Suite::Host => bail!(
+            "cannot download {}; as root run:\n  apt-get update",
+            packages.join(" ")
+        ),
+    }
+    fetch()
+}
+
+/// Downloads and unpacks `kernel`'s packages under root().
+fn unpack(series: &Series, kernel: &Kernel) -> Result<()> {
     step(&format!(
         "fetch kernel {} (unpacked under {})",
         kernel.version,
         root().display()
     ));
-    let (packages, host) = packages_of(&kernel.version)?;
-    deps::ensure_packages(&host.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let (packages, host) = packages_of(series.suite, &kernel.version)?;
+    // Debian 11's kbuild links libraries Debian 12 lacks (libssl1.1) for
+    // tools an external module's build does not run (sign-file).
+    if series.suite == Suite::Host {
+        deps::ensure_packages(&host.iter().map(String::as_str).collect::<Vec<_>>())?;
+    }
     let debs = root().join("debs");
     util::remove_dir(&debs)?;
     std::fs::create_dir_all(&debs)?;
-    // The sandbox user _apt cannot write to target/.
-    run(Command::new("apt-get")
-        .current_dir(&debs)
-        .args(["-o", "APT::Sandbox::User=root", "download"])
-        .args(&packages))?;
+    download(series.suite, &debs, &packages)?;
     for entry in std::fs::read_dir(&debs)? {
         run(Command::new("dpkg-deb")
             .arg("-x")
@@ -198,6 +348,10 @@ fn relocate_headers(build_dir: &Path) -> Result<()> {
 pub fn tested(filter: Option<&str>) -> Result<Vec<Kernel>> {
     let mut kernels = Vec::new();
     for series in SERIES {
+        let release_prefix = format!("{}.", series.name);
+        if filter.is_some_and(|f| f != series.name && !f.starts_with(&release_prefix)) {
+            continue;
+        }
         let version = match candidate(series) {
             Ok(version) => version,
             Err(e) => newest_unpacked(series)
@@ -206,9 +360,9 @@ pub fn tested(filter: Option<&str>) -> Result<Vec<Kernel>> {
         if filter.is_some_and(|f| f != series.name && f != version) {
             continue;
         }
-        let kernel = Kernel::unpacked(series.name, &version);
+        let kernel = Kernel::unpacked(series, &version);
         if !kernel.is_unpacked() {
-            unpack(&kernel)?;
+            unpack(series, &kernel)?;
         }
         kernels.push(kernel);
     }

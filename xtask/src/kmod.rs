@@ -58,6 +58,7 @@ pub fn build(kernel: &Kernel, variant: Variant) -> Result<PathBuf> {
         .arg(&kernel.build_dir)
         .arg(format!("M={}", copy.join("kmod").display()))
         .args(["W=1", "C=1"])
+        .args(kernel.make_args)
         .args(variant.make_args())
         .arg("modules");
     let out = capture(&mut make)?;
