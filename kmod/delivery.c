@@ -102,14 +102,15 @@ static void batch_send(struct nfwatch_sub *sub)
 	this_cpu_inc(sub->nn->stats->batches);
 }
 
+/* A soft hrtimer: runs in softirq, where bottom halves are already off. */
 static enum hrtimer_restart flush_timer_fn(struct hrtimer *timer)
 {
 	struct nfwatch_sub *sub = container_of(timer, struct nfwatch_sub, flush_timer);
 
-	spin_lock_bh(&sub->lock);
+	spin_lock(&sub->lock);
 	if (!sub->dead)
 		batch_send(sub);
-	spin_unlock_bh(&sub->lock);
+	spin_unlock(&sub->lock);
 	return HRTIMER_NORESTART;
 }
 

@@ -102,12 +102,25 @@ static struct pernet_operations nfwatch_net_ops = {
 	.size = sizeof(struct nfwatch_net),
 };
 
+/* @val within [@lo, @hi], saying so when it was not. */
+static unsigned int __init param_clamp(const char *name, unsigned int val, unsigned int lo,
+				       unsigned int hi)
+{
+	unsigned int clamped = clamp(val, lo, hi);
+
+	if (clamped != val)
+		pr_warn("%s=%u is outside %u..%u: using %u\n", name, val, lo, hi, clamped);
+	return clamped;
+}
+
 static int __init nfwatch_init(void)
 {
 	int err;
 
-	nfwatch_flush_interval_us = clamp(nfwatch_flush_interval_us, 100U, 1000000U);
-	nfwatch_batch_bytes = clamp(nfwatch_batch_bytes, 1024U, NFWATCH_BATCH_BYTES_MAX);
+	nfwatch_flush_interval_us = param_clamp("flush_interval_us", nfwatch_flush_interval_us,
+						100U, 1000000U);
+	nfwatch_batch_bytes = param_clamp("batch_bytes", nfwatch_batch_bytes, 1024U,
+					  NFWATCH_BATCH_BYTES_MAX);
 	/* A batch's records are page frags of one skb. */
 	BUILD_BUG_ON(NFWATCH_BATCH_PAGES_MAX > MAX_SKB_FRAGS);
 	nfwatch_batch_records = nfwatch_batch_capacity(nfwatch_batch_bytes);

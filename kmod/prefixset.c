@@ -343,7 +343,11 @@ static void set_free_rcu(struct rcu_head *head)
 	nfwatch_set_free(container_of(head, struct nfwatch_prefix_set, rcu));
 }
 
-/* Once no hook can still hold @set; the module's exit waits with rcu_barrier(). */
+/*
+ * Once no hook can still hold @set; the module's exit waits with
+ * rcu_barrier(). Not kvfree_rcu(): it encodes the head's offset in 12
+ * bits, and the head lies behind the IPv4 filter, which comes first.
+ */
 void nfwatch_set_free_rcu(struct nfwatch_prefix_set *set)
 {
 	call_rcu(&set->rcu, set_free_rcu);

@@ -185,7 +185,7 @@ fn bullseye_lists(refresh: bool) -> Result<()> {
         .map(|entries| {
             entries
                 .flatten()
-                .any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+                .any(|e| e.file_name().to_string_lossy().contains("_Packages"))
         })
         .unwrap_or(false);
     if fetched && !refresh {

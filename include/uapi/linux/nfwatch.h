@@ -3,8 +3,9 @@
  * nfwatch: the wire contract between the kernel module and user space.
  *
  * Generic Netlink family NFWATCH_GENL_NAME. A program subscribes with a set
- * of source prefixes; from then on the module sends that socket (its portid)
- * NFWATCH_CMD_RECORDS messages, each holding a batch of struct
+ * of source prefixes; from then on the module queues NFWATCH_CMD_RECORDS
+ * messages to that socket itself (not to its portid, which another socket
+ * may hold once it is closed), each holding a batch of struct
  * nfwatch_record, one per locally sent packet whose source is in the set.
  * The subscription lives as long as the socket does.
  *
