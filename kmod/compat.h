@@ -51,24 +51,25 @@
 #endif
 
 /*
- * A page charged to @memcg, from any context but hard IRQ. The ring's
- * pages are allocated under spin_lock_bh(), where the charge path takes
- * the memcg from int_active_memcg, which modules can reach since 5.14; on
- * older kernels they are charged to no one (rather than to the interrupted
- * task), bounded by the subscriber's receive buffer.
+ * Charging another memory cgroup for what the hook allocates (under
+ * spin_lock_bh(), where the charge path takes the memcg from
+ * int_active_memcg, which modules can reach since 5.14): on older kernels
+ * nothing is charged (rather than the interrupted task), the flag and the
+ * switch are no-ops.
  */
-static inline struct page *nfwatch_alloc_page_charged(struct mem_cgroup *memcg, gfp_t gfp)
-{
 #ifdef NFWATCH_HAVE_INT_ACTIVE_MEMCG
-	struct mem_cgroup *old = set_active_memcg(memcg);
-	struct page *page = alloc_page(gfp | __GFP_ACCOUNT);
-
-	set_active_memcg(old);
-	return page;
-#else
-	return alloc_page(gfp);
-#endif
+#define NFWATCH_GFP_ACCOUNT __GFP_ACCOUNT
+static inline struct mem_cgroup *nfwatch_set_active_memcg(struct mem_cgroup *memcg)
+{
+	return set_active_memcg(memcg);
 }
+#else
+#define NFWATCH_GFP_ACCOUNT 0
+static inline struct mem_cgroup *nfwatch_set_active_memcg(struct mem_cgroup *memcg)
+{
+	return NULL;
+}
+#endif
 
 /* 6.13 replaced hrtimer_init() + .function by hrtimer_setup(). */
 static inline void nfwatch_hrtimer_setup(struct hrtimer *timer,

@@ -157,14 +157,20 @@ static void fit_to_subscriber(struct nfwatch_sub *sub, const struct nfwatch_pack
 }
 
 /*
- * A page charged to the subscriber's memory cgroup, not to whoever sends
- * the packet. Not GFP_ATOMIC: its __GFP_HIGH would let the charge go over
- * the cgroup's limit.
+ * What the hook allocates (a batch's head, the ring's pages) is charged to
+ * the subscriber's memory cgroup, not to whoever sends the packet, and
+ * never dips into reserves. Not GFP_ATOMIC: its __GFP_HIGH would let the
+ * charge go over the cgroup's limit.
  */
+#define NFWATCH_HOOK_GFP (GFP_NOWAIT | __GFP_NOWARN | __GFP_NOMEMALLOC | NFWATCH_GFP_ACCOUNT)
+
 static struct page *ring_alloc_page(struct nfwatch_sub *sub)
 {
-	return nfwatch_alloc_page_charged(sub->memcg, GFP_NOWAIT | __GFP_NOWARN |
-					  __GFP_NOMEMALLOC);
+	struct mem_cgroup *old = nfwatch_set_active_memcg(sub->memcg);
+	struct page *page = alloc_page(NFWATCH_HOOK_GFP);
+
+	nfwatch_set_active_memcg(old);
+	return page;
 }
 
 /*
@@ -240,8 +246,11 @@ static struct nfwatch_record *batch_slot(struct nfwatch_sub *sub, struct sk_buff
 static struct sk_buff *batch_open(struct nfwatch_sub *sub)
 {
 	if (!sub->batch) {
-		sub->batch = nfwatch_batch_new(GFP_ATOMIC, &sub->batch_seq, &sub->batch_lost,
+		struct mem_cgroup *old = nfwatch_set_active_memcg(sub->memcg);
+
+		sub->batch = nfwatch_batch_new(NFWATCH_HOOK_GFP, &sub->batch_seq, &sub->batch_lost,
 					       &sub->batch_records);
+		nfwatch_set_active_memcg(old);
 		if (!sub->batch)
 			return NULL;
 		sub->slot_next = NULL;
