@@ -31,7 +31,7 @@ static void count_lost(struct nfwatch_sub *sub, u32 records)
 {
 	sub->stats.lost += records;
 	sub->lost_unreported += records;
-	this_cpu_add(sub->nn->stats->lost, records);
+	nfwatch_ns_count(sub->nn, lost, records);
 }
 
 /*
@@ -98,8 +98,8 @@ static void batch_send(struct nfwatch_sub *sub)
 	sub->lost_unreported = 0;
 	sub->stats.delivered += count;
 	sub->stats.batches++;
-	this_cpu_add(sub->nn->stats->delivered, count);
-	this_cpu_inc(sub->nn->stats->batches);
+	nfwatch_ns_count(sub->nn, delivered, count);
+	nfwatch_ns_count(sub->nn, batches, 1);
 }
 
 /* A soft hrtimer: runs in softirq, where bottom halves are already off. */
@@ -274,7 +274,7 @@ void nfwatch_deliver(struct nfwatch_sub *sub, const struct nfwatch_packet *pkt)
 
 	spin_lock_bh(&sub->lock);
 	if (unlikely(sub->dead)) {
-		this_cpu_inc(sub->nn->stats->lost);
+		nfwatch_ns_count(sub->nn, lost, 1);
 		goto out;
 	}
 	sub->stats.matched++;

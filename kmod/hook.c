@@ -34,7 +34,7 @@
 
 static void count_malformed(struct nfwatch_net *nn)
 {
-	this_cpu_inc(nn->stats->malformed);
+	nfwatch_ns_count(nn, malformed, 1);
 }
 
 static bool has_ports(u8 proto)
@@ -290,7 +290,7 @@ static noinline unsigned int record_packet(struct nfwatch_net *nn, struct nfwatc
 		count_malformed(nn);
 	if (res == PARSE_BAD_IP)
 		return NF_ACCEPT;
-	this_cpu_inc(nn->stats->matched);
+	nfwatch_ns_count(nn, matched, 1);
 	sub = first;
 	list_for_each_entry_from_rcu(sub, &nn->subs, node)
 		if (sub == first ||
@@ -304,7 +304,7 @@ static bool hook_enter(struct nfwatch_net *nn)
 {
 	if (list_empty(&nn->subs))
 		return false;
-	this_cpu_inc(nn->stats->seen);
+	nfwatch_ns_count(nn, seen, 1);
 	return true;
 }
 

@@ -12,13 +12,14 @@
 #include <linux/percpu.h>
 #include <linux/skbuff.h>
 #include <linux/spinlock.h>
+#include <linux/u64_stats_sync.h>
 #include <net/net_namespace.h>
 #include <net/netns/generic.h>
 #include <uapi/linux/nfwatch.h>
 
 struct nfwatch_prefix_set;
 
-/* Counters of one network namespace, per CPU so the hook never shares a line. */
+/* Counters of one network namespace, summed over its CPUs. */
 struct nfwatch_ns_stats {
 	u64 seen;
 	u64 matched;
@@ -27,6 +28,32 @@ struct nfwatch_ns_stats {
 	u64 malformed;
 	u64 batches;
 };
+
+/* One CPU's, so the hook never shares a line; see nfwatch_ns_count(). */
+struct nfwatch_ns_pcpu_stats {
+	u64_stats_t seen;
+	u64_stats_t matched;
+	u64_stats_t delivered;
+	u64_stats_t lost;
+	u64_stats_t malformed;
+	u64_stats_t batches;
+	struct u64_stats_sync syncp;
+};
+
+/*
+ * Adds @n to this CPU's @field of @nn. The hook runs in process and softirq
+ * context on one CPU, so a 32-bit writer keeps interrupts off for the
+ * update; on 64-bit it is a plain add.
+ */
+#define nfwatch_ns_count(nn, field, n)						\
+	do {									\
+		struct nfwatch_ns_pcpu_stats *s_ = get_cpu_ptr((nn)->stats);	\
+		unsigned long flags_ = u64_stats_update_begin_irqsave(&s_->syncp); \
+										\
+		u64_stats_add(&s_->field, (n));					\
+		u64_stats_update_end_irqrestore(&s_->syncp, flags_);		\
+		put_cpu_ptr((nn)->stats);					\
+	} while (0)
 
 /* IPv4 and IPv6 LOCAL_OUT. */
 #define NFWATCH_HOOKS (1 + IS_ENABLED(CONFIG_IPV6))
@@ -43,7 +70,7 @@ struct nfwatch_net {
 	bool hooked;			/* @hook_ops registered: first subscriber to last, until pre_exit */
 	struct nf_hook_ops hook_ops[NFWATCH_HOOKS];	/* .priv is this */
 	bool dying;			/* pernet exit began: no new subscribers */
-	struct nfwatch_ns_stats __percpu *stats;
+	struct nfwatch_ns_pcpu_stats __percpu *stats;
 };
 
 /* A subscriber's counters, as reported to it. */

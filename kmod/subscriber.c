@@ -259,24 +259,41 @@ void nfwatch_ns_stats(struct net *net, struct nfwatch_ns_stats *sum, unsigned in
 
 	memset(sum, 0, sizeof(*sum));
 	for_each_possible_cpu(cpu) {
-		const struct nfwatch_ns_stats *s = per_cpu_ptr(nn->stats, cpu);
+		const struct nfwatch_ns_pcpu_stats *s = per_cpu_ptr(nn->stats, cpu);
+		struct nfwatch_ns_stats one;
+		unsigned int start;
 
-		sum->seen += READ_ONCE(s->seen);
-		sum->matched += READ_ONCE(s->matched);
-		sum->delivered += READ_ONCE(s->delivered);
-		sum->lost += READ_ONCE(s->lost);
-		sum->malformed += READ_ONCE(s->malformed);
-		sum->batches += READ_ONCE(s->batches);
+		do {
+			start = u64_stats_fetch_begin(&s->syncp);
+			one.seen = u64_stats_read(&s->seen);
+			one.matched = u64_stats_read(&s->matched);
+			one.delivered = u64_stats_read(&s->delivered);
+			one.lost = u64_stats_read(&s->lost);
+			one.malformed = u64_stats_read(&s->malformed);
+			one.batches = u64_stats_read(&s->batches);
+		} while (u64_stats_fetch_retry(&s->syncp, start));
+		sum->seen += one.seen;
+		sum->matched += one.matched;
+		sum->delivered += one.delivered;
+		sum->lost += one.lost;
+		sum->malformed += one.malformed;
+		sum->batches += one.batches;
 	}
 	*nsubs = READ_ONCE(nn->nsubs);
 }
 
 int nfwatch_pernet_init_subs(struct nfwatch_net *nn)
 {
+	int cpu;
+
 	INIT_LIST_HEAD(&nn->subs);
 	mutex_init(&nn->lock);
-	nn->stats = alloc_percpu(struct nfwatch_ns_stats);
-	return nn->stats ? 0 : -ENOMEM;
+	nn->stats = alloc_percpu(struct nfwatch_ns_pcpu_stats);
+	if (!nn->stats)
+		return -ENOMEM;
+	for_each_possible_cpu(cpu)
+		u64_stats_init(&per_cpu_ptr(nn->stats, cpu)->syncp);
+	return 0;
 }
 
 /* The namespace or the module is going away: no new subscriber, no hooks. */
