@@ -299,7 +299,11 @@ static noinline unsigned int record_packet(struct nfwatch_net *nn, struct nfwatc
 	return NF_ACCEPT;
 }
 
-/* Counts the packet; false if nobody here subscribes (the last may be leaving). */
+/*
+ * Counts the packet; false if nobody here subscribes: the hooks stay
+ * registered once a namespace has had a subscriber, and this is all an
+ * idle one costs.
+ */
 static bool hook_enter(struct nfwatch_net *nn)
 {
 	if (list_empty(&nn->subs))
