@@ -11,9 +11,12 @@
  * (__uninitialized): it fills them whole or fails, and this path runs for
  * every packet sent.
  *
- * A packet sent through a VRF crosses LOCAL_OUT twice, once with the VRF
- * device as its output and once with the device it leaves by (l3mdev): it
- * is recorded on the second.
+ * A packet a VRF routes crosses LOCAL_OUT twice, once with the VRF device
+ * as its output and once with the device it leaves by (l3mdev): it is
+ * recorded on the second. A packet to one of the VRF's own addresses has a
+ * local route whose device is the VRF device, which loops it back: it
+ * crosses LOCAL_OUT once, and is recorded there with the VRF device, as
+ * the default VRF's local traffic is with lo.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -250,6 +253,27 @@ static enum parse_result parse_packet(const struct sk_buff *skb, const struct nf
 	return PARSE_L4_TRUNCATED;
 }
 
+/*
+ * The first of a VRF's two passes: @out is the VRF device and the VRF will
+ * send the packet through LOCAL_OUT again by the device it leaves by. Only
+ * a local route is not sent on (a VRF device's own dst, which it gives
+ * the packet when its qdisc is not the default, is not local either).
+ */
+static bool vrf_diverted(const struct sk_buff *skb, const struct net_device *out, u8 family)
+{
+	const struct dst_entry *dst = skb_dst(skb);
+
+	if (!out || !netif_is_l3_master(out))
+		return false;
+	if (!dst)
+		return true;
+#if IS_ENABLED(CONFIG_IPV6)
+	if (family == AF_INET6)
+		return !(nfwatch_dst_rt6(dst)->rt6i_flags & RTF_LOCAL);
+#endif
+	return skb_rtable(skb)->rt_type != RTN_LOCAL;
+}
+
 /* The first subscriber from @sub on whose set holds the IPv4 @src, or NULL. */
 static struct nfwatch_sub *first_holder_v4(struct nfwatch_net *nn, struct nfwatch_sub *sub,
 					   u32 src)
@@ -281,8 +305,7 @@ static noinline unsigned int record_packet(struct nfwatch_net *nn, struct nfwatc
 		if (!first)
 			return NF_ACCEPT;
 	}
-	/* The VRF's crossing; the packet comes again with its real device. */
-	if (state->out && netif_is_l3_master(state->out))
+	if (vrf_diverted(skb, state->out, family))
 		return NF_ACCEPT;
 	pkt.rec.family = family;
 	res = parse_packet(skb, state, &pkt);
@@ -299,7 +322,11 @@ static noinline unsigned int record_packet(struct nfwatch_net *nn, struct nfwatc
 	return NF_ACCEPT;
 }
 
-/* Counts the packet; false if nobody here subscribes (the last may be leaving). */
+/*
+ * Counts the packet; false if nobody here subscribes: the hooks stay
+ * registered once a namespace has had a subscriber, and this is all an
+ * idle one costs.
+ */
 static bool hook_enter(struct nfwatch_net *nn)
 {
 	if (list_empty(&nn->subs))

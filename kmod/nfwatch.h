@@ -60,14 +60,15 @@ struct nfwatch_ns_pcpu_stats {
 
 /*
  * One network namespace: its hooks' view of who is subscribed. The hooks
- * are registered only while someone here subscribes, so a namespace that
- * nobody watches pays nothing per packet.
+ * are registered by the first subscriber and stay until pre_exit (see
+ * subscriber.c), so a namespace nobody has watched pays nothing per packet
+ * and one watched before pays an early return.
  */
 struct nfwatch_net {
 	struct list_head subs;		/* of nfwatch_sub; RCU readers, writers hold @lock */
 	struct mutex lock;		/* serialises requests: the family has parallel_ops */
 	unsigned int nsubs;		/* read locklessly by GET_STATS */
-	bool hooked;			/* @hook_ops registered: first subscriber to last, until pre_exit */
+	bool hooked;			/* @hook_ops registered: from the first subscriber to pre_exit */
 	struct nf_hook_ops hook_ops[NFWATCH_HOOKS];	/* .priv is this */
 	bool dying;			/* pernet exit began: no new subscribers */
 	struct nfwatch_ns_pcpu_stats __percpu *stats;

@@ -16,8 +16,11 @@
  * can hold it any more. Nothing here waits for a grace period.
  *
  * The Netfilter hooks of a namespace are registered by its first
- * subscriber and removed with its last, as nftables does for a base chain:
- * with nobody subscribed the module costs a sending host nothing at all.
+ * subscriber and stay until the namespace or the module goes: removing a
+ * hook makes Netfilter drop every packet queued to user space in the
+ * namespace (nf_queue_nf_hook_drop()), which would cost an NFQUEUE reader
+ * its packets each time nfwatch stops. With nobody subscribed the hooks
+ * return at once.
  */
 #include <linux/memcontrol.h>
 #include <linux/netlink.h>
@@ -101,16 +104,6 @@ static int hooks_hold(struct nfwatch_net *nn, struct net *net)
 	return err;
 }
 
-/* A hook still running finishes within a grace period. */
-static void hooks_drop(struct nfwatch_net *nn, struct net *net)
-{
-	lockdep_assert_held(&nn->lock);
-	if (!nn->hooked)
-		return;
-	nfwatch_hooks_unregister(net, nn);
-	nn->hooked = false;
-}
-
 /*
  * Unlink @sub and stop its delivery, sending its open batch (@flush) or
  * counting it as lost; its final counters are in sub->stats. The caller
@@ -122,8 +115,6 @@ static void sub_remove(struct nfwatch_net *nn, struct nfwatch_sub *sub, bool flu
 	list_del_rcu(&sub->node);
 	WRITE_ONCE(nn->nsubs, nn->nsubs - 1);
 	atomic_dec(&nfwatch_subscribed);
-	if (!nn->nsubs)
-		hooks_drop(nn, sub->net);
 	nfwatch_delivery_stop(sub, flush);
 }
 
@@ -188,8 +179,6 @@ int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
 	}
 	sub = sub_new(nn, net, sk, portid, set);
 	if (!sub) {
-		if (!nn->nsubs)
-			hooks_drop(nn, net);
 		err = -ENOMEM;
 		goto out;
 	}
@@ -296,14 +285,19 @@ int nfwatch_pernet_init_subs(struct nfwatch_net *nn)
 	return 0;
 }
 
-/* The namespace or the module is going away: no new subscriber, no hooks. */
+/*
+ * The namespace or the module is going away: no new subscriber, no hooks.
+ * A hook still running finishes within the grace period the pernet core
+ * waits before .exit.
+ */
 void nfwatch_pernet_pre_exit_subs(struct net *net)
 {
 	struct nfwatch_net *nn = nfwatch_pernet(net);
 
 	mutex_lock(&nn->lock);
 	nn->dying = true;
-	hooks_drop(nn, net);
+	if (nn->hooked)
+		nfwatch_hooks_unregister(net, nn);
 	mutex_unlock(&nn->lock);
 }
 

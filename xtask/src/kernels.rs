@@ -48,7 +48,8 @@ pub const SERIES: &[Series] = &[
             "two_subscribers",
             "tcpdump_oracle",
             "nexthop",
-            "hooks_follow_subscribers",
+            "hooks_until_netns_exit",
+            "nfqueue_kept",
             "other_namespace",
             "rmmod_under_traffic",
         ]),
@@ -378,7 +379,17 @@ pub fn tested(filter: Option<&str>) -> Result<Vec<Kernel>> {
 
 #[cfg(test)]
 mod tests {
-    use super::version_key;
+    use super::{version_key, SERIES};
+
+    #[test]
+    fn subsets_name_known_scenarios() {
+        let known = crate::guest::scenario_names();
+        for series in SERIES {
+            for name in series.scenarios.unwrap_or_default() {
+                assert!(known.contains(name), "{}: no scenario {name}", series.name);
+            }
+        }
+    }
 
     #[test]
     fn versions_order_numerically() {

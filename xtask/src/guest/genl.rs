@@ -9,23 +9,23 @@ const GENL_ID_CTRL: u16 = 0x10;
 const CTRL_CMD_GETFAMILY: u8 = 3;
 const CTRL_ATTR_FAMILY_ID: u16 = 1;
 const CTRL_ATTR_FAMILY_NAME: u16 = 2;
-const NLMSG_ERROR: u16 = 2;
+pub(super) const NLMSG_ERROR: u16 = 2;
 pub(super) const NLM_F_REQUEST: u16 = 1;
 pub(super) const NLM_F_ACK: u16 = 4;
 const NLM_F_CAPPED: u16 = 0x100;
 const NLM_F_ACK_TLVS: u16 = 0x200;
 const NLMSGERR_ATTR_MSG: u16 = 1;
 const NETLINK_EXT_ACK: libc::c_int = 11;
-const HDR: usize = 16;
+pub(super) const HDR: usize = 16;
 /// Replies never take longer than this (TCG is slow).
 const RECV_TIMEOUT_SECS: libc::time_t = 60;
 
 /// One message received.
-struct Message {
-    kind: u16,
-    flags: u16,
-    seq: u32,
-    payload: Vec<u8>,
+pub(super) struct Message {
+    pub kind: u16,
+    pub flags: u16,
+    pub seq: u32,
+    pub payload: Vec<u8>,
 }
 
 /// The kernel's answer to a request that failed.
@@ -62,47 +62,112 @@ fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
+/// A netlink socket of `protocol` with extended acks and a receive timeout.
+pub(super) fn open_socket(protocol: libc::c_int) -> Result<OwnedFd> {
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    };
+    check(raw, "socket(AF_NETLINK)")?;
+    // SAFETY: raw is a fresh valid fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let one: libc::c_int = 1;
+    let timeout = libc::timeval {
+        tv_sec: RECV_TIMEOUT_SECS,
+        tv_usec: 0,
+    };
+    // SAFETY: the option values point to live locals of the sizes given.
+    unsafe {
+        check(
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_NETLINK,
+                NETLINK_EXT_ACK,
+                (&one as *const libc::c_int).cast(),
+                4,
+            ),
+            "NETLINK_EXT_ACK",
+        )?;
+        check(
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            ),
+            "SO_RCVTIMEO",
+        )?;
+    }
+    Ok(fd)
+}
+
+/// A netlink message: header (portid 0) and `body`.
+pub(super) fn message(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Result<Vec<u8>> {
+    let len = HDR + body.len();
+    let mut msg = Vec::with_capacity(len);
+    msg.extend_from_slice(&u32::try_from(len)?.to_ne_bytes());
+    msg.extend_from_slice(&kind.to_ne_bytes());
+    msg.extend_from_slice(&flags.to_ne_bytes());
+    msg.extend_from_slice(&seq.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(body);
+    Ok(msg)
+}
+
+/// Sends `msg` (header included) to the kernel.
+pub(super) fn send_message(fd: &OwnedFd, msg: &[u8]) -> Result<()> {
+    // SAFETY: msg is a live buffer of msg.len() bytes; the kernel is the peer (default address).
+    let sent = unsafe { libc::send(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+    ensure!(
+        sent == msg.len() as isize,
+        "netlink send of {} bytes: {}",
+        msg.len(),
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
+/// The messages of one datagram (waiting up to the receive timeout); none
+/// after an overrun (ENOBUFS).
+pub(super) fn recv_messages(fd: &OwnedFd) -> Result<Vec<Message>> {
+    let mut buf = vec![0u8; 1 << 17];
+    // SAFETY: buf is a live, writable buffer of buf.len() bytes.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOBUFS) {
+            return Ok(Vec::new());
+        }
+        return Err(e).context("netlink recv");
+    }
+    let buf = &buf[..n as usize];
+    let mut msgs = Vec::new();
+    let mut at = 0;
+    while at + HDR <= buf.len() {
+        let len = u32_at(buf, at) as usize;
+        ensure!(
+            len >= HDR && at + len <= buf.len(),
+            "bad netlink message length {len}"
+        );
+        msgs.push(Message {
+            kind: u16_at(buf, at + 4),
+            flags: u16_at(buf, at + 6),
+            seq: u32_at(buf, at + 8),
+            payload: buf[at + HDR..at + len].to_vec(),
+        });
+        at += align4(len);
+    }
+    Ok(msgs)
+}
+
 impl Genl {
     pub fn open() -> Result<Self> {
-        // SAFETY: plain socket(2); the fd is owned right away.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_GENERIC,
-            )
-        };
-        check(raw, "socket(NETLINK_GENERIC)")?;
-        // SAFETY: raw is a fresh valid fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let one: libc::c_int = 1;
-        let timeout = libc::timeval {
-            tv_sec: RECV_TIMEOUT_SECS,
-            tv_usec: 0,
-        };
-        // SAFETY: the option values point to live locals of the sizes given.
-        unsafe {
-            check(
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_NETLINK,
-                    NETLINK_EXT_ACK,
-                    (&one as *const libc::c_int).cast(),
-                    4,
-                ),
-                "NETLINK_EXT_ACK",
-            )?;
-            check(
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    (&timeout as *const libc::timeval).cast(),
-                    std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-                ),
-                "SO_RCVTIMEO",
-            )?;
-        }
+        let fd = open_socket(libc::NETLINK_GENERIC)?;
         Ok(Self {
             fd,
             seq: 0,
@@ -166,68 +231,21 @@ impl Genl {
 
     /// Sends `msg` as it is (header included): for deliberately broken requests.
     pub fn send_bytes(&mut self, msg: &[u8]) -> Result<()> {
-        // SAFETY: msg is a live buffer of msg.len() bytes; the kernel is the peer (default address).
-        let sent = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
-        ensure!(
-            sent == msg.len() as isize,
-            "netlink send of {} bytes: {}",
-            msg.len(),
-            std::io::Error::last_os_error()
-        );
-        Ok(())
+        send_message(&self.fd, msg)
     }
 
     fn send(&mut self, family: u16, cmd: u8, attrs: &[u8]) -> Result<u32> {
         self.next_seq();
-        let len = HDR + 4 + attrs.len();
-        let mut msg = Vec::with_capacity(len);
-        msg.extend_from_slice(&u32::try_from(len)?.to_ne_bytes());
-        msg.extend_from_slice(&family.to_ne_bytes());
-        msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-        msg.extend_from_slice(&self.seq.to_ne_bytes());
-        msg.extend_from_slice(&0u32.to_ne_bytes());
-        msg.extend_from_slice(&[cmd, nfwatch_proto::NFWATCH_GENL_VERSION, 0, 0]);
-        msg.extend_from_slice(attrs);
-        // SAFETY: msg is a live buffer of msg.len() bytes; the kernel is the peer (default address).
-        let sent = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
-        ensure!(
-            sent == msg.len() as isize,
-            "netlink send: {}",
-            std::io::Error::last_os_error()
-        );
+        let mut body = vec![cmd, nfwatch_proto::NFWATCH_GENL_VERSION, 0, 0];
+        body.extend_from_slice(attrs);
+        let msg = message(family, NLM_F_REQUEST | NLM_F_ACK, self.seq, &body)?;
+        send_message(&self.fd, &msg)?;
         Ok(self.seq)
     }
 
     fn recv(&self) -> Result<Vec<Message>> {
-        let mut buf = vec![0u8; 1 << 17];
-        // SAFETY: buf is a live, writable buffer of buf.len() bytes.
-        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENOBUFS) {
-                // Record batches overran the buffer; requests' answers still follow.
-                return Ok(Vec::new());
-            }
-            return Err(e).context("netlink recv");
-        }
-        let buf = &buf[..n as usize];
-        let mut msgs = Vec::new();
-        let mut at = 0;
-        while at + HDR <= buf.len() {
-            let len = u32_at(buf, at) as usize;
-            ensure!(
-                len >= HDR && at + len <= buf.len(),
-                "bad netlink message length {len}"
-            );
-            msgs.push(Message {
-                kind: u16_at(buf, at + 4),
-                flags: u16_at(buf, at + 6),
-                seq: u32_at(buf, at + 8),
-                payload: buf[at + HDR..at + len].to_vec(),
-            });
-            at += align4(len);
-        }
-        Ok(msgs)
+        // Record batches may overrun the buffer; requests' answers still follow.
+        recv_messages(&self.fd)
     }
 
     /// Sends a request and returns (the replies before the ack, the ack's errno and extack).
@@ -324,7 +342,7 @@ impl Genl {
 }
 
 /// errno and extack message of an NLMSG_ERROR.
-fn parse_error(msg: &Message) -> Result<NlError> {
+pub(super) fn parse_error(msg: &Message) -> Result<NlError> {
     let p = &msg.payload;
     ensure!(p.len() >= 4 + HDR, "short NLMSG_ERROR");
     let errno = i32::from_ne_bytes([p[0], p[1], p[2], p[3]]);

@@ -8,6 +8,7 @@ mod genl;
 pub mod isolation;
 mod kprobe;
 mod net;
+mod nfqueue;
 mod nfwatch;
 mod pcap;
 mod proc;

@@ -145,8 +145,11 @@ fn reroute_checked(ctx: &Ctx) -> Result<()> {
 const VRF: &str = "nfwvrf";
 const VRF_DEV: &str = "nfwvrf0";
 const VRF4: &str = "10.50.0.1";
+const VRF6: &str = "fd50::1";
 const VRF_PEER4: &str = "10.50.0.9";
 const VRF_DATAGRAMS: u16 = 10;
+/// Echo requests to each of the VRF's own addresses.
+const VRF_PINGS: u32 = 3;
 
 fn vrf_setup() -> Result<()> {
     run(Command::new("modprobe").arg("vrf"))?;
@@ -156,6 +159,7 @@ fn vrf_setup() -> Result<()> {
         format!("link add {VRF_DEV} type dummy"),
         format!("link set {VRF_DEV} master {VRF}"),
         format!("addr add {VRF4}/24 dev {VRF_DEV}"),
+        format!("addr add {VRF6}/64 dev {VRF_DEV} nodad"),
         format!("link set {VRF_DEV} up"),
     ] {
         ip_cmd(&args)?;
@@ -188,23 +192,83 @@ fn udp_in_vrf(count: u16) -> Result<Vec<Flow>> {
         .collect()
 }
 
+/// `ip vrf exec VRF ping` to the VRF's own address `addr`.
+fn ping_in_vrf(addr: &str) -> Result<()> {
+    let family = if ip(addr)?.is_ipv6() { "-6" } else { "-4" };
+    let count = VRF_PINGS.to_string();
+    run(Command::new("ip").args([
+        "vrf", "exec", VRF, "ping", family, "-n", "-i", "0.2", "-W", "30", "-c", &count, addr,
+    ]))
+}
+
+/// The VRF's traffic to its own address `addr`: `VRF_PINGS` echo requests
+/// and as many replies, each recorded once, with the VRF device, which
+/// loops them back (as the default VRF's `lo` does).
+fn expect_local_pings(records: &[Record], addr: &str) -> Result<()> {
+    let addr = ip(addr)?;
+    let (request, reply) = if addr.is_ipv6() { (128, 129) } else { (8, 0) };
+    let local: Vec<_> = records
+        .iter()
+        .filter(|r| ip(&r.dst).ok() == Some(addr))
+        .collect();
+    for kind in [request, reply] {
+        let seen = local.iter().filter(|r| r.icmp_type == Some(kind)).count();
+        ensure!(
+            seen == VRF_PINGS as usize,
+            "to {addr}: {seen} records of ICMP type {kind} for {VRF_PINGS} packets: {local:?}"
+        );
+    }
+    ensure!(
+        local.len() == 2 * VRF_PINGS as usize,
+        "to {addr}: {} records for {} packets: {local:?}",
+        local.len(),
+        2 * VRF_PINGS
+    );
+    for r in &local {
+        ensure!(
+            r.ifname == VRF
+                && r.ifindex == ifindex_of(VRF)?
+                && r.nexthop.as_deref().map(ip).transpose()? == Some(addr),
+            "to {addr}: expected device {VRF} and next hop {addr}: {r:?}"
+        );
+    }
+    Ok(())
+}
+
 /// A packet sent through a VRF crosses LOCAL_OUT twice; it is recorded
-/// once, with the device it leaves by.
+/// once, with the device it leaves by. A packet to the VRF's own address
+/// crosses it once, with the VRF device, and is recorded once too.
 pub fn vrf_once(ctx: &Ctx) -> Result<()> {
     vrf_setup()?;
     let result = (|| {
-        let watcher = Watcher::start(ctx, "watch", &[VRF4])?;
+        let watcher = Watcher::start(ctx, "watch", &[VRF4, VRF6])?;
         let sent = udp_in_vrf(VRF_DATAGRAMS)?;
+        ping_in_vrf(VRF4)?;
+        ping_in_vrf(VRF6)?;
         let records = watcher.collect()?;
+        ctx.log(&format!("{records:?}"));
+        let udp: Vec<_> = records
+            .iter()
+            .filter(|r| r.proto == "udp")
+            .cloned()
+            .collect();
         ensure!(
-            records.len() == sent.len(),
-            "{} records for {} datagrams: {records:?}",
-            records.len(),
+            udp.len() == sent.len(),
+            "{} UDP records for {} datagrams: {udp:?}",
+            udp.len(),
             sent.len()
         );
         for flow in &sent {
-            expect_route(&records, flow, VRF_DEV, VRF_PEER4)?;
+            expect_route(&udp, flow, VRF_DEV, VRF_PEER4)?;
         }
+        expect_local_pings(&records, VRF4)?;
+        expect_local_pings(&records, VRF6)?;
+        ensure!(
+            records.len() == udp.len() + 4 * VRF_PINGS as usize,
+            "{} records in all, expected {}: {records:?}",
+            records.len(),
+            udp.len() + 4 * VRF_PINGS as usize
+        );
         Ok(())
     })();
     ip_cmd(&format!("link del {VRF_DEV}"))?;

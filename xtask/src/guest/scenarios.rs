@@ -27,8 +27,9 @@ const ALL: &[(&str, Scenario)] = &[
     ("nexthop", nexthop),
     ("fragment", fragment),
     ("kill9", kill9),
-    ("hooks_follow_subscribers", hooks_follow_subscribers),
+    ("hooks_until_netns_exit", hooks_until_netns_exit),
     ("other_namespace", other_namespace),
+    ("nfqueue_kept", super::nfqueue::nfqueue_kept),
     ("malformed_requests", malformed_requests),
     ("rmmod_under_traffic", rmmod_under_traffic),
     ("unprivileged", unprivileged),
@@ -511,72 +512,53 @@ fn kill9(ctx: &Ctx) -> Result<()> {
     still_records(ctx, 26000)
 }
 
-/// Counts calls of the module's IPv4 hook function with a kprobe: an
-/// observer outside the module, on every tested kernel (6.1 cannot `nft
-/// list hooks`).
-struct HookCalls(Kprobe);
-
-/// What the scenario's IPv4 datagrams go through.
-const HOOK_FUNCTION: &str = "nfwatch_hook_ipv4";
-
-impl HookCalls {
-    fn attach() -> Result<Self> {
-        Kprobe::attach("nfwatch_hook_calls", HOOK_FUNCTION).map(Self)
-    }
-
-    fn count(&self) -> Result<u64> {
-        self.0.hits()
-    }
-}
-
-/// Sends a batch from WATCHED4 and checks whether the hook saw it.
-fn expect_hooked(ctx: &Ctx, calls: &HookCalls, hooked: bool, when: &str, port: u16) -> Result<()> {
-    let before = calls.count()?;
-    let sent = udp_from(&[WATCHED4], port)?[0].len() as u64;
-    let seen = calls.count()? - before;
-    ctx.log(&format!("{when}: {sent} datagrams sent, {seen} hook calls"));
-    if hooked {
-        ensure!(
-            seen >= sent,
-            "{when}: the hook ran {seen} times for {sent} datagrams"
-        );
-    } else {
-        ensure!(
-            seen == 0,
-            "{when}: the hook ran {seen} times, but should not be registered"
-        );
-    }
-    Ok(())
-}
-
-/// The module hooks LOCAL_OUT only while someone subscribes: from the first
-/// subscriber to the last, however the last one goes.
-fn hooks_follow_subscribers(ctx: &Ctx) -> Result<()> {
-    wait_subscribers(ctx, 0)?;
-    let calls = HookCalls::attach()?;
-    expect_hooked(ctx, &calls, false, "loaded, nobody subscribed", 26400)?;
-    let first = Watcher::start(ctx, "first", &[WATCHED4])?;
-    expect_hooked(ctx, &calls, true, "one subscriber", 26500)?;
-    let second = Watcher::start(ctx, "second", &[WATCHED6])?;
-    first.stop()?;
-    expect_hooked(
-        ctx,
-        &calls,
-        true,
-        "the first unsubscribed, the second not",
-        26600,
+/// A namespace's hooks are registered by its first subscriber and stay
+/// while subscribers come and go (unregistering would drop the packets an
+/// NFQUEUE holds there), until the namespace goes. Counted by kprobes on the
+/// module's registering and unregistering: observers outside the module.
+fn hooks_until_netns_exit(ctx: &Ctx) -> Result<()> {
+    const NETNS: &str = "nfwhooks";
+    wait_subscribers_parameter(0)?;
+    let register = Kprobe::attach("nfwatch_register", "nfwatch_hooks_register")?;
+    let unregister = Kprobe::attach("nfwatch_unregister", "nfwatch_hooks_unregister")?;
+    crate::util::run(Command::new("ip").args(["netns", "add", NETNS]))?;
+    let result = (|| {
+        for run in 0..3 {
+            let watcher = Watcher::start_in_netns(ctx, NETNS, &format!("run{run}"), &[WATCHED4])?;
+            if run == 1 {
+                watcher.kill()?;
+            } else {
+                watcher.stop()?;
+            }
+            wait_subscribers_parameter(0)?;
+            let (r, u) = (register.hits()?, unregister.hits()?);
+            ctx.log(&format!(
+                "subscriber {run} gone: hooks registered {r} times, unregistered {u}"
+            ));
+            ensure!(
+                (r, u) == (1, 0),
+                "{} subscriber(s) came and went in {NETNS}: hooks registered {r} times and unregistered {u}, expected 1 and 0",
+                run + 1
+            );
+        }
+        Ok(())
+    })();
+    crate::util::run(Command::new("ip").args(["netns", "del", NETNS]))?;
+    result?;
+    wait_until(
+        &format!("{NETNS}'s hooks to be unregistered as it goes"),
+        DEADLINE,
+        || Ok((unregister.hits()? == 1).then_some(())),
     )?;
-    second.kill()?;
-    wait_subscribers(ctx, 0)?;
-    expect_hooked(ctx, &calls, false, "the last subscriber killed", 26700)?;
-    still_records(ctx, 26800)?;
-    expect_hooked(
-        ctx,
-        &calls,
-        false,
-        "the next subscriber unsubscribed",
-        26900,
-    )
+    let registered = register.hits()?;
+    ctx.log(&format!(
+        "{NETNS} deleted: hooks registered {registered} times, unregistered 1"
+    ));
+    ensure!(
+        registered == 1,
+        "hooks registered {registered} times, expected once"
+    );
+    Ok(())
 }
 
 /// The read-only parameter the packaging's load-module reads: the
@@ -589,7 +571,7 @@ fn subscribers_parameter() -> Result<u32> {
         .with_context(|| format!("{PATH}: {text:?} is not a number"))
 }
 
-fn wait_subscribers_parameter(count: u32) -> Result<()> {
+pub(super) fn wait_subscribers_parameter(count: u32) -> Result<()> {
     wait_until(
         &format!("parameters/subscribers to say {count}"),
         DEADLINE,
