@@ -31,7 +31,6 @@
 #include <net/inet_sock.h>
 #include <net/ip6_route.h>
 #include <net/ipv6.h>
-#include <asm/word-at-a-time.h>
 #include "compat.h"
 #include "nfwatch.h"
 
@@ -153,33 +152,6 @@ static int parse_ipv6(const struct sk_buff *skb, struct nfwatch_record *rec)
 #endif
 
 /*
- * The name and zeros after its NUL: no stale bytes of an older, longer
- * name leave the kernel. A word at a time, as strscpy() reads (the name is
- * always NUL-terminated in IFNAMSIZ).
- */
-static __always_inline void copy_ifname(char to[IFNAMSIZ], const char from[IFNAMSIZ])
-{
-	const struct word_at_a_time constants = WORD_AT_A_TIME_CONSTANTS;
-	unsigned long words[IFNAMSIZ / sizeof(unsigned long)];
-	unsigned int i;
-
-	BUILD_BUG_ON(IFNAMSIZ % sizeof(unsigned long));
-	memcpy(words, from, IFNAMSIZ);
-	for (i = 0; i < ARRAY_SIZE(words); i++) {
-		unsigned long data;
-
-		if (has_zero(words[i], &data, &constants)) {
-			data = prep_zero_mask(words[i], data, &constants);
-			words[i] &= zero_bytemask(create_zero_mask(data));
-			while (++i < ARRAY_SIZE(words))
-				words[i] = 0;
-			break;
-		}
-	}
-	memcpy(to, words, IFNAMSIZ);
-}
-
-/*
  * The device of the route the packet carries, which is the one it leaves
  * by: an OUTPUT rule that re-routes it (a mark and policy routing, DNAT)
  * replaces the route but not @out, the device of the first route.
@@ -194,7 +166,8 @@ static void fill_route(const struct sk_buff *skb, const struct net_device *out,
 	BUILD_BUG_ON(sizeof(rec->ifname) != IFNAMSIZ);
 	if (out) {
 		rec->ifindex = out->ifindex;
-		copy_ifname(rec->ifname, out->name);
+		/* Zeros after the NUL: no stale bytes of a longer, older name. */
+		strscpy_pad(rec->ifname, out->name, sizeof(rec->ifname));
 	}
 	if (!dst)
 		return;
@@ -246,7 +219,13 @@ static enum parse_result parse_packet(const struct sk_buff *skb, const struct nf
 
 	sk = skb_to_full_sk(skb);
 	pkt->sk = sk && sk_fullsock(sk) ? sk : NULL;
-	pkt->in_sender_task = pkt->sk && in_task() && !(current->flags & PF_KTHREAD);
+	/*
+	 * A process's own send reaches LOCAL_OUT with bottom halves on. With
+	 * them off, the hook runs in softirq or inside a device's transmit
+	 * path (a VRF's or a tunnel's qdisc, run by whichever task got to it),
+	 * where current is not the sender.
+	 */
+	pkt->in_sender_task = pkt->sk && !in_interrupt() && !(current->flags & PF_KTHREAD);
 
 	if (rec->flags & NFWATCH_F_FRAG || parse_l4(skb, l4off, rec))
 		return PARSE_OK;

@@ -276,6 +276,46 @@ pub fn vrf_once(ctx: &Ctx) -> Result<()> {
     result
 }
 
+/// Through a VRF that has a qdisc, LOCAL_OUT runs again inside the VRF's
+/// transmit path, run by whichever task gets to the qdisc: those records
+/// carry no pid. Through a VRF without one, the sender's pid is given.
+pub fn vrf_qdisc_pid(ctx: &Ctx) -> Result<()> {
+    vrf_setup()?;
+    let result = (|| {
+        let own = Some(std::process::id());
+        let direct = vrf_udp_pids(ctx)?;
+        ensure!(
+            direct.iter().all(|pid| *pid == own),
+            "through the VRF without a qdisc: pids {direct:?}, expected ours ({own:?}) on each"
+        );
+        run(Command::new("tc").args(["qdisc", "add", "dev", VRF, "root", "pfifo"]))?;
+        let queued = vrf_udp_pids(ctx)?;
+        ensure!(
+            queued.iter().all(Option::is_none),
+            "through the VRF's qdisc: pids {queued:?}, expected none"
+        );
+        Ok(())
+    })();
+    ip_cmd(&format!("link del {VRF_DEV}"))?;
+    ip_cmd(&format!("link del {VRF}"))?;
+    result
+}
+
+/// The pids of the records of datagrams sent through the VRF, one each.
+fn vrf_udp_pids(ctx: &Ctx) -> Result<Vec<Option<u32>>> {
+    let watcher = Watcher::start(ctx, "watch", &[VRF4])?;
+    let sent = udp_in_vrf(VRF_DATAGRAMS)?;
+    let records = watcher.collect()?;
+    ctx.log(&format!("{records:?}"));
+    ensure!(
+        records.len() == sent.len(),
+        "{} records for {} datagrams: {records:?}",
+        records.len(),
+        sent.len()
+    );
+    Ok(records.iter().map(|r| r.pid).collect())
+}
+
 /// An IPv6 packet as given, sent through a raw socket (headers included).
 fn send_ipv6_raw(src: Ipv6Addr, dst: Ipv6Addr, next: u8, rest: &[u8]) -> Result<()> {
     let mut packet = vec![0x60, 0, 0, 0];

@@ -42,6 +42,7 @@ const ALL: &[(&str, Scenario)] = &[
     ("churn", super::reliability::churn),
     ("reroute", super::routing::reroute),
     ("vrf_once", super::routing::vrf_once),
+    ("vrf_qdisc_pid", super::routing::vrf_qdisc_pid),
     ("ipv6_headers", super::routing::ipv6_headers),
     ("portid_takeover", super::isolation::portid_takeover),
     ("memcg_charged", super::isolation::memcg_charged),
