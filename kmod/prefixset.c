@@ -14,6 +14,11 @@
  * hold cost one bit test: the hook asks about every packet sent, and most
  * are not watched. A set of a few IPv4 prefixes, the usual case, is also
  * kept as (network, mask) pairs that a lookup scans instead of hashing.
+ * In front of the IPv6 tables, a bit per hash of the source's first S
+ * bits, S the set's shortest IPv6 prefix length, set for each prefix: a
+ * source no prefix holds costs one hash and one bit test, however many
+ * lengths the set has (a host's other addresses differ from a watched one
+ * in the last 64 bits or the /64, which S of 64 or 128 tells apart).
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -44,6 +49,9 @@ struct nfwatch_table {
 	struct nfwatch_group groups[129];
 };
 
+/* The IPv6 filter has 1 << NFWATCH_V6_FILTER_BITS bits. */
+#define NFWATCH_V6_FILTER_BITS 12
+
 /* IPv4 prefixes a set keeps as pairs to scan, at most. */
 #define NFWATCH_V4_SCAN_MAX 8
 
@@ -54,6 +62,8 @@ struct nfwatch_prefix_set {
 	unsigned int v4_scan;		/* pairs in v4_net/v4_mask; 0: look up in the table */
 	u32 v4_net[NFWATCH_V4_SCAN_MAX];
 	u32 v4_mask[NFWATCH_V4_SCAN_MAX];
+	u8 v6_filter_len;		/* S: the shortest IPv6 prefix's length */
+	DECLARE_BITMAP(v6_filter, 1 << NFWATCH_V6_FILTER_BITS);
 	struct nfwatch_table tables[2];	/* [0] IPv4, [1] IPv6 */
 	struct rcu_head rcu;
 	struct nfwatch_key keys[];
@@ -202,6 +212,27 @@ static void set_v4_filter(struct nfwatch_prefix_set *set)
 	}
 }
 
+/* The hashes of the IPv6 prefixes' first S bits (groups are longest first). */
+static void set_v6_filter(struct nfwatch_prefix_set *set)
+{
+	const struct nfwatch_table *t = &set->tables[family_table(AF_INET6)];
+	unsigned int i, k;
+
+	if (!t->ngroups)
+		return;
+	set->v6_filter_len = t->groups[t->ngroups - 1].len;
+	for (i = 0; i < t->ngroups; i++) {
+		const struct nfwatch_group *g = &t->groups[i];
+
+		for (k = 0; k < g->count; k++) {
+			struct nfwatch_key key = mask_key(set->keys[g->start + k],
+							  set->v6_filter_len);
+
+			__set_bit(key_hash(&key, NFWATCH_V6_FILTER_BITS), set->v6_filter);
+		}
+	}
+}
+
 /* A set's IPv4 prefixes as pairs, if it has no more than NFWATCH_V4_SCAN_MAX. */
 static void set_v4_scan(struct nfwatch_prefix_set *set)
 {
@@ -252,6 +283,7 @@ struct nfwatch_prefix_set *nfwatch_set_build(const struct nfwatch_prefix *prefix
 	set_hash(set);
 	set_v4_filter(set);
 	set_v4_scan(set);
+	set_v6_filter(set);
 	atomic_inc(&nfwatch_live.sets);
 out:
 	kvfree(entries);
@@ -322,12 +354,25 @@ bool nfwatch_set_contains_v4(const struct nfwatch_prefix_set *set, __be32 addr)
 	return table_contains_v4(set, host);
 }
 
+/* The hook asks this about every IPv6 packet sent. */
+static bool set_contains_v6(const struct nfwatch_prefix_set *set, const u8 *addr)
+{
+	const struct nfwatch_table *t = &set->tables[family_table(AF_INET6)];
+	struct nfwatch_key key = addr_key(AF_INET6, addr);
+	struct nfwatch_key first = mask_key(key, set->v6_filter_len);
+
+	if (!t->ngroups ||
+	    !test_bit(key_hash(&first, NFWATCH_V6_FILTER_BITS), set->v6_filter))
+		return false;
+	return table_contains(set, t, key);
+}
+
 bool nfwatch_set_contains(const struct nfwatch_prefix_set *set, u8 family,
 			  const u8 *addr)
 {
 	if (family == AF_INET)
 		return nfwatch_set_contains_v4(set, get_unaligned((const __be32 *)addr));
-	return table_contains(set, &set->tables[family_table(AF_INET6)], addr_key(AF_INET6, addr));
+	return set_contains_v6(set, addr);
 }
 
 void nfwatch_set_free(struct nfwatch_prefix_set *set)
