@@ -110,6 +110,11 @@ static inline u8 nfwatch_rt4_gateway(const struct rtable *rt, u8 gw[16])
 	return 0;
 }
 
+static inline const struct rtable *nfwatch_dst_rt4(const struct dst_entry *dst)
+{
+	return container_of(dst, const struct rtable, dst);
+}
+
 #if IS_ENABLED(CONFIG_IPV6)
 static inline const struct rt6_info *nfwatch_dst_rt6(const struct dst_entry *dst)
 {

@@ -31,6 +31,7 @@
 #include <net/inet_sock.h>
 #include <net/ip6_route.h>
 #include <net/ipv6.h>
+#include <net/xfrm.h>
 #include "compat.h"
 #include "nfwatch.h"
 
@@ -152,6 +153,24 @@ static int parse_ipv6(const struct sk_buff *skb, struct nfwatch_record *rec)
 #endif
 
 /*
+ * Past an IPsec bundle (xfrm_dst), the route the packet leaves by is the
+ * bundle's path, and its outer header goes to the last transform's remote
+ * end (the peer itself in transport mode, the tunnel's end in tunnel
+ * mode), in that state's family: what the next hop is looked up for.
+ */
+static const struct dst_entry *leaving_route(const struct dst_entry *dst, const void **daddr,
+					     u8 *family)
+{
+#ifdef CONFIG_XFRM
+	for (; dst && dst->xfrm; dst = xfrm_dst_child(dst)) {
+		*daddr = &dst->xfrm->id.daddr;
+		*family = dst->xfrm->props.family;
+	}
+#endif
+	return dst;
+}
+
+/*
  * The device of the route the packet carries, which is the one it leaves
  * by: an OUTPUT rule that re-routes it (a mark and policy routing, DNAT)
  * replaces the route but not @out, the device of the first route.
@@ -159,7 +178,9 @@ static int parse_ipv6(const struct sk_buff *skb, struct nfwatch_record *rec)
 static void fill_route(const struct sk_buff *skb, const struct net_device *out,
 		       struct nfwatch_record *rec)
 {
-	const struct dst_entry *dst = skb_dst(skb);
+	const void *daddr = rec->daddr;
+	u8 family = rec->family;
+	const struct dst_entry *dst = leaving_route(skb_dst(skb), &daddr, &family);
 
 	if (dst && dst->dev)
 		out = dst->dev;
@@ -171,18 +192,17 @@ static void fill_route(const struct sk_buff *skb, const struct net_device *out,
 	}
 	if (!dst)
 		return;
-	if (rec->family == AF_INET) {
-		rec->nh_family = nfwatch_rt4_gateway(skb_rtable(skb), rec->nexthop);
+	if (family == AF_INET) {
+		rec->nh_family = nfwatch_rt4_gateway(nfwatch_dst_rt4(dst), rec->nexthop);
 		if (!rec->nh_family) {
 			rec->nh_family = AF_INET;
-			memcpy(rec->nexthop, rec->daddr, 4);
+			memcpy(rec->nexthop, daddr, 4);
 		}
 		return;
 	}
 #if IS_ENABLED(CONFIG_IPV6)
 	rec->nh_family = AF_INET6;
-	memcpy(rec->nexthop,
-	       rt6_nexthop(nfwatch_dst_rt6(dst), (const struct in6_addr *)rec->daddr), 16);
+	memcpy(rec->nexthop, rt6_nexthop(nfwatch_dst_rt6(dst), daddr), 16);
 #endif
 }
 
@@ -230,6 +250,24 @@ static enum parse_result parse_packet(const struct sk_buff *skb, const struct nf
 	if (rec->flags & NFWATCH_F_FRAG || parse_l4(skb, l4off, rec))
 		return PARSE_OK;
 	return PARSE_L4_TRUNCATED;
+}
+
+/*
+ * The ESP or AH packet IPsec made of a packet this host sent, crossing
+ * LOCAL_OUT again after the transform (xfrm_output_resume()): the packet
+ * was recorded as the application sent it, on its first pass, with the
+ * device and next hop the transformed packet leaves by. Forwarded traffic
+ * (no socket) crosses LOCAL_OUT only once transformed, and is recorded so.
+ */
+static bool ipsec_transformed(const struct sk_buff *skb, u8 family)
+{
+	if (!skb->sk)
+		return false;
+#if IS_ENABLED(CONFIG_IPV6)
+	if (family == AF_INET6)
+		return IP6CB(skb)->flags & IP6SKB_XFRM_TRANSFORMED;
+#endif
+	return IPCB(skb)->flags & IPSKB_XFRM_TRANSFORMED;
 }
 
 /*
@@ -284,7 +322,7 @@ static noinline unsigned int record_packet(struct nfwatch_net *nn, struct nfwatc
 		if (!first)
 			return NF_ACCEPT;
 	}
-	if (vrf_diverted(skb, state->out, family))
+	if (vrf_diverted(skb, state->out, family) || ipsec_transformed(skb, family))
 		return NF_ACCEPT;
 	pkt.rec.family = family;
 	res = parse_packet(skb, state, &pkt);

@@ -52,6 +52,7 @@ pub const SERIES: &[Series] = &[
             "nfqueue_kept",
             "other_namespace",
             "rmmod_under_traffic",
+            "ipsec_once",
         ]),
     },
     Series {

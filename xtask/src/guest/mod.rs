@@ -5,6 +5,7 @@ mod cli_output;
 pub mod fuzz;
 pub mod generator;
 mod genl;
+mod ipsec;
 pub mod isolation;
 mod kprobe;
 mod net;

@@ -43,6 +43,7 @@ const ALL: &[(&str, Scenario)] = &[
     ("reroute", super::routing::reroute),
     ("vrf_once", super::routing::vrf_once),
     ("vrf_qdisc_pid", super::routing::vrf_qdisc_pid),
+    ("ipsec_once", super::ipsec::ipsec_once),
     ("ipv6_headers", super::routing::ipv6_headers),
     ("portid_takeover", super::isolation::portid_takeover),
     ("memcg_charged", super::isolation::memcg_charged),
