@@ -32,6 +32,7 @@ const ALL: &[(&str, Scenario)] = &[
     ("nfqueue_kept", super::nfqueue::nfqueue_kept),
     ("malformed_requests", malformed_requests),
     ("rmmod_under_traffic", rmmod_under_traffic),
+    ("parameters_clamped", parameters_clamped),
     ("unprivileged", unprivileged),
     ("readme", super::readme::readme_commands),
     ("fuzz_netlink", super::fuzz::fuzz_netlink),
@@ -723,6 +724,36 @@ fn malformed_requests(ctx: &Ctx) -> Result<()> {
     drop(genl);
     ensure!(failures.is_empty(), "{}", failures.join("; "));
     still_records(ctx, 27000)
+}
+
+/// Out-of-range parameters are clamped, and the kernel log says so.
+fn parameters_clamped(ctx: &Ctx) -> Result<()> {
+    rmmod()?;
+    let checked = crate::util::run(
+        Command::new("insmod")
+            .arg(&ctx.guest.module)
+            .args(["flush_interval_us=1", "batch_bytes=100"]),
+    )
+    .and_then(|()| {
+        for (name, value) in [("flush_interval_us", "100"), ("batch_bytes", "1024")] {
+            let path = format!("/sys/module/nfwatch/parameters/{name}");
+            let got = std::fs::read_to_string(&path)?;
+            ensure!(got.trim() == value, "{name} is {got:?}, expected {value}");
+        }
+        let log = dmesg()?;
+        for line in [
+            "nfwatch: flush_interval_us=1 is outside 100..1000000: using 100",
+            "nfwatch: batch_bytes=100 is outside 1024..65000: using 1024",
+        ] {
+            ensure!(log.contains(line), "no {line:?} in the kernel log");
+        }
+        Ok(())
+    });
+    if super::module_loaded() {
+        rmmod()?;
+    }
+    insmod(&ctx.guest.module)?;
+    checked
 }
 
 fn rmmod_under_traffic(ctx: &Ctx) -> Result<()> {
