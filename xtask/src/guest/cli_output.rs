@@ -271,6 +271,12 @@ pub fn sighup_reopens(ctx: &Ctx) -> Result<()> {
         json.lost_in_kernel,
         kernel.matched
     );
+    // The flood began after the subscription and ended before it.
+    ensure!(
+        kernel.matched == sent,
+        "the kernel matched {} of the {sent} datagrams sent",
+        kernel.matched
+    );
 
     let csv = Watcher::start_with(ctx, "rotated", &[WATCHED4], "csv")?;
     let header = "ts,family,proto,src,dst,sport,dport,icmp_type,icmp_code,len,ifindex,ifname,nexthop,uid,pid,frag,segs\n";

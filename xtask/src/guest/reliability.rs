@@ -303,6 +303,11 @@ pub fn overload(ctx: &Ctx) -> Result<()> {
         summary.written,
         summary.lost_in_kernel
     );
+    // The flood began after the subscription and ended before it.
+    ensure!(
+        matched == sent,
+        "the kernel matched {matched} of the {sent} datagrams sent"
+    );
     ensure!(
         summary.lost_in_kernel > 0,
         "nothing lost while the CLI was stopped"

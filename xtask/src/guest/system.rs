@@ -560,9 +560,9 @@ fn file_has_records(path: &str) -> Result<Option<()>> {
         .then_some(()))
 }
 
-/// Every line of the current and rotated files (decompressing .gz).
-fn all_rotated_lines() -> Result<(Vec<String>, usize)> {
-    let mut lines = Vec::new();
+/// Every record of the current and rotated files (decompressing .gz).
+fn all_rotated_records() -> Result<(Vec<Record>, usize)> {
+    let mut records = Vec::new();
     let mut files = 0;
     for entry in std::fs::read_dir(LOG_DIR)? {
         let path = entry?.path();
@@ -581,10 +581,10 @@ fn all_rotated_lines() -> Result<(Vec<String>, usize)> {
         } else {
             path
         };
-        lines.extend(read_records(&plain)?.iter().map(|r| format!("{r:?}")));
+        records.extend(read_records(&plain)?);
         files += 1;
     }
-    Ok((lines, files))
+    Ok((records, files))
 }
 
 /// Two forced rotations while records flow: the rotated files and the
@@ -613,8 +613,9 @@ fn rotation() -> Result<()> {
     rotated?;
     systemctl(&["stop", UNIT])?;
     let summary = summary_of(pid)?;
-    let (lines, files) = all_rotated_lines()?;
+    let (records, files) = all_rotated_records()?;
     ensure!(files >= 3, "{files} files after two rotations");
+    let lines: Vec<String> = records.iter().map(|r| format!("{r:?}")).collect();
     let unique: HashSet<&String> = lines.iter().collect();
     ensure!(
         unique.len() == lines.len(),
@@ -634,6 +635,16 @@ fn rotation() -> Result<()> {
         "{} records in {files} files, the kernel matched {matched}, nfwatch wrote {}",
         lines.len(),
         summary.written
+    );
+    // The flood began once the service had subscribed and ended before it
+    // stopped: every datagram has its record.
+    let flood = records
+        .iter()
+        .filter(|r| r.proto == "udp" && r.src == WATCHED4 && r.dst == PEER4)
+        .count() as u64;
+    ensure!(
+        flood == sent,
+        "{flood} records of the {sent} datagrams sent (the kernel matched {matched})"
     );
     println!(
         "{sent} datagrams sent, {matched} matched, {} records in {files} files",
