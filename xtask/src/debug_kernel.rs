@@ -175,9 +175,9 @@ pub fn ensure(vng_bin: &Path) -> Result<Kernel> {
 /// (in the guest, after the final rmmod) Two kmemleak scans, then its
 /// report, saved to `out`/kmemleak.txt. Fails when a suspected leak is
 /// nfwatch's: its backtrace names nfwatch, or holds an address in the module
-/// area that no longer resolves (the module is gone). Kernels without
-/// kmemleak pass.
-pub fn kmemleak_check(out: &Path) -> Result<()> {
+/// area that no longer resolves (the module is gone). A kernel without
+/// kmemleak passes unless it is `required`.
+pub fn kmemleak_check(out: &Path, required: bool) -> Result<()> {
     let file = Path::new("/sys/kernel/debug/kmemleak");
     if !file.exists() {
         let _ = util::capture(Command::new("mount").args([
@@ -188,6 +188,12 @@ pub fn kmemleak_check(out: &Path) -> Result<()> {
         ]));
     }
     if !file.exists() {
+        if required {
+            bail!(
+                "no {}: the kernel's leaks cannot be checked",
+                file.display()
+            );
+        }
         return Ok(());
     }
     for _ in 0..2 {

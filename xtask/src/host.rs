@@ -186,7 +186,11 @@ fn test_kernel(
     }
     if opts.debug_kernel {
         deadline *= crate::debug_kernel::SLOWDOWN;
-        extra.extend(["--slow".into(), crate::debug_kernel::SLOWDOWN.to_string()]);
+        extra.extend([
+            "--slow".into(),
+            crate::debug_kernel::SLOWDOWN.to_string(),
+            "--kmemleak".into(),
+        ]);
     }
     let run = GuestRun {
         cmd: "guest-scenarios",

@@ -63,6 +63,9 @@ pub struct GuestArgs {
     /// The reliability scenarios' full counts.
     #[arg(long)]
     full: bool,
+    /// Fail unless the kernel has kmemleak (the debug kernel).
+    #[arg(long)]
+    kmemleak: bool,
 }
 
 #[derive(clap::Args)]
@@ -265,8 +268,9 @@ fn run_scenario(guest: &Guest, name: &'static str, scenario: scenarios::Scenario
     outcome
 }
 
-/// After all scenarios: unload the module, save dmesg, look for trouble.
-fn final_check(out: &Path) -> Result<()> {
+/// After all scenarios: unload the module, save dmesg, look for trouble;
+/// `kmemleak`: its scan must run.
+fn final_check(out: &Path, kmemleak: bool) -> Result<()> {
     let unloaded = if module_loaded() { rmmod() } else { Ok(()) };
     let log = dmesg()?;
     std::fs::write(out.join("dmesg.txt"), &log)?;
@@ -279,7 +283,7 @@ fn final_check(out: &Path) -> Result<()> {
             problems.join("\n")
         );
     }
-    crate::debug_kernel::kmemleak_check(out)
+    crate::debug_kernel::kmemleak_check(out, kmemleak)
 }
 
 fn outcome_of(name: &str, start: Instant, result: Result<()>) -> Outcome {
@@ -327,9 +331,11 @@ pub fn scenarios(args: &GuestArgs) -> Result<bool> {
         }
     }
     let start = Instant::now();
-    results
-        .outcomes
-        .push(outcome_of("dmesg_clean", start, final_check(&args.out)));
+    results.outcomes.push(outcome_of(
+        "dmesg_clean",
+        start,
+        final_check(&args.out, args.kmemleak),
+    ));
     results.write(&args.out)?;
     let (passed, failed) = results.counts();
     println!("guest: {passed} passed, {failed} failed");
