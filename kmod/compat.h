@@ -115,6 +115,12 @@ static inline const struct rtable *nfwatch_dst_rt4(const struct dst_entry *dst)
 	return container_of(dst, const struct rtable, dst);
 }
 
+/* Messages dropped on @sk's way in (its "Drops" in /proc/net/netlink). */
+static inline int nfwatch_sk_drops(const struct sock *sk)
+{
+	return atomic_read(&sk->sk_drops);
+}
+
 #if IS_ENABLED(CONFIG_IPV6)
 static inline const struct rt6_info *nfwatch_dst_rt6(const struct dst_entry *dst)
 {

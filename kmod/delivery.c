@@ -70,6 +70,43 @@ static void batch_close_page(struct nfwatch_sub *sub, struct sk_buff *skb)
 	skb->data_len += bytes;
 }
 
+/*
+ * Under sub->lock: whether batches may go to the subscriber's socket.
+ * Netlink drops a message (a reply, an ack) to a socket over its rcvbuf
+ * and then drops everything netlink_unicast() sends it until a read finds
+ * its queue empty. Batches do not go through that check: sent while the
+ * reader stays behind they would keep the queue from ever emptying, and
+ * every later reply would be lost. So after any drop on the socket, no
+ * batch goes until the queue has been seen empty, with nothing being read
+ * from it, at two sends at least a jiffy apart: by then the read that
+ * emptied it has returned, clearing netlink's congestion.
+ */
+static bool socket_open_for_batches(struct nfwatch_sub *sub)
+{
+	struct sock *sk = sub->sk;
+	int drops = nfwatch_sk_drops(sk);
+
+	if (drops != sub->sk_drops) {
+		sub->sk_drops = drops;
+		sub->draining = true;
+		sub->empty_since = 0;
+	}
+	if (!sub->draining)
+		return true;
+	if (!skb_queue_empty_lockless(&sk->sk_receive_queue) || atomic_read(&sk->sk_rmem_alloc)) {
+		sub->empty_since = 0;
+		return false;
+	}
+	if (!sub->empty_since) {
+		sub->empty_since = jiffies | 1;
+		return false;
+	}
+	if (!time_after(jiffies, sub->empty_since))
+		return false;
+	sub->draining = false;
+	return true;
+}
+
 /* Under sub->lock. */
 static void batch_send(struct nfwatch_sub *sub)
 {
@@ -84,7 +121,7 @@ static void batch_send(struct nfwatch_sub *sub)
 	sub->batch_count = 0;
 	atomic_dec(&nfwatch_live.batches);
 	++sub->seq;
-	if (!batch_fits(sub->sk, skb)) {
+	if (!socket_open_for_batches(sub) || !batch_fits(sub->sk, skb)) {
 		kfree_skb(skb);
 		count_lost(sub, count);
 		return;

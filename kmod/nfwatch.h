@@ -125,6 +125,9 @@ struct nfwatch_sub {
 	u32 batch_count;
 	u64 seq;
 	u64 lost_unreported;		/* lost since the last delivered batch */
+	int sk_drops;			/* the socket's drop count last seen */
+	bool draining;			/* no batches until the socket is read empty */
+	unsigned long empty_since;	/* jiffies when it was first seen empty, or 0 */
 	struct nfwatch_sub_stats stats;	/* .prefixes under nn->lock */
 	struct hrtimer flush_timer;
 	struct nfwatch_record *slot_next;	/* free records in the batch's last page, */

@@ -72,6 +72,7 @@ static struct nfwatch_sub *sub_new(struct nfwatch_net *nn, struct net *net, stru
 	sub->portid = portid;
 	sock_hold(sk);
 	sub->sk = sk;
+	sub->sk_drops = nfwatch_sk_drops(sk);
 	RCU_INIT_POINTER(sub->set, set);
 	sub->stats.prefixes = nfwatch_set_size(set);
 	/* uids as the socket's opener sees them, as nfnetlink_log does. */

@@ -53,6 +53,7 @@ pub const SERIES: &[Series] = &[
             "other_namespace",
             "rmmod_under_traffic",
             "ipsec_once",
+            "replies_after_overrun",
         ]),
     },
     Series {

@@ -28,6 +28,15 @@ pub(super) struct Message {
     pub payload: Vec<u8>,
 }
 
+/// What one read found.
+pub(super) enum Queued {
+    Messages(Vec<Message>),
+    /// ENOBUFS: netlink dropped messages to this socket.
+    Overrun,
+    /// EAGAIN: nothing queued (or nothing within the receive timeout).
+    Empty,
+}
+
 /// The kernel's answer to a request that failed.
 #[derive(Debug)]
 pub struct NlError {
@@ -135,15 +144,25 @@ pub(super) fn send_message(fd: &OwnedFd, msg: &[u8]) -> Result<()> {
 /// The messages of one datagram (waiting up to the receive timeout); none
 /// after an overrun (ENOBUFS).
 pub(super) fn recv_messages(fd: &OwnedFd) -> Result<Vec<Message>> {
+    match recv_datagram(fd, 0)? {
+        Queued::Messages(msgs) => Ok(msgs),
+        Queued::Overrun => Ok(Vec::new()),
+        Queued::Empty => bail!("no netlink message within {RECV_TIMEOUT_SECS} s"),
+    }
+}
+
+/// One datagram read with recv(2) `flags`.
+fn recv_datagram(fd: &OwnedFd, flags: libc::c_int) -> Result<Queued> {
     let mut buf = vec![0u8; 1 << 17];
     // SAFETY: buf is a live, writable buffer of buf.len() bytes.
-    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
     if n < 0 {
         let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ENOBUFS) {
-            return Ok(Vec::new());
-        }
-        return Err(e).context("netlink recv");
+        return match e.raw_os_error() {
+            Some(libc::EAGAIN) => Ok(Queued::Empty),
+            Some(libc::ENOBUFS) => Ok(Queued::Overrun),
+            _ => Err(e).context("netlink recv"),
+        };
     }
     let buf = &buf[..n as usize];
     let mut msgs = Vec::new();
@@ -162,7 +181,7 @@ pub(super) fn recv_messages(fd: &OwnedFd) -> Result<Vec<Message>> {
         });
         at += align4(len);
     }
-    Ok(msgs)
+    Ok(Queued::Messages(msgs))
 }
 
 impl Genl {
@@ -196,31 +215,26 @@ impl Genl {
         Ok(())
     }
 
-    /// Reads every message already queued, without waiting; returns how many.
+    /// Reads every message already queued, without waiting; returns how
+    /// many datagrams (an overrun counts as one: something was sent here).
     pub fn drain(&self) -> Result<usize> {
-        let mut buf = vec![0u8; 1 << 17];
-        let mut messages = 0;
+        let mut datagrams = 0;
         loop {
-            // SAFETY: buf is a live, writable buffer of buf.len() bytes.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                return match e.raw_os_error() {
-                    Some(libc::EAGAIN) => Ok(messages),
-                    // An overrun is news too: something was sent here.
-                    Some(libc::ENOBUFS) => Ok(messages + 1),
-                    _ => Err(e).context("netlink recv"),
-                };
+            match self.try_recv()? {
+                Queued::Empty => return Ok(datagrams),
+                Queued::Messages(_) | Queued::Overrun => datagrams += 1,
             }
-            messages += 1;
         }
+    }
+
+    /// One datagram, without waiting.
+    pub fn try_recv(&self) -> Result<Queued> {
+        recv_datagram(&self.fd, libc::MSG_DONTWAIT)
+    }
+
+    /// Sends the GET_STATS request `seq` without waiting for its answer.
+    pub fn send_get_stats(&mut self, family: u16) -> Result<u32> {
+        self.send(family, nfwatch_proto::NFWATCH_CMD_GET_STATS, &[])
     }
 
     /// The sequence number for the next request.

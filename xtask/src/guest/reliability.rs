@@ -2,7 +2,7 @@
 //! overload accounting, output faults, unloading under load.
 
 use super::fuzz::{wait_live_zero, Rng};
-use super::genl::Genl;
+use super::genl::{parse_error, Genl, Queued, NLMSG_ERROR};
 use super::net::*;
 use super::nfwatch::{read_records, stats, Record, Summary, Watcher, DEADLINE};
 use super::proc::Spawned;
@@ -318,6 +318,107 @@ pub fn overload(ctx: &Ctx) -> Result<()> {
         summary.written
     );
     Ok(())
+}
+
+/// GET_STATS requests `replies_after_overrun` sends without reading: their
+/// answers alone are several times the default receive buffer.
+const PIPELINED: u32 = 200;
+/// How often that scenario's reader takes one datagram: slower than a
+/// flood makes batches (one each flush interval, 5 ms, or sooner) ...
+const SLOW_READ: Duration = Duration::from_millis(20);
+/// ... and every this many reads it sends one more GET_STATS.
+const PROBE_EVERY: u32 = 10;
+
+/// A client pipelines requests past its receive buffer under a flood, so
+/// that their answers overrun its socket, then reads one datagram at a
+/// time, slower than batches come, sending a GET_STATS now and then.
+/// Netlink drops every message to an overrun socket until a read finds
+/// its queue empty; batches sent regardless would keep it from ever
+/// emptying, and every later answer would be lost. Required: a later
+/// GET_STATS is answered, then UNSUBSCRIBE is.
+pub fn replies_after_overrun(ctx: &Ctx) -> Result<()> {
+    let mut genl = Genl::open()?;
+    let family = genl.resolve(NFWATCH_GENL_NAME)?;
+    let ack = genl.request(
+        family,
+        NFWATCH_CMD_SUBSCRIBE,
+        &subscribe_attrs(WATCHED4, 32)?,
+    )?;
+    ensure!(
+        ack.errno == 0,
+        "SUBSCRIBE: errno {} {:?}",
+        ack.errno,
+        ack.extack
+    );
+    let flood = Flood::start(WATCHED4, PEER4);
+    let result = (|| -> Result<()> {
+        ensure!(genl.wait_pending()? > 0, "no batch under the flood");
+        for _ in 0..PIPELINED {
+            genl.send_get_stats(family)?;
+        }
+        let (reads, probes) = probe_reading_slowly(ctx, &mut genl, family)?;
+        ctx.log(&format!(
+            "{PIPELINED} requests pipelined; then, reading one datagram every {} ms, \
+             GET_STATS {probes} was answered after {reads} reads",
+            SLOW_READ.as_millis()
+        ));
+        let ack = genl.request(family, NFWATCH_CMD_UNSUBSCRIBE, &[])?;
+        ensure!(
+            ack.errno == 0,
+            "UNSUBSCRIBE: errno {} {:?}",
+            ack.errno,
+            ack.extack
+        );
+        Ok(())
+    })();
+    let sent = flood.stop()?;
+    ctx.log(&format!("{sent} datagrams sent"));
+    result
+}
+
+/// Reads one datagram every SLOW_READ and sends a GET_STATS every
+/// PROBE_EVERY reads, until one of those is acked with success: returns
+/// (datagrams read, which GET_STATS it was). An overrun must have been
+/// reported first.
+fn probe_reading_slowly(ctx: &Ctx, genl: &mut Genl, family: u16) -> Result<(u32, usize)> {
+    let start = Instant::now();
+    let (mut reads, mut overrun, mut probes) = (0, false, Vec::new());
+    loop {
+        ensure!(
+            start.elapsed() < deadline(ctx),
+            "none of {} GET_STATS sent over {} s was answered ({reads} datagrams read, \
+             one every {} ms; overrun reported: {overrun})",
+            probes.len(),
+            deadline(ctx).as_secs(),
+            SLOW_READ.as_millis()
+        );
+        std::thread::sleep(SLOW_READ);
+        let msgs = match genl.try_recv()? {
+            Queued::Overrun => {
+                overrun = true;
+                continue;
+            }
+            Queued::Empty => Vec::new(),
+            Queued::Messages(msgs) => msgs,
+        };
+        reads += u32::from(!msgs.is_empty());
+        for msg in msgs.iter().filter(|m| m.kind == NLMSG_ERROR) {
+            if let Some(at) = probes.iter().position(|&seq| seq == msg.seq) {
+                ensure!(overrun, "the pipelined requests' answers overran nothing");
+                let ack = parse_error(msg)?;
+                ensure!(
+                    ack.errno == 0,
+                    "GET_STATS: errno {} {:?}",
+                    ack.errno,
+                    ack.extack
+                );
+                return Ok((reads, at + 1));
+            }
+        }
+        if reads % PROBE_EVERY == 0 && probes.len() < (reads / PROBE_EVERY + 1) as usize {
+            probes.push(genl.send_get_stats(family)?);
+        }
+    }
 }
 
 /// The records of one Flood from WATCHED4 to PEER4, in file order: each

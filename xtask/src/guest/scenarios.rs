@@ -38,6 +38,10 @@ const ALL: &[(&str, Scenario)] = &[
     ("fuzz_netlink", super::fuzz::fuzz_netlink),
     ("privilege", super::reliability::privilege),
     ("overload", super::reliability::overload),
+    (
+        "replies_after_overrun",
+        super::reliability::replies_after_overrun,
+    ),
     ("output_faults", super::reliability::output_faults),
     ("unload_under_load", super::reliability::unload_under_load),
     ("churn", super::reliability::churn),
