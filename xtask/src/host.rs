@@ -158,12 +158,21 @@ fn scenarios_on(kernel: &Kernel, asked: &[String]) -> Option<Vec<String>> {
     }
 }
 
-/// Runs `scenarios` (all when empty) on one kernel and returns their
-/// outcomes; `skew_ko` is the module speaking another protocol version.
+/// One kernel's builds of the module.
+struct Modules {
+    /// What the scenarios test: the build that ships.
+    product: PathBuf,
+    /// Loaded once, with selftest=1, before them.
+    selftest: PathBuf,
+    /// Speaking another protocol version.
+    skew: PathBuf,
+}
+
+/// Runs `scenarios` (all when empty) on one kernel and returns their outcomes.
 fn test_kernel(
     env: &Env,
     kernel: &Kernel,
-    (ko, skew_ko): &(PathBuf, PathBuf),
+    modules: &Modules,
     scenarios: &[String],
     opts: &TestOpts,
 ) -> Vec<Outcome> {
@@ -175,7 +184,8 @@ fn test_kernel(
     let extra: Vec<String> = scenarios
         .iter()
         .flat_map(|s| ["--scenario".to_string(), s.clone()])
-        .chain(["--skew-module".to_string(), path_arg(skew_ko)])
+        .chain(["--skew-module".to_string(), path_arg(&modules.skew)])
+        .chain(["--selftest-module".to_string(), path_arg(&modules.selftest)])
         .chain(opts.guest_extra.iter().cloned())
         .collect();
     let mut deadline = TEST_BOOT_DEADLINE;
@@ -200,7 +210,7 @@ fn test_kernel(
         machine: vm::Machine::Smp2,
         plugin: None,
     };
-    let booted = boot_guest(env, kernel, ko, &run);
+    let booted = boot_guest(env, kernel, &modules.product, &run);
     let mut outcomes = match Results::read(&out) {
         Ok(results) => results.outcomes,
         Err(e) => vec![failure("results", format!("{e:#}"))],
@@ -297,12 +307,12 @@ fn scenario_tests(
         let building: Vec<_> = kernels
             .iter()
             .map(|(kernel, _)| {
-                scope.spawn(move || -> Result<(PathBuf, PathBuf)> {
-                    kmod::build(kernel, kmod::Variant::Product)?;
-                    Ok((
-                        kmod::build(kernel, kmod::Variant::Selftest)?,
-                        kmod::build(kernel, kmod::Variant::VersionSkew)?,
-                    ))
+                scope.spawn(move || -> Result<Modules> {
+                    Ok(Modules {
+                        product: kmod::build(kernel, kmod::Variant::Product)?,
+                        selftest: kmod::build(kernel, kmod::Variant::Selftest)?,
+                        skew: kmod::build(kernel, kmod::Variant::VersionSkew)?,
+                    })
                 })
             })
             .collect();
@@ -336,7 +346,7 @@ fn scenario_tests(
 fn run_scenario_vms(
     env: &Env,
     kernels: &[(Kernel, Vec<String>)],
-    modules: &[(PathBuf, PathBuf)],
+    modules: &[Modules],
     opts: &TestOpts,
 ) -> Vec<(String, Vec<Outcome>)> {
     // Each VM is one host thread (single-threaded TCG): the kernels' VMs
@@ -366,7 +376,7 @@ fn run_scenario_vms(
 pub fn demo() -> Result<()> {
     let vng_bin = deps::ensure()?;
     let kernel = kernels::tested(Some(kernels::DEMO_SERIES))?.remove(0);
-    let ko = kmod::build(&kernel, kmod::Variant::Selftest)?;
+    let ko = kmod::build(&kernel, kmod::Variant::Product)?;
     let env = Env {
         vng_bin,
         bins: build_binaries()?,

@@ -83,7 +83,7 @@ pub fn rusage_seconds(who: libc::c_int) -> f64 {
 }
 
 /// The Tcp OutSegs counter of /proc/net/snmp.
-fn tcp_out_segs() -> Result<u64> {
+pub(super) fn tcp_out_segs() -> Result<u64> {
     let text = std::fs::read_to_string("/proc/net/snmp").context("cannot read /proc/net/snmp")?;
     let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
     let (names, values) = (tcp.next(), tcp.next());

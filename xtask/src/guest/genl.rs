@@ -227,6 +227,16 @@ impl Genl {
         }
     }
 
+    /// Waits (up to the receive timeout each) until `n` more messages have
+    /// arrived.
+    pub fn wait_messages(&self, n: usize) -> Result<()> {
+        let mut got = 0;
+        while got < n {
+            got += recv_messages(&self.fd)?.len();
+        }
+        Ok(())
+    }
+
     /// One datagram, without waiting.
     pub fn try_recv(&self) -> Result<Queued> {
         recv_datagram(&self.fd, libc::MSG_DONTWAIT)

@@ -110,9 +110,9 @@ fn say(line: &str) -> Result<()> {
 const THIEF_DEADLINE: Duration = Duration::from_secs(60);
 
 /// `guest-portid-thief`, run unprivileged: for each portid it is given, it
-/// says `spinning` and binds a new socket to that portid as soon as it is
-/// free; on the next line it says `got N`, the messages that socket
-/// received.
+/// says `spinning`, binds a new socket to that portid as soon as it is
+/// free and says `bound`; on the next line it says `got N`, the messages
+/// that socket received.
 pub fn portid_thief() -> Result<()> {
     let mut stdin = std::io::stdin().lock();
     while let Some(line) = one_line(&mut stdin)? {
@@ -134,7 +134,8 @@ pub fn portid_thief() -> Result<()> {
                 THIEF_DEADLINE.as_secs()
             );
         };
-        // The victim is gone, and so is its subscription, once we are told.
+        say("bound")?;
+        // Batches made since have reached a control subscriber when we are told.
         one_line(&mut stdin)?;
         say(&format!("got {}", genl.drain()?))?;
     }
@@ -148,12 +149,25 @@ const TAKEOVER_KILLED: u32 = 10;
 /// Portids the closing subscribers bind, one each.
 const TAKEOVER_PORTIDS: u32 = 0x7e00_0000;
 
+/// Batches a control subscriber receives after the thief has bound, before
+/// the thief's socket is read: a dead subscription that still delivered
+/// would have sent to it meanwhile.
+const CONTROL_BATCHES: usize = 2;
+
 /// The thief takes over `portid` right after `kill` ends its subscriber;
 /// returns what the thief received.
-fn steal(thief: &mut LinePeer, portid: u32, kill: impl FnOnce() -> Result<()>) -> Result<u64> {
+fn steal(
+    thief: &mut LinePeer,
+    control: &Genl,
+    portid: u32,
+    kill: impl FnOnce() -> Result<()>,
+) -> Result<u64> {
     thief.say(&portid.to_string())?;
     thief.expect("spinning")?;
     kill()?;
+    thief.expect("bound")?;
+    control.drain()?;
+    control.wait_messages(CONTROL_BATCHES)?;
     thief.say("drain")?;
     let got = thief.hear_after("got ")?;
     got.parse()
@@ -203,8 +217,11 @@ fn takeover_rounds(ctx: &Ctx) -> Result<()> {
         super::as_nobody(xtask()?).arg("guest-portid-thief"),
         "unprivileged portid thief",
     )?;
-    let family = Genl::open()?.resolve(NFWATCH_GENL_NAME)?;
+    let mut control = Genl::open()?;
+    let family = control.resolve(NFWATCH_GENL_NAME)?;
     let attrs = subscribe_attrs(WATCHED4, 32)?;
+    let ack = control.request(family, NFWATCH_CMD_SUBSCRIBE, &attrs)?;
+    ensure!(ack.errno == 0, "the control's SUBSCRIBE: {ack:?}");
     let mut stolen = 0;
     let start = Instant::now();
     for round in 0..TAKEOVER_CLOSED {
@@ -217,7 +234,7 @@ fn takeover_rounds(ctx: &Ctx) -> Result<()> {
         ensure!(ack.errno == 0, "SUBSCRIBE: {ack:?}");
         // Batches are flowing to it: the flood reaches its subscription.
         ensure!(victim.wait_pending()? > 0, "no batch for the subscriber");
-        stolen += steal(&mut thief, portid, || {
+        stolen += steal(&mut thief, &control, portid, || {
             drop(victim);
             Ok(())
         })
@@ -230,7 +247,7 @@ fn takeover_rounds(ctx: &Ctx) -> Result<()> {
     for round in 0..TAKEOVER_KILLED {
         let victim = Watcher::start(ctx, "victim", &[WATCHED4])?;
         let portid = genl_portid(victim.pid())?;
-        stolen += steal(&mut thief, portid, || victim.kill())
+        stolen += steal(&mut thief, &control, portid, || victim.kill())
             .with_context(|| format!("kill -9 round {round} (portid {portid})"))?;
     }
     ensure!(

@@ -36,9 +36,13 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct GuestArgs {
-    /// The nfwatch.ko to insmod.
+    /// The nfwatch.ko to insmod: the shipped build.
     #[arg(long)]
     module: PathBuf,
+    /// The build with the self-tests (make SELFTEST=1), loaded once with
+    /// selftest=1 and unloaded before the scenarios.
+    #[arg(long)]
+    selftest_module: Option<PathBuf>,
     /// The nfwatch CLI.
     #[arg(long)]
     nfwatch: PathBuf,
@@ -228,7 +232,11 @@ pub fn peer(args: &PeerArgs) -> Result<()> {
 fn prepare(args: &GuestArgs) -> Result<(Guest, Spawned)> {
     net::setup().context("network setup")?;
     let peer = start_peer(&args.out)?;
-    insmod_selftest(&args.module)?;
+    if let Some(selftest) = &args.selftest_module {
+        insmod_selftest(selftest)?;
+        rmmod()?;
+    }
+    insmod(&args.module)?;
     let guest = Guest {
         nfwatch: args.nfwatch.clone(),
         module: args.module.clone(),

@@ -59,6 +59,16 @@ pub struct Record {
     pub segs: u16,
 }
 
+impl Record {
+    /// `ts` in nanoseconds since the epoch.
+    pub fn ts_nanos(&self) -> Result<i128> {
+        let time =
+            time::OffsetDateTime::parse(&self.ts, &time::format_description::well_known::Rfc3339)
+                .with_context(|| format!("bad ts {:?}", self.ts))?;
+        Ok(time.unix_timestamp_nanos())
+    }
+}
+
 /// A jsonl `ifname`: a string, or the bytes of a name that is not UTF-8.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]

@@ -11,6 +11,11 @@ const LINKTYPE_ETHERNET: u32 = 1;
 /// Flows of the complete packets in `path` (a partly written last packet is
 /// ignored: tcpdump may be writing it).
 pub fn flows(path: &Path) -> Result<Vec<Flow>> {
+    Ok(packets(path)?.into_iter().map(|(flow, _)| flow).collect())
+}
+
+/// Each packet's flow and IP length (the header's: a GSO packet's whole).
+pub fn packets(path: &Path) -> Result<Vec<(Flow, u32)>> {
     let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     if data.len() < 24 {
         return Ok(Vec::new());
@@ -66,7 +71,7 @@ fn flow(proto: u8, src: IpAddr, dst: IpAddr, l4: Option<&[u8]>) -> Result<Flow> 
     })
 }
 
-fn ethernet(frame: &[u8]) -> Result<Flow> {
+fn ethernet(frame: &[u8]) -> Result<(Flow, u32)> {
     let ip = frame.get(14..).context("truncated Ethernet frame")?;
     match u16::from_be_bytes([frame[12], frame[13]]) {
         0x0800 => ipv4(ip),
@@ -75,7 +80,7 @@ fn ethernet(frame: &[u8]) -> Result<Flow> {
     }
 }
 
-fn ipv4(ip: &[u8]) -> Result<Flow> {
+fn ipv4(ip: &[u8]) -> Result<(Flow, u32)> {
     ensure!(ip.len() >= 20, "truncated IPv4 header");
     let ihl = usize::from(ip[0] & 0x0f) * 4;
     let frag_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
@@ -86,14 +91,16 @@ fn ipv4(ip: &[u8]) -> Result<Flow> {
     } else {
         None
     };
-    flow(ip[9], src.into(), dst.into(), l4)
+    let len = u16::from_be_bytes([ip[2], ip[3]]);
+    Ok((flow(ip[9], src.into(), dst.into(), l4)?, len.into()))
 }
 
-fn ipv6(ip: &[u8]) -> Result<Flow> {
+fn ipv6(ip: &[u8]) -> Result<(Flow, u32)> {
     ensure!(ip.len() >= 40, "truncated IPv6 header");
     let addr = |at: usize| -> Result<IpAddr> {
         let bytes: [u8; 16] = ip[at..at + 16].try_into()?;
         Ok(Ipv6Addr::from(bytes).into())
     };
-    flow(ip[6], addr(8)?, addr(24)?, ip.get(40..))
+    let len = 40 + u32::from(u16::from_be_bytes([ip[4], ip[5]]));
+    Ok((flow(ip[6], addr(8)?, addr(24)?, ip.get(40..))?, len))
 }

@@ -1,6 +1,6 @@
 //! The scenarios: each sends known traffic and asserts on what nfwatch wrote.
 
-use super::generator::{gen_args, GenReport};
+use super::generator::{gen_args, tcp_out_segs, GenReport};
 use super::genl::Genl;
 use super::kprobe::Kprobe;
 use super::net::*;
@@ -291,19 +291,75 @@ fn sender_identity(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// Addresses on either side of a /25 and of a /65 boundary, on DEV for
+/// `prefix` only.
+const EDGE4_IN: &str = "10.10.0.127";
+const EDGE4_OUT: &str = "10.10.0.128";
+const EDGE6_IN: &str = "fd10::7fff:ffff:ffff:ffff";
+const EDGE6_OUT: &str = "fd10:0:0:0:8000::";
+
+/// Each prefix set records its sources' datagrams once each and nothing
+/// from the others: /24 and /64, the whole space (/0), single addresses
+/// (/32, /128) beside their neighbours, and the last address inside a /25
+/// and a /65 beside the first one past it.
 fn prefix(ctx: &Ctx) -> Result<()> {
-    let watcher = Watcher::start(ctx, "watch", &["10.10.0.0/24", "fd10::/64"])?;
-    let sent = udp_from(
-        &[WATCHED4, OTHER4, WATCHED6, OTHER6, OUTSIDE4, OUTSIDE6],
-        22000,
-    )?;
-    let records = watcher.collect()?;
-    ctx.log(&format!("{} records", records.len()));
-    for inside in &sent[..4] {
-        expect_each_once(&records, inside)?;
+    let edges = [EDGE4_IN, EDGE4_OUT, EDGE6_IN, EDGE6_OUT];
+    for addr in edges {
+        let plen = if ip(addr)?.is_ipv4() { 24 } else { 64 };
+        crate::util::run(
+            Command::new("ip")
+                .args(format!("addr add {addr}/{plen} dev {DEV} nodad").split_whitespace()),
+        )?;
     }
-    expect_none_from(&records, OUTSIDE4)?;
-    expect_none_from(&records, OUTSIDE6)
+    let checked = prefix_cases(ctx);
+    for addr in edges {
+        let plen = if ip(addr)?.is_ipv4() { 24 } else { 64 };
+        crate::util::run(
+            Command::new("ip").args(format!("addr del {addr}/{plen} dev {DEV}").split_whitespace()),
+        )?;
+    }
+    checked
+}
+
+fn prefix_cases(ctx: &Ctx) -> Result<()> {
+    // (prefixes watched, sources inside, sources outside)
+    let cases: [(&[&str], &[&str], &[&str]); 4] = [
+        (
+            &["10.10.0.0/24", "fd10::/64"],
+            &[WATCHED4, OTHER4, WATCHED6, OTHER6],
+            &[OUTSIDE4, OUTSIDE6],
+        ),
+        (
+            &["0.0.0.0/0", "::/0"],
+            &[WATCHED4, OUTSIDE4, WATCHED6, OUTSIDE6],
+            &[],
+        ),
+        (
+            &["10.10.0.1/32", "fd10::1/128"],
+            &[WATCHED4, WATCHED6],
+            &[OTHER4, OTHER6],
+        ),
+        (
+            &["10.10.0.0/25", "fd10::/65"],
+            &[WATCHED4, EDGE4_IN, WATCHED6, EDGE6_IN],
+            &[EDGE4_OUT, EDGE6_OUT],
+        ),
+    ];
+    for ((watched, inside, outside), first_port) in cases.into_iter().zip((22000..).step_by(600)) {
+        let what = watched.join(" ");
+        let watcher = Watcher::start(ctx, "watch", watched)?;
+        let srcs: Vec<&str> = inside.iter().chain(outside).copied().collect();
+        let sent = udp_from(&srcs, first_port)?;
+        let records = watcher.collect()?;
+        ctx.log(&format!("{what}: {} records", records.len()));
+        for flows in &sent[..inside.len()] {
+            expect_each_once(&records, flows).with_context(|| what.clone())?;
+        }
+        for src in outside {
+            expect_none_from(&records, src).with_context(|| what.clone())?;
+        }
+    }
+    Ok(())
 }
 
 fn two_subscribers(ctx: &Ctx) -> Result<()> {
@@ -340,11 +396,11 @@ fn two_subscribers(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// How many times each flow occurs.
-fn multiset(flows: Vec<Flow>) -> BTreeMap<Flow, usize> {
+/// How many times each item occurs.
+fn multiset<K: Ord>(items: Vec<K>) -> BTreeMap<K, usize> {
     let mut counts = BTreeMap::new();
-    for flow in flows {
-        *counts.entry(flow).or_insert(0) += 1;
+    for item in items {
+        *counts.entry(item).or_insert(0) += 1;
     }
     counts
 }
@@ -378,17 +434,41 @@ pub(super) fn start_tcpdump(ctx: &Ctx, dev: &str, filter: &str, pcap: &Path) -> 
     Ok(tcpdump)
 }
 
+/// Bytes each bulk TCP transfer of `tcpdump_oracle` writes at once: the
+/// stack hands the veth GSO packets of many segments (TSO).
+const BULK: usize = 256 * 1024;
+
+/// Every packet nfwatch records is one tcpdump captured on the egress
+/// device, with the same flow and IP length (a GSO packet's whole), and
+/// the other way round; every record's time lies between clock readings
+/// before the first send and after the last; the TCP records' segments
+/// add up to the segments TCP sent (its OutSegs counter), GSO ones among
+/// them.
 fn tcpdump_oracle(ctx: &Ctx) -> Result<()> {
     let pcap = ctx.path("tcpdump.pcap");
     let filter = format!("src host {WATCHED4} or src host {WATCHED6}");
     let mut tcpdump = start_tcpdump(ctx, DEV, &filter, &pcap)?;
     let watcher = Watcher::start(ctx, "watch", &[WATCHED4, WATCHED6])?;
+    let segs_before = tcp_out_segs()?;
+    let first_send = std::time::SystemTime::now();
     udp_from(&[WATCHED4, WATCHED6], 24000)?;
     tcp_exchange(WATCHED4, PEER4, TCP_PORT, b"oracle v4\n")?;
     tcp_exchange(WATCHED6, PEER6, TCP_PORT, b"oracle v6\n")?;
+    tcp_exchange(WATCHED4, PEER4, TCP_PORT, &[b'4'; BULK])?;
+    tcp_exchange(WATCHED6, PEER6, TCP_PORT, &[b'6'; BULK])?;
     traffic::ping(WATCHED4, PEER4, 2)?;
     traffic::ping(WATCHED6, PEER6, 2)?;
-    let ours = multiset(flows(&watcher.collect()?)?);
+    let last_send = std::time::SystemTime::now();
+    let tcp_segs = tcp_out_segs()? - segs_before;
+    let records = watcher.collect()?;
+    in_time(&records, first_send, last_send)?;
+    segments_add_up(&records, tcp_segs)?;
+    let ours = multiset(
+        records
+            .iter()
+            .map(|r| Ok((Flow::of(r)?, r.len)))
+            .collect::<Result<Vec<_>>>()?,
+    );
     let total: usize = ours.values().sum();
     // tcpdump got every packet synchronously; wait until it has written them.
     let captured = wait_until(
@@ -406,22 +486,62 @@ fn tcpdump_oracle(ctx: &Ctx) -> Result<()> {
         drops.as_deref().is_some_and(|l| l.starts_with("0 ")),
         "tcpdump lost packets, the comparison would be void: {drops:?}"
     );
-    let theirs = multiset(super::pcap::flows(&pcap)?);
+    let theirs = multiset(super::pcap::packets(&pcap)?);
     ctx.log(&format!(
-        "nfwatch {total} records, tcpdump {} packets",
+        "nfwatch {total} records, tcpdump {} packets; {tcp_segs} TCP segments",
         theirs.values().sum::<usize>()
     ));
     if ours != theirs {
         let mut diff = Vec::new();
-        for flow in ours.keys().chain(theirs.keys()) {
-            let (a, b) = (ours.get(flow).unwrap_or(&0), theirs.get(flow).unwrap_or(&0));
-            if a != b && !diff.iter().any(|(f, _, _)| f == flow) {
-                diff.push((flow.clone(), *a, *b));
+        for key in ours.keys().chain(theirs.keys()) {
+            let (a, b) = (ours.get(key).unwrap_or(&0), theirs.get(key).unwrap_or(&0));
+            if a != b && !diff.iter().any(|(k, _, _)| k == key) {
+                diff.push((key.clone(), *a, *b));
             }
         }
-        bail!("nfwatch and tcpdump disagree (flow, nfwatch, tcpdump): {diff:?}");
+        bail!("nfwatch and tcpdump disagree ((flow, IP length), nfwatch, tcpdump): {diff:?}");
     }
     captured
+}
+
+/// Every record's time between `from` and `until` (this guest's clock).
+fn in_time(
+    records: &[Record],
+    from: std::time::SystemTime,
+    until: std::time::SystemTime,
+) -> Result<()> {
+    let nanos = |t: std::time::SystemTime| -> Result<i128> {
+        Ok(t.duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos()
+            .try_into()?)
+    };
+    let (from, until) = (nanos(from)?, nanos(until)?);
+    for r in records {
+        let ts = r.ts_nanos()?;
+        ensure!(
+            (from..=until).contains(&ts),
+            "record time {} outside the sends' {from}..={until} ns: {r:?}",
+            ts
+        );
+    }
+    Ok(())
+}
+
+/// The TCP records' `segs` add up to `sent` segments, and some are GSO.
+fn segments_add_up(records: &[Record], sent: u64) -> Result<()> {
+    let tcp: Vec<&Record> = records.iter().filter(|r| r.proto == "tcp").collect();
+    let segs: u64 = tcp.iter().map(|r| u64::from(r.segs)).sum();
+    ensure!(
+        segs == sent,
+        "the {} TCP records add up to {segs} segments; TCP sent {sent} (OutSegs)",
+        tcp.len()
+    );
+    ensure!(
+        tcp.iter().any(|r| r.segs > 1),
+        "no GSO packet among the {} TCP records",
+        tcp.len()
+    );
+    Ok(())
 }
 
 pub(super) fn traffic_count(pcap: &std::path::Path) -> Result<usize> {
@@ -651,55 +771,79 @@ fn prefixes(entries: Vec<RawAttr>) -> Vec<RawAttr> {
 }
 
 /// (what, command, attributes, extack required)
-fn malformed() -> Vec<(&'static str, u8, Vec<RawAttr>, bool)> {
+/// A request the module must refuse, and how: the errno and (when the
+/// module or the policy explains) words of the extended ack's message.
+struct Malformed {
+    what: &'static str,
+    cmd: u8,
+    attrs: Vec<RawAttr>,
+    errno: i32,
+    message: Option<&'static str>,
+}
+
+fn malformed() -> Vec<Malformed> {
     let ip4 = [10, 10, 0, 1];
     let too_many = (0..=NFWATCH_MAX_PREFIXES)
         .map(|i| entry(vec![v4(&[10, (i >> 8) as u8, i as u8, 1]), len(32)]))
         .collect();
+    let subscribe = |what, attrs, errno, message| Malformed {
+        what,
+        cmd: NFWATCH_CMD_SUBSCRIBE,
+        attrs,
+        errno,
+        message: Some(message),
+    };
     vec![
-        (
+        subscribe(
             "IPv4 prefix length 33",
-            NFWATCH_CMD_SUBSCRIBE,
             prefixes(vec![entry(vec![v4(&ip4), len(33)])]),
-            true,
+            libc::EINVAL,
+            "IPv4 prefix length is more than 32",
         ),
-        (
+        // The policy's range (0..=128), in the kernel's words.
+        subscribe(
             "IPv6 prefix length 129",
-            NFWATCH_CMD_SUBSCRIBE,
             prefixes(vec![entry(vec![v6(), len(129)])]),
-            true,
+            libc::ERANGE,
+            "out of range",
         ),
-        (
+        subscribe(
             "IPV4 attribute of 5 bytes",
-            NFWATCH_CMD_SUBSCRIBE,
             prefixes(vec![entry(vec![v4(&[10, 10, 0, 1, 0]), len(32)])]),
-            true,
+            libc::ERANGE,
+            "size out of range",
         ),
-        (
+        subscribe(
             "SUBSCRIBE without PREFIXES",
-            NFWATCH_CMD_SUBSCRIBE,
             vec![],
-            true,
+            libc::EINVAL,
+            "SUBSCRIBE needs NFWATCH_A_PREFIXES",
         ),
-        (
+        subscribe(
             "prefix without LEN",
-            NFWATCH_CMD_SUBSCRIBE,
             prefixes(vec![entry(vec![v4(&ip4)])]),
-            true,
+            libc::EINVAL,
+            "a prefix needs NFWATCH_PREFIX_A_LEN",
         ),
-        (
+        subscribe(
             "prefix with IPV4 and IPV6",
-            NFWATCH_CMD_SUBSCRIBE,
             prefixes(vec![entry(vec![v4(&ip4), v6(), len(32)])]),
-            true,
+            libc::EINVAL,
+            "exactly one of NFWATCH_PREFIX_A_IPV4 and NFWATCH_PREFIX_A_IPV6",
         ),
-        (
+        subscribe(
             "NFWATCH_MAX_PREFIXES + 1 prefixes",
-            NFWATCH_CMD_SUBSCRIBE,
             prefixes(too_many),
-            true,
+            libc::E2BIG,
+            "more than NFWATCH_MAX_PREFIXES (1024) prefixes",
         ),
-        ("unknown command 99", 99, vec![], false),
+        Malformed {
+            what: "unknown command 99",
+            cmd: 99,
+            attrs: vec![],
+            errno: libc::EOPNOTSUPP,
+            message: None,
+        },
     ]
 }
 
@@ -708,20 +852,23 @@ fn malformed_requests(ctx: &Ctx) -> Result<()> {
     let family = genl.resolve(NFWATCH_GENL_NAME)?;
     ctx.log(&format!("family {NFWATCH_GENL_NAME} = {family}"));
     let mut failures = Vec::new();
-    for (what, cmd, attrs, needs_extack) in malformed() {
+    for case in malformed() {
+        let what = case.what;
         let ack = genl
-            .request(family, cmd, &attrs)
+            .request(family, case.cmd, &case.attrs)
             .with_context(|| what.to_string())?;
         ctx.log(&format!(
             "{what}: errno {} extack {:?}",
             ack.errno, ack.extack
         ));
-        if ack.errno >= 0 {
-            failures.push(format!("{what}: accepted (errno {})", ack.errno));
-        } else if needs_extack && ack.extack.as_deref().is_none_or(str::is_empty) {
+        let message_ok = match case.message {
+            Some(words) => ack.extack.as_deref().is_some_and(|m| m.contains(words)),
+            None => true,
+        };
+        if ack.errno != -case.errno || !message_ok {
             failures.push(format!(
-                "{what}: errno {} without an extack message",
-                ack.errno
+                "{what}: errno {} {:?}, expected {} with {:?}",
+                ack.errno, ack.extack, -case.errno, case.message
             ));
         }
     }

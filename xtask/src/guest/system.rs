@@ -482,10 +482,13 @@ fn traffic_recorded() -> Result<()> {
     let (_, ping4) = traffic::ping(WATCHED4, PEER4, 2)?;
     let (_, ping6) = traffic::ping(WATCHED6, PEER6, 2)?;
     traffic::udp_batch(OTHER4, PEER4, 7100, 4, 64)?;
+    // Sent last: once it is written, so is every record made before it.
+    let marker = traffic::udp_batch(WATCHED4, PEER4, 7200, 1, 64)?;
     let echo = |r: &Record, proto: &str, kind: u8| r.proto == proto && r.icmp_type == Some(kind);
-    let records = records_when("the traffic's records", |records| {
+    let records = records_when("the record of the datagram sent last", |records| {
         let new = &records[before.min(records.len())..];
-        new.iter().filter(|r| echo(r, "icmpv6", 128)).count() >= 2
+        new.iter()
+            .any(|r| Flow::of(r).is_ok_and(|f| marker.contains(&f)))
     })?;
     let new = &records[before..];
     let seen = flows(new)?;
