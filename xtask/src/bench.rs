@@ -42,14 +42,35 @@ pub const SMP_EXTRA: &[&str] = &["9 = 0 + a CPU loop on the other vCPU (no tool)
 /// (9)'s number.
 pub const BUSY_NEIGHBOUR: usize = CONFIGS.len() + INSNS_EXTRA.len();
 
-/// Configuration `config`'s name, as the table shows it.
-pub fn config_name(config: usize) -> Option<&'static str> {
+/// (10) runs beside (1) in every mode: the module as a host has it once
+/// the first subscription has ended. Its hooks stay registered until the
+/// namespace goes (unregistering them would drop the packets other
+/// software holds in NFQUEUE), so every packet still calls them. `--insns`
+/// also runs (0) and (2) with IPv6 traffic, for the IPv6 prefilter.
+pub const LATER_EXTRA: &[&str] = &[
+    "10 = 1 after a subscription came and went (hooks registered, idle)",
+    "11 = 0 with IPv6 traffic",
+    "12 = 2 with IPv6 traffic and 256 IPv6 prefixes matching nothing",
+];
+
+/// The numbers of (10), (11) and (12).
+pub const IDLE_HOOKED: usize = BUSY_NEIGHBOUR + SMP_EXTRA.len();
+pub const IPV6_NOTHING: usize = IDLE_HOOKED + 1;
+pub const IPV6_UNMATCHED: usize = IPV6_NOTHING + 1;
+
+/// Every configuration's name, by number, as the tables show it.
+pub fn config_names() -> impl Iterator<Item = &'static str> {
     CONFIGS
         .iter()
         .chain(INSNS_EXTRA)
         .chain(SMP_EXTRA)
-        .nth(config)
+        .chain(LATER_EXTRA)
         .copied()
+}
+
+/// Configuration `config`'s name, as the table shows it.
+pub fn config_name(config: usize) -> Option<&'static str> {
+    config_names().nth(config)
 }
 
 /// What a guest lost to the emulator itself prints (see vm::Machine::Smp2):
@@ -226,7 +247,7 @@ pub fn summarize(samples: &[Sample]) -> Vec<Row> {
                 .collect()
         };
         let baseline = of(0);
-        for (config, name) in (0..).map_while(|c| Some((c, config_name(c)?))) {
+        for (config, name) in config_names().enumerate() {
             let these = of(config);
             if these.is_empty() {
                 continue;
@@ -381,7 +402,7 @@ fn insns_report(
     opts: &BenchOpts,
     commit: String,
 ) -> Result<()> {
-    let configs: Vec<&str> = CONFIGS.iter().chain(INSNS_EXTRA).copied().collect();
+    let configs: Vec<&str> = config_names().collect();
     let measured = Measured {
         command: opts.command(),
         date: now()?,

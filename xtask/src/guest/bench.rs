@@ -2,10 +2,15 @@
 //! all in one boot. Outputs go to a tmpfs; raw samples to --out.
 
 use super::generator::{busy_seconds, gen_args, rusage_seconds, GenReport};
+use super::genl::Genl;
 use super::nfwatch::{Summary, DEADLINE, SUBSCRIBED};
 use super::proc::Spawned;
+use super::reliability::{cycle, subscribe_attrs};
 use super::{insmod, module_loaded, net, rmmod};
-use crate::bench::{Accounting, Raw, Sample, BUSY_NEIGHBOUR, CONFIGS, INSNS_EXTRA, RAW};
+use crate::bench::{
+    config_names, Accounting, Raw, Sample, BUSY_NEIGHBOUR, CONFIGS, IDLE_HOOKED, IPV6_NOTHING,
+    IPV6_UNMATCHED, RAW,
+};
 use crate::util::{run, stdout_of, wait_until};
 use anyhow::{bail, ensure, Context, Result};
 use std::path::{Path, PathBuf};
@@ -42,6 +47,9 @@ const DUMMY: &str = "nfwb0";
 const SRC: &str = "10.40.0.1";
 /// UDP destination: on-link behind the dummy (NOARP: no neighbour needed).
 const UDP_DST: &str = "10.40.0.2:9";
+/// The same for IPv6 traffic (`udp6`).
+const SRC6: &str = "fd40::1";
+const UDP6_DST: &str = "[fd40::2]:9";
 /// The local TCP listener (guest-peer), reached through lo.
 const TCP_DST: &str = "10.40.0.1:5002";
 /// Where the tools write (a tmpfs).
@@ -84,6 +92,7 @@ fn setup() -> Result<()> {
         "link set lo up".to_string(),
         format!("link add {DUMMY} type dummy"),
         format!("addr add {SRC}/24 dev {DUMMY}"),
+        format!("addr add {SRC6}/64 dev {DUMMY} nodad"),
         format!("link set {DUMMY} up"),
     ] {
         run(Command::new("ip").args(cmd.split_whitespace()))?;
@@ -92,7 +101,7 @@ fn setup() -> Result<()> {
     run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=1200m", "nfwbench", TMP]))
 }
 
-/// The egress device of `proto`'s traffic.
+/// The egress device of `proto`'s traffic (udp, udp6 or tcp).
 fn device(proto: &str) -> &'static str {
     if proto == "tcp" {
         "lo"
@@ -101,17 +110,40 @@ fn device(proto: &str) -> &'static str {
     }
 }
 
-fn dst(proto: &str) -> &'static str {
-    if proto == "tcp" {
-        TCP_DST
-    } else {
-        UDP_DST
+/// The source address and destination of `proto`'s traffic.
+fn ends(proto: &str) -> (&'static str, &'static str) {
+    match proto {
+        "tcp" => (SRC, TCP_DST),
+        "udp6" => (SRC6, UDP6_DST),
+        _ => (SRC, UDP_DST),
     }
 }
 
 /// 256 /24 prefixes, none holding SRC.
 fn unmatched_prefixes() -> Vec<String> {
     (0..256).map(|i| format!("172.16.{i}.0/24")).collect()
+}
+
+/// 256 /64 prefixes, none holding SRC6.
+fn unmatched_prefixes6() -> Vec<String> {
+    (0..256).map(|i| format!("fd41:0:0:{i:x}::/64")).collect()
+}
+
+/// The UDP traffic of configuration `config` in `--insns`.
+fn insns_proto(config: usize) -> &'static str {
+    if config >= IPV6_NOTHING {
+        "udp6"
+    } else {
+        "udp"
+    }
+}
+
+/// The module's hooks registered in this namespace and nobody subscribed:
+/// one subscription made and ended.
+fn hooks_left_idle() -> Result<()> {
+    let mut genl = Genl::open()?;
+    let family = genl.resolve(nfwatch_proto::NFWATCH_GENL_NAME)?;
+    cycle(&mut genl, family, &subscribe_attrs("192.0.2.1", 32)?)
 }
 
 /// Lines (newlines) in a file.
@@ -242,7 +274,9 @@ impl Bench<'_> {
     fn generate(&self, tag: &str, proto: &str) -> Result<GenReport> {
         let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
         let mut cmd = Command::new(xtask);
-        cmd.args(gen_args(proto, SRC, dst(proto), self.args.seconds));
+        let (src, dst) = ends(proto);
+        let gen_proto = if proto == "tcp" { "tcp" } else { "udp" };
+        cmd.args(gen_args(gen_proto, src, dst, self.args.seconds));
         let mut gen = Spawned::start(&mut cmd, &self.log(&format!("{tag}.gen.log")))?;
         gen.wait_success(Duration::from_secs_f64(self.args.seconds) + DEADLINE)?;
         let lines = gen.lines();
@@ -255,11 +289,16 @@ impl Bench<'_> {
 
     /// Starts configuration `config`'s tool.
     fn start(&self, tag: &str, proto: &str, config: usize) -> Result<Tool> {
-        let want_module = (1..=4).contains(&config) || config == 8;
+        let want_module =
+            (1..=4).contains(&config) || [8, IDLE_HOOKED, IPV6_UNMATCHED].contains(&config);
+        // Unloading unregisters the hooks: (1) is a module never subscribed to.
         if want_module && !module_loaded() {
             insmod(&self.args.module)?;
-        } else if !want_module && module_loaded() {
+        } else if (!want_module || config == 1) && module_loaded() {
             rmmod()?;
+            if want_module {
+                insmod(&self.args.module)?;
+            }
         }
         let all = [format!("{SRC}/32")];
         if NFT_CONFIGS.contains(&config) {
@@ -277,8 +316,13 @@ impl Bench<'_> {
                 ))?;
                 self.tcpdump(tag, "nflog:1")?
             }
-            7 => Tool::None,
+            7 | IPV6_NOTHING => Tool::None,
             8 => self.nfwatch(tag, &unmatched_prefixes(), "jsonl", None)?,
+            IDLE_HOOKED => {
+                hooks_left_idle()?;
+                Tool::None
+            }
+            IPV6_UNMATCHED => self.nfwatch(tag, &unmatched_prefixes6(), "jsonl", None)?,
             BUSY_NEIGHBOUR => {
                 // A shell builtin loop: user-space work only. The scheduler
                 // keeps it and the generator on different vCPUs.
@@ -366,7 +410,7 @@ impl Bench<'_> {
         let drained = Self::stop(config, tool);
         let report = report?;
         let drained = drained?;
-        let busy_end = if config <= 1 {
+        let busy_end = if config <= 1 || config == IDLE_HOOKED {
             report.busy_end
         } else {
             drained.busy_at_exit
@@ -535,10 +579,11 @@ impl Bench<'_> {
     /// pull's dump holds the run.
     fn insns(&self, trigger: &mut Trigger, config: usize) -> Result<crate::insns::Run> {
         let tag = format!("insns-c{config}");
-        let tool = self.start(&tag, "udp", config)?;
+        let proto = insns_proto(config);
+        let tool = self.start(&tag, proto, config)?;
         save_text_symbols(&self.args.out.join(crate::insns::kallsyms_file(config)))?;
         trigger.pull();
-        let report = self.generate(&tag, "udp");
+        let report = self.generate(&tag, proto);
         let dump = trigger.pull();
         let drained = Self::stop(config, tool);
         let report = report?;
@@ -551,11 +596,12 @@ impl Bench<'_> {
     }
 }
 
-/// `guest-bench --insns`: every configuration once, then INSNS_EXTRA's, nothing else.
+/// `guest-bench --insns`: every configuration once but the busy neighbour's.
 fn insns(bench: &Bench) -> Result<()> {
     let mut trigger = Trigger::map()?;
     let mut runs = Vec::new();
-    for config in 0..CONFIGS.len() + INSNS_EXTRA.len() {
+    let configs = (0..config_names().count()).filter(|&c| c != BUSY_NEIGHBOUR);
+    for config in configs {
         let run = bench.insns(&mut trigger, config)?;
         println!(
             "insns: config {config}: {} packets, dump {}",
@@ -618,6 +664,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         ..Raw::default()
     };
     let mut configs: Vec<usize> = (0..CONFIGS.len()).collect();
+    configs.push(IDLE_HOOKED);
     if online_cpus()? > 1 {
         configs.push(BUSY_NEIGHBOUR);
     }

@@ -176,7 +176,7 @@ pub fn privilege(ctx: &Ctx) -> Result<()> {
 }
 
 /// SUBSCRIBE then UNSUBSCRIBE on `genl`; both must succeed.
-fn cycle(genl: &mut Genl, family: u16, attrs: &[RawAttr]) -> Result<()> {
+pub(super) fn cycle(genl: &mut Genl, family: u16, attrs: &[RawAttr]) -> Result<()> {
     let ack = genl.request(family, NFWATCH_CMD_SUBSCRIBE, attrs)?;
     ensure!(
         ack.errno == 0,
