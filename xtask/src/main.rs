@@ -44,7 +44,8 @@ enum Cmd {
         #[arg(long)]
         skip_static: bool,
         /// Test on Debian's 6.12 built with KASAN, kmemleak, lockdep and
-        /// PROVE_RCU (built once into target/debug-kernel/; about 35 min on 2 cores).
+        /// PROVE_RCU (built once into target/debug-kernel/; about 35 min on 2
+        /// cores), with `--full`'s counts and the deadlines times 6.
         #[arg(long)]
         debug_kernel: bool,
         /// Requests the fuzz_netlink scenario sends.
@@ -185,7 +186,8 @@ fn dispatch(command: Cmd) -> Result<bool> {
                 .map(|n| vec!["--fuzz-requests".into(), n.to_string()])
                 .into_iter()
                 .flatten()
-                .chain(full.then(|| "--full".to_string()))
+                // The debug kernel's run is the thorough one: full counts.
+                .chain((full || debug_kernel).then(|| "--full".to_string()))
                 .collect(),
             debug_kernel,
             system_only: system,

@@ -655,7 +655,7 @@ pub fn unload_under_load(ctx: &Ctx) -> Result<()> {
     let mut sent = 0;
     let cycles = count(ctx, UNLOAD_CYCLES);
     let limit = if ctx.guest.full {
-        RMMOD_LIMIT
+        RMMOD_LIMIT * ctx.guest.slow
     } else {
         RMMOD_HANG
     };

@@ -499,7 +499,12 @@ fn tcpdump_oracle(ctx: &Ctx) -> Result<()> {
                 diff.push((key.clone(), *a, *b));
             }
         }
-        bail!("nfwatch and tcpdump disagree ((flow, IP length), nfwatch, tcpdump): {diff:?}");
+        let differing = diff.len();
+        diff.truncate(8);
+        bail!(
+            "nfwatch and tcpdump disagree on {differing} (flow, IP length) pairs; \
+             the first (pair, nfwatch, tcpdump): {diff:?}"
+        );
     }
     captured
 }
