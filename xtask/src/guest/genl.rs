@@ -358,6 +358,19 @@ impl Genl {
         bail!("no family id in the reply for {name}")
     }
 
+    /// Sends `cmd` (`what`, in the error) with `attrs` to `family`, which
+    /// must accept it.
+    pub fn accepted(&mut self, family: u16, what: &str, cmd: u8, attrs: &[RawAttr]) -> Result<()> {
+        let ack = self.request(family, cmd, attrs)?;
+        ensure!(
+            ack.errno == 0,
+            "{what}: errno {} {:?}",
+            ack.errno,
+            ack.extack
+        );
+        Ok(())
+    }
+
     /// Sends `cmd` with `attrs` to `family`; returns the ack (errno 0 = accepted).
     pub fn request(&mut self, family: u16, cmd: u8, attrs: &[RawAttr]) -> Result<NlError> {
         self.transact(family, cmd, &emit_attrs(attrs))

@@ -226,8 +226,12 @@ fn takeover_rounds(ctx: &Ctx) -> Result<()> {
     let mut control = Genl::open()?;
     let family = control.resolve(NFWATCH_GENL_NAME)?;
     let attrs = subscribe_attrs(WATCHED4, 32)?;
-    let ack = control.request(family, NFWATCH_CMD_SUBSCRIBE, &attrs)?;
-    ensure!(ack.errno == 0, "the control's SUBSCRIBE: {ack:?}");
+    control.accepted(
+        family,
+        "the control's SUBSCRIBE",
+        NFWATCH_CMD_SUBSCRIBE,
+        &attrs,
+    )?;
     let start = Instant::now();
     for round in 0..TAKEOVER_CLOSED {
         let portid = TAKEOVER_PORTIDS + round;
@@ -235,8 +239,7 @@ fn takeover_rounds(ctx: &Ctx) -> Result<()> {
         victim
             .bind(portid)
             .with_context(|| format!("bind to portid {portid}"))?;
-        let ack = victim.request(family, NFWATCH_CMD_SUBSCRIBE, &attrs)?;
-        ensure!(ack.errno == 0, "SUBSCRIBE: {ack:?}");
+        victim.accepted(family, "SUBSCRIBE", NFWATCH_CMD_SUBSCRIBE, &attrs)?;
         // Batches are flowing to it: the flood reaches its subscription.
         ensure!(victim.wait_pending()? > 0, "no batch for the subscriber");
         steal(&mut thief, &control, portid, || {

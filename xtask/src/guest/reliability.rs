@@ -177,21 +177,8 @@ pub fn privilege(ctx: &Ctx) -> Result<()> {
 
 /// SUBSCRIBE then UNSUBSCRIBE on `genl`; both must succeed.
 pub(super) fn cycle(genl: &mut Genl, family: u16, attrs: &[RawAttr]) -> Result<()> {
-    let ack = genl.request(family, NFWATCH_CMD_SUBSCRIBE, attrs)?;
-    ensure!(
-        ack.errno == 0,
-        "SUBSCRIBE: errno {} {:?}",
-        ack.errno,
-        ack.extack
-    );
-    let ack = genl.request(family, NFWATCH_CMD_UNSUBSCRIBE, &[])?;
-    ensure!(
-        ack.errno == 0,
-        "UNSUBSCRIBE: errno {} {:?}",
-        ack.errno,
-        ack.extack
-    );
-    Ok(())
+    genl.accepted(family, "SUBSCRIBE", NFWATCH_CMD_SUBSCRIBE, attrs)?;
+    genl.accepted(family, "UNSUBSCRIBE", NFWATCH_CMD_UNSUBSCRIBE, &[])
 }
 
 /// 1000 subscribe/unsubscribe cycles and 200 `kill -9`ed subscribers while
@@ -339,17 +326,12 @@ const PROBE_EVERY: u32 = 10;
 pub fn replies_after_overrun(ctx: &Ctx) -> Result<()> {
     let mut genl = Genl::open()?;
     let family = genl.resolve(NFWATCH_GENL_NAME)?;
-    let ack = genl.request(
+    genl.accepted(
         family,
+        "SUBSCRIBE",
         NFWATCH_CMD_SUBSCRIBE,
         &subscribe_attrs(WATCHED4, 32)?,
     )?;
-    ensure!(
-        ack.errno == 0,
-        "SUBSCRIBE: errno {} {:?}",
-        ack.errno,
-        ack.extack
-    );
     let flood = Flood::start(WATCHED4, PEER4);
     let result = (|| -> Result<()> {
         ensure!(genl.wait_pending()? > 0, "no batch under the flood");
@@ -362,14 +344,7 @@ pub fn replies_after_overrun(ctx: &Ctx) -> Result<()> {
              GET_STATS {probes} was answered after {reads} reads",
             SLOW_READ.as_millis()
         ));
-        let ack = genl.request(family, NFWATCH_CMD_UNSUBSCRIBE, &[])?;
-        ensure!(
-            ack.errno == 0,
-            "UNSUBSCRIBE: errno {} {:?}",
-            ack.errno,
-            ack.extack
-        );
-        Ok(())
+        genl.accepted(family, "UNSUBSCRIBE", NFWATCH_CMD_UNSUBSCRIBE, &[])
     })();
     let sent = flood.stop()?;
     ctx.log(&format!("{sent} datagrams sent"));
