@@ -181,9 +181,12 @@ fn test_kernel(
         kernel.series, kernel.version
     ));
     let out = util::target_dir().join("vm").join(&kernel.version);
-    let extra: Vec<String> = scenarios
-        .iter()
-        .flat_map(|s| ["--scenario".to_string(), s.clone()])
+    // One comma-separated list: the guest's command travels on the kernel
+    // command line, which holds 2,048 bytes.
+    let only = (!scenarios.is_empty()).then(|| ["--scenario".to_string(), scenarios.join(",")]);
+    let extra: Vec<String> = only
+        .into_iter()
+        .flatten()
         .chain(["--skew-module".to_string(), path_arg(&modules.skew)])
         .chain(["--selftest-module".to_string(), path_arg(&modules.selftest)])
         .chain(opts.guest_extra.iter().cloned())

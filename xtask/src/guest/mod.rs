@@ -52,8 +52,8 @@ pub struct GuestArgs {
     /// Where logs, artifacts and results.json go.
     #[arg(long)]
     out: PathBuf,
-    /// Only these scenarios.
-    #[arg(long)]
+    /// Only these scenarios (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
     scenario: Vec<String>,
     /// Requests the fuzz_netlink scenario sends.
     #[arg(long, default_value_t = fuzz::TEST_REQUESTS)]
