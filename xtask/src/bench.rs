@@ -385,13 +385,33 @@ fn now() -> Result<String> {
 
 /// The commit measured.
 fn commit() -> Result<String> {
-    Ok(stdout_of(
-        Command::new("git")
-            .current_dir(util::workspace_root())
-            .args(["describe", "--always", "--dirty", "--abbrev=7"]),
-    )?
-    .trim()
-    .to_string())
+    let git = |args: &[&str]| -> Result<String> {
+        Ok(stdout_of(
+            Command::new("git")
+                .current_dir(util::workspace_root())
+                .args(args),
+        )?
+        .trim()
+        .to_string())
+    };
+    let head = git(&["describe", "--always", "--abbrev=7"])?;
+    // What --write-docs writes is not what is measured: a run after another
+    // one's --write-docs measures the same commit.
+    let changed = git(&[
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ".",
+        ":(exclude)docs/bench",
+        ":(exclude)docs/performance.md",
+        ":(exclude)README.md",
+    ])?;
+    Ok(if changed.is_empty() {
+        head
+    } else {
+        format!("{head}-dirty")
+    })
 }
 
 /// `--insns`: the report, printed and written to target/bench/`name`.
