@@ -98,7 +98,7 @@ static bool socket_open_for_batches(struct nfwatch_sub *sub)
 		return false;
 	}
 	if (!sub->empty_since) {
-		sub->empty_since = jiffies | 1;
+		sub->empty_since = jiffies | 1;	/* never 0, which means "not seen" */
 		return false;
 	}
 	if (!time_after(jiffies, sub->empty_since))
