@@ -43,6 +43,28 @@ const CONFIG_ITEMS: &[&str] = &[
     "CONFIG_NET_NS=y",
     "CONFIG_USER_NS=y",
     "CONFIG_PACKET=y",
+    // What the scenarios use: nftables (queue, nat, route chains),
+    // NFQUEUE, VRF and a qdisc on it, IPsec (ESP, cbc(aes) and
+    // hmac(sha256)), memory cgroups.
+    "CONFIG_NF_TABLES=y",
+    "CONFIG_NF_TABLES_INET=y",
+    "CONFIG_NF_TABLES_IPV4=y",
+    "CONFIG_NF_TABLES_IPV6=y",
+    "CONFIG_NFT_QUEUE=y",
+    "CONFIG_NFT_NAT=y",
+    "CONFIG_NETFILTER_NETLINK_QUEUE=y",
+    "CONFIG_NET_L3_MASTER_DEV=y",
+    "CONFIG_IPV6_MULTIPLE_TABLES=y",
+    "CONFIG_NET_VRF=y",
+    "CONFIG_NET_SCHED=y",
+    "CONFIG_XFRM_USER=y",
+    "CONFIG_INET_ESP=y",
+    "CONFIG_INET6_ESP=y",
+    "CONFIG_CRYPTO_CBC=y",
+    "CONFIG_CRYPTO_AES=y",
+    "CONFIG_CRYPTO_HMAC=y",
+    "CONFIG_CRYPTO_SHA256=y",
+    "CONFIG_MEMCG=y",
     "CONFIG_DEBUG_INFO_NONE=y",
     "CONFIG_DEBUG_INFO_BTF=n",
     "CONFIG_MODULE_SIG=n",
@@ -61,6 +83,12 @@ const REQUIRED: &[&str] = &[
     "CONFIG_NETFILTER",
     "CONFIG_IPV6",
     "CONFIG_VETH",
+    "CONFIG_NFT_QUEUE",
+    "CONFIG_NETFILTER_NETLINK_QUEUE",
+    "CONFIG_NET_VRF",
+    "CONFIG_XFRM_USER",
+    "CONFIG_INET_ESP",
+    "CONFIG_MEMCG",
 ];
 
 /// Deadlines of this mode are the normal ones times this (KASAN under TCG).
@@ -72,6 +100,11 @@ pub fn dir() -> PathBuf {
 
 fn tree() -> PathBuf {
     dir().join(TREE)
+}
+
+/// What the tree was configured with: CONFIG_ITEMS when it was.
+fn configured_with() -> PathBuf {
+    dir().join("config-items")
 }
 
 fn bzimage(tree: &Path) -> PathBuf {
@@ -117,14 +150,20 @@ fn configure(tree: &Path, vng_bin: &Path) -> Result<()> {
     if !missing.is_empty() {
         bail!("the debug kernel's .config lacks {}", missing.join(", "));
     }
+    std::fs::write(configured_with(), CONFIG_ITEMS.join("\n"))?;
     Ok(())
+}
+
+/// Whether the tree's .config was made from today's CONFIG_ITEMS.
+fn is_configured() -> bool {
+    std::fs::read_to_string(configured_with()).is_ok_and(|items| items == CONFIG_ITEMS.join("\n"))
 }
 
 /// Builds (or reuses) the debug kernel and returns it as a test kernel whose
 /// image and module build directory are the tree.
 pub fn ensure(vng_bin: &Path) -> Result<Kernel> {
     let tree = tree();
-    if is_built(&tree) {
+    if is_configured() && is_built(&tree) {
         step(&format!(
             "debug kernel: reusing {} (newer than .config)",
             bzimage(&tree).display()
@@ -138,7 +177,7 @@ pub fn ensure(vng_bin: &Path) -> Result<Kernel> {
                 .arg("xf")
                 .arg(SOURCE_TARBALL))?;
         }
-        if !tree.join(".config").exists() {
+        if !is_configured() {
             configure(&tree, vng_bin)?;
         }
         step("build the debug kernel (bzImage, modules; about 35 min on 2 cores)");
