@@ -46,6 +46,7 @@ const CONFIG_ITEMS: &[&str] = &[
     // What the scenarios use: nftables (queue, nat, route chains),
     // NFQUEUE, VRF and a qdisc on it, IPsec (ESP, cbc(aes) and
     // hmac(sha256)), memory cgroups.
+    "CONFIG_NETFILTER_ADVANCED=y",
     "CONFIG_NF_TABLES=y",
     "CONFIG_NF_TABLES_INET=y",
     "CONFIG_NF_TABLES_IPV4=y",
