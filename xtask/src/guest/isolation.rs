@@ -594,8 +594,10 @@ pub fn genl_lock_free(ctx: &Ctx) -> Result<()> {
         locked == 0,
         "{locked} of {seen} SUBSCRIBE/UNSUBSCRIBE handler entries ran under genl_mutex"
     );
+    // On the debug kernel lockdep and KASAN stretch every lookup past a
+    // grace period whatever holds the lock: there the probes above decide.
     ensure!(
-        busy.1 < grace,
+        busy.1 < grace || ctx.guest.slow > 1,
         "lookups of another family took {:?} (90th percentile) while nfwatch requests looped; a grace period is {grace:?}",
         busy.1
     );
