@@ -13,6 +13,7 @@
 #define _NFWATCH_COMPAT_H
 
 #include <linux/version.h>
+#include <linux/cgroup.h>
 #include <linux/hrtimer.h>
 #include <linux/gfp.h>
 #include <linux/sched/mm.h>
@@ -119,6 +120,19 @@ static inline const struct rtable *nfwatch_dst_rt4(const struct dst_entry *dst)
 static inline int nfwatch_sk_drops(const struct sock *sk)
 {
 	return atomic_read(&sk->sk_drops);
+}
+
+/*
+ * The cgroup v2 of a full socket, or NULL without socket cgroup data.
+ * sock_cgroup_ptr() only reads, though its argument is not const.
+ */
+static inline struct cgroup *nfwatch_sk_cgroup(const struct sock *sk)
+{
+#ifdef CONFIG_SOCK_CGROUP_DATA
+	return sock_cgroup_ptr((struct sock_cgroup_data *)&sk->sk_cgrp_data);
+#else
+	return NULL;
+#endif
 }
 
 #if IS_ENABLED(CONFIG_IPV6)

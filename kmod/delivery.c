@@ -160,11 +160,9 @@ void nfwatch_delivery_init(struct nfwatch_sub *sub)
 }
 
 /*
- * Under sub->lock: the uid and pid as the subscriber sees them. Each
- * mapping is fixed for a given kuid (a user namespace's map is written
- * once) and a given struct pid, and a flow's packets repeat both, so the
- * last of each is kept; the held pid cannot be freed and its address
- * reused by another process.
+ * Under sub->lock: the uid and the sending process as the subscriber sees
+ * them. A kuid's mapping is fixed (a user namespace's map is written
+ * once) and a flow's packets repeat it, so the last one is kept.
  */
 static void fit_to_subscriber(struct nfwatch_sub *sub, const struct nfwatch_packet *pkt,
 			      struct nfwatch_record *rec)
@@ -179,18 +177,7 @@ static void fit_to_subscriber(struct nfwatch_sub *sub, const struct nfwatch_pack
 		rec->uid = sub->last_uid;
 		rec->flags |= NFWATCH_F_UID;
 	}
-	if (pkt->in_sender_task) {
-		struct pid *tgid = task_tgid(current);
-
-		if (tgid != sub->last_tgid) {
-			put_pid(sub->last_tgid);
-			sub->last_tgid = get_pid(tgid);
-			sub->last_pid = pid_nr_ns(tgid, sub->pid_ns);
-		}
-		rec->pid = sub->last_pid;
-		if (rec->pid)
-			rec->flags |= NFWATCH_F_PID;
-	}
+	nfwatch_attribute(sub, pkt, rec);
 }
 
 /*
@@ -334,7 +321,7 @@ out:
  * Process context, @sub unlinked: from now on a hook that still finds it
  * delivers nothing. Stop the timer, then send the open batch (@flush) or
  * count it as lost, and let go of the ring (batches out there hold their
- * pages) and the pid.
+ * pages) and the senders table.
  */
 void nfwatch_delivery_stop(struct nfwatch_sub *sub, bool flush)
 {
@@ -354,6 +341,5 @@ void nfwatch_delivery_stop(struct nfwatch_sub *sub, bool flush)
 	}
 	spin_unlock_bh(&sub->lock);
 	ring_release(sub);
-	put_pid(sub->last_tgid);
-	sub->last_tgid = NULL;
+	nfwatch_senders_free(sub);
 }

@@ -28,6 +28,7 @@
 #include <linux/netfilter_ipv4.h>
 #include <linux/netfilter_ipv6.h>
 #include <linux/rculist.h>
+#include <linux/sched/task_stack.h>
 #include <net/inet_sock.h>
 #include <net/ip6_route.h>
 #include <net/ipv6.h>
@@ -221,7 +222,36 @@ enum parse_result {
 	PARSE_BAD_IP,		/* not reported */
 };
 
-/* Everything but the source (already read) and the per-subscriber uid/pid. */
+/*
+ * The socket owning the packet, and what the record says of it that every
+ * subscriber sees alike.
+ */
+static void parse_owner(const struct nf_hook_state *state, struct nfwatch_packet *pkt)
+{
+	const struct sock *sk = pkt->sk;
+
+	pkt->rec.netns = state->net->ns.inum;
+	if (!sk)
+		return;
+	pkt->cookie = nfwatch_sk_cookie(sk);
+	pkt->cgroup = nfwatch_sk_cgroup(sk);
+	if (pkt->cgroup) {
+		pkt->rec.cgroup_id = cgroup_id(pkt->cgroup);
+		pkt->rec.flags |= NFWATCH_F_CGROUP;
+	}
+	/*
+	 * A process's own send reaches LOCAL_OUT with bottom halves on and
+	 * the hook state on its stack. With them off, the hook runs in
+	 * softirq or inside a device's transmit path (a VRF's or a tunnel's
+	 * qdisc, run by whichever task got to it); a packet an NFQUEUE
+	 * verdict re-injects comes with its state from the queue's entry, in
+	 * the verdict program's context: neither is the sender's.
+	 */
+	pkt->in_sender_task = !in_interrupt() && !(current->flags & PF_KTHREAD) &&
+			      object_is_on_stack(state);
+}
+
+/* Everything but the source (already read) and the per-subscriber uid, pid and comm. */
 static enum parse_result parse_packet(const struct sk_buff *skb, const struct nf_hook_state *state,
 			 struct nfwatch_packet *pkt)
 {
@@ -239,13 +269,7 @@ static enum parse_result parse_packet(const struct sk_buff *skb, const struct nf
 
 	sk = skb_to_full_sk(skb);
 	pkt->sk = sk && sk_fullsock(sk) ? sk : NULL;
-	/*
-	 * A process's own send reaches LOCAL_OUT with bottom halves on. With
-	 * them off, the hook runs in softirq or inside a device's transmit
-	 * path (a VRF's or a tunnel's qdisc, run by whichever task got to it),
-	 * where current is not the sender.
-	 */
-	pkt->in_sender_task = pkt->sk && !in_interrupt() && !(current->flags & PF_KTHREAD);
+	parse_owner(state, pkt);
 
 	if (rec->flags & NFWATCH_F_FRAG || parse_l4(skb, l4off, rec))
 		return PARSE_OK;
@@ -303,7 +327,7 @@ static struct nfwatch_sub *first_holder_v4(struct nfwatch_net *nn, struct nfwatc
 
 /*
  * Parse the packet once and deliver it to every subscriber from @first on
- * whose set holds its source. IPv6: @first's set holds it (the hook looked
+ * whose set holds its source and whose owner filters it passes. IPv6: @first's set holds it (the hook looked
  * it up). IPv4: @first's set only passed @v4_src through its /16 filter,
  * and the lookup is done here. Out of line: the packets nobody watches do
  * not pay for its stack, which the kernel zeroes at function entry.
@@ -333,8 +357,9 @@ static noinline unsigned int record_packet(struct nfwatch_net *nn, struct nfwatc
 	nfwatch_ns_count(nn, matched, 1);
 	sub = first;
 	list_for_each_entry_from_rcu(sub, &nn->subs, node)
-		if (sub == first ||
-		    nfwatch_set_contains(rcu_dereference(sub->set), family, pkt.rec.saddr))
+		if ((sub == first ||
+		     nfwatch_set_contains(rcu_dereference(sub->set), family, pkt.rec.saddr)) &&
+		    nfwatch_filter_passes(sub, &pkt))
 			nfwatch_deliver(sub, &pkt);
 	return NF_ACCEPT;
 }

@@ -3,7 +3,10 @@
  * The Generic Netlink family: requests from user space, replies, and the
  * messages the module sends on its own (record batches, shutdown).
  */
+#include <linux/slab.h>
+#include <linux/user_namespace.h>
 #include <net/genetlink.h>
+#include <net/sock.h>
 #include "compat.h"
 #include "nfwatch.h"
 #include "version.h"
@@ -16,9 +19,17 @@ static const struct nla_policy nfwatch_prefix_policy[NFWATCH_PREFIX_A_MAX + 1] =
 	[NFWATCH_PREFIX_A_LEN] = NLA_POLICY_MAX(NLA_U8, 128),
 };
 
+static const struct nla_policy nfwatch_cgroup_policy[NFWATCH_CGROUP_A_MAX + 1] = {
+	[NFWATCH_CGROUP_A_ID] = { .type = NLA_U64 },
+	[NFWATCH_CGROUP_A_LEVEL] = { .type = NLA_U16 },
+};
+
 /* Attributes only the kernel sends are absent here, so requests may not carry them. */
 static const struct nla_policy nfwatch_policy[NFWATCH_A_MAX + 1] = {
 	[NFWATCH_A_PREFIXES] = NLA_POLICY_NESTED_ARRAY(nfwatch_prefix_policy),
+	/* Entries are u32s, not nests: checked by parse_uids(). */
+	[NFWATCH_A_UIDS] = { .type = NLA_NESTED },
+	[NFWATCH_A_CGROUPS] = NLA_POLICY_NESTED_ARRAY(nfwatch_cgroup_policy),
 };
 
 /* One NFWATCH_A_PREFIX entry into @out; the policy has checked sizes already. */
@@ -94,10 +105,117 @@ static int parse_prefixes(const struct nlattr *list, struct nfwatch_prefix **out
 	return 0;
 }
 
+/* Entries of @list, which must be 1..NFWATCH_MAX_FILTERS of type @type. */
+static int count_filter_entries(const struct nlattr *list, int type,
+				struct netlink_ext_ack *extack)
+{
+	const struct nlattr *entry;
+	int rem, n = 0;
+
+	nla_for_each_nested(entry, list, rem) {
+		if (nla_type(entry) != type) {
+			NL_SET_ERR_MSG_ATTR(extack, entry, "filter entries must be of type 1");
+			return -EINVAL;
+		}
+		n++;
+	}
+	if (!n) {
+		NL_SET_ERR_MSG_ATTR(extack, list, "the filter is empty");
+		return -EINVAL;
+	}
+	if (n > NFWATCH_MAX_FILTERS) {
+		NL_SET_ERR_MSG_ATTR(extack, list, "more than NFWATCH_MAX_FILTERS (64) entries");
+		return -E2BIG;
+	}
+	return n;
+}
+
+/* uids as the requesting socket's opener sees them, as records show them. */
+static int parse_uids(const struct nlattr *list, struct user_namespace *ns,
+		      struct nfwatch_filter *filter, struct netlink_ext_ack *extack)
+{
+	const struct nlattr *entry;
+	int rem, n = count_filter_entries(list, NFWATCH_A_UID, extack);
+
+	if (n < 0)
+		return n;
+	nla_for_each_nested(entry, list, rem) {
+		kuid_t kuid;
+
+		if (nla_len(entry) != sizeof(u32)) {
+			NL_SET_ERR_MSG_ATTR(extack, entry, "a uid is a u32");
+			return -EINVAL;
+		}
+		kuid = make_kuid(ns, nla_get_u32(entry));
+		if (!uid_valid(kuid)) {
+			NL_SET_ERR_MSG_ATTR(extack, entry, "the uid has no mapping in this user namespace");
+			return -EINVAL;
+		}
+		filter->uids[filter->nuids++] = kuid;
+	}
+	return 0;
+}
+
+static int parse_cgroups(const struct nlattr *list, struct nfwatch_filter *filter,
+			 struct netlink_ext_ack *extack)
+{
+	const struct nlattr *entry;
+	int rem, err, n = count_filter_entries(list, NFWATCH_A_CGROUP, extack);
+
+	if (n < 0)
+		return n;
+	nla_for_each_nested(entry, list, rem) {
+		struct nlattr *tb[NFWATCH_CGROUP_A_MAX + 1];
+
+		err = nla_parse_nested(tb, NFWATCH_CGROUP_A_MAX, entry, nfwatch_cgroup_policy,
+				       extack);
+		if (err)
+			return err;
+		if (!tb[NFWATCH_CGROUP_A_ID] || !tb[NFWATCH_CGROUP_A_LEVEL]) {
+			NL_SET_ERR_MSG_ATTR(extack, entry, "a cgroup needs NFWATCH_CGROUP_A_ID and NFWATCH_CGROUP_A_LEVEL");
+			return -EINVAL;
+		}
+		filter->cgroups[filter->ncgroups].id = nla_get_u64(tb[NFWATCH_CGROUP_A_ID]);
+		filter->cgroups[filter->ncgroups].level = nla_get_u16(tb[NFWATCH_CGROUP_A_LEVEL]);
+		filter->ncgroups++;
+	}
+	return 0;
+}
+
+/* The request's owner filters into *@out: NULL when it has none. */
+static int parse_filter(struct genl_info *info, struct user_namespace *ns,
+			struct nfwatch_filter **out)
+{
+	const struct nlattr *uids = info->attrs[NFWATCH_A_UIDS];
+	const struct nlattr *cgroups = info->attrs[NFWATCH_A_CGROUPS];
+	struct nfwatch_filter *filter;
+	int err = 0;
+
+	*out = NULL;
+	if (!uids && !cgroups)
+		return 0;
+	filter = kzalloc(sizeof(*filter), GFP_KERNEL_ACCOUNT);
+	if (!filter)
+		return -ENOMEM;
+	if (uids)
+		err = parse_uids(uids, ns, filter, info->extack);
+	if (!err && cgroups)
+		err = parse_cgroups(cgroups, filter, info->extack);
+	if (err) {
+		kfree(filter);
+		return err;
+	}
+	*out = filter;
+	return 0;
+}
+
 static int nfwatch_cmd_subscribe(struct sk_buff *skb, struct genl_info *info)
 {
+	/* NETLINK_CB(skb).sk is the requesting socket, the batches' destination. */
+	struct sock *sk = NETLINK_CB(skb).sk;
 	struct nfwatch_prefix_set *set;
 	struct nfwatch_prefix *prefixes;
+	struct nfwatch_filter *filter;
 	unsigned int n;
 	int err;
 
@@ -105,18 +223,25 @@ static int nfwatch_cmd_subscribe(struct sk_buff *skb, struct genl_info *info)
 		NL_SET_ERR_MSG(info->extack, "SUBSCRIBE needs NFWATCH_A_PREFIXES");
 		return -EINVAL;
 	}
-	err = parse_prefixes(info->attrs[NFWATCH_A_PREFIXES], &prefixes, &n, info->extack);
+	err = parse_filter(info, sk_user_ns(sk), &filter);
 	if (err)
 		return err;
+	err = parse_prefixes(info->attrs[NFWATCH_A_PREFIXES], &prefixes, &n, info->extack);
+	if (err)
+		goto free_filter;
 	set = nfwatch_set_build(prefixes, n);
 	kvfree(prefixes);
-	if (!set)
-		return -ENOMEM;
-	/* NETLINK_CB(skb).sk is the requesting socket, the batches' destination. */
-	err = nfwatch_subscribe(genl_info_net(info), NETLINK_CB(skb).sk, info->snd_portid, set,
+	if (!set) {
+		err = -ENOMEM;
+		goto free_filter;
+	}
+	err = nfwatch_subscribe(genl_info_net(info), sk, info->snd_portid, set, filter,
 				info->extack);
-	if (err)
-		nfwatch_set_free(set);
+	if (!err)
+		return 0;
+	nfwatch_set_free(set);
+free_filter:
+	kfree(filter);
 	return err;
 }
 
@@ -134,7 +259,8 @@ static int put_own_stats(struct sk_buff *skb, const struct nfwatch_sub_stats *s)
 	    put_stat(skb, NFWATCH_STAT_DELIVERED, s->delivered) ||
 	    put_stat(skb, NFWATCH_STAT_LOST, s->lost) ||
 	    put_stat(skb, NFWATCH_STAT_BATCHES, s->batches) ||
-	    put_stat(skb, NFWATCH_STAT_PREFIXES, s->prefixes))
+	    put_stat(skb, NFWATCH_STAT_PREFIXES, s->prefixes) ||
+	    put_stat(skb, NFWATCH_STAT_UNATTRIBUTED, s->unattributed))
 		return -EMSGSIZE;
 	nla_nest_end(skb, nest);
 	return 0;

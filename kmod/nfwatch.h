@@ -17,7 +17,9 @@
 #include <net/netns/generic.h>
 #include <uapi/linux/nfwatch.h>
 
+struct cgroup;
 struct nfwatch_prefix_set;
+struct nfwatch_sender;
 
 /* Counters of one network namespace, summed over its CPUs. */
 struct nfwatch_ns_stats {
@@ -81,7 +83,27 @@ struct nfwatch_sub_stats {
 	u64 lost;
 	u64 batches;
 	u64 prefixes;
+	u64 unattributed;
 };
+
+/*
+ * A subscriber's filters on a packet's owner, built once per SUBSCRIBE and
+ * swapped under RCU as its set is; NULL: no filter.
+ */
+struct nfwatch_filter {
+	struct rcu_head rcu;
+	unsigned int nuids;		/* 0: any uid */
+	unsigned int ncgroups;		/* 0: any cgroup */
+	kuid_t uids[NFWATCH_MAX_FILTERS];
+	struct {
+		u64 id;
+		u16 level;
+	} cgroups[NFWATCH_MAX_FILTERS];
+};
+
+/* Sockets whose sending process one subscriber remembers (owner.c). */
+#define NFWATCH_SENDERS_BITS 12
+#define NFWATCH_SENDERS (1U << NFWATCH_SENDERS_BITS)
 
 /* batch_bytes at most: a batch's records fit one netlink attribute. */
 #define NFWATCH_BATCH_BYTES_MAX 65000U
@@ -111,6 +133,7 @@ struct nfwatch_sub {
 	u32 portid;
 	struct sock *sk;		/* held: batches go to this socket, not to the portid */
 	struct nfwatch_prefix_set __rcu *set;
+	struct nfwatch_filter __rcu *filter;
 	struct user_namespace *user_ns;	/* to show uids as the subscriber sees them */
 	struct pid_namespace *pid_ns;	/* likewise pids */
 	struct mem_cgroup *memcg;	/* held, or NULL: charged for the ring's pages */
@@ -134,17 +157,18 @@ struct nfwatch_sub {
 	struct nfwatch_record *slot_end;	/* up to here; equal: a page is needed */
 	struct page *ring[NFWATCH_RING_PAGES];	/* the records' pages, oldest use at @ring_next */
 	unsigned int ring_next;
-	/* The last uid and sending process and how the subscriber sees them. */
+	/* The last uid and how the subscriber sees it. */
 	kuid_t last_kuid;
 	uid_t last_uid;
-	struct pid *last_tgid;		/* held */
-	pid_t last_pid;
+	struct nfwatch_sender *senders;	/* NFWATCH_SENDERS, under @lock */
 };
 
 /* A packet as the hook parsed it, before it is fitted to one subscriber. */
 struct nfwatch_packet {
-	struct nfwatch_record rec;	/* uid and pid still unset */
+	struct nfwatch_record rec;	/* uid, pid and comm still unset */
 	const struct sock *sk;		/* full socket owning the packet, or NULL */
+	u64 cookie;			/* @sk's */
+	struct cgroup *cgroup;		/* @sk's cgroup v2, or NULL */
 	bool in_sender_task;		/* hook runs in the sending process */
 };
 
@@ -214,7 +238,8 @@ void nfwatch_set_free_rcu(struct nfwatch_prefix_set *set);
 /* subscriber.c */
 void nfwatch_pernet_pre_exit_subs(struct net *net);
 int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
-		      struct nfwatch_prefix_set *set, struct netlink_ext_ack *extack);
+		      struct nfwatch_prefix_set *set, struct nfwatch_filter *filter,
+		      struct netlink_ext_ack *extack);
 int nfwatch_unsubscribe(struct net *net, const struct sock *sk, u32 portid,
 			struct nfwatch_sub_stats *final);
 bool nfwatch_own_stats(struct net *net, const struct sock *sk, u32 portid,
@@ -224,6 +249,14 @@ int nfwatch_pernet_init_subs(struct nfwatch_net *nn);
 void nfwatch_pernet_exit_subs(struct nfwatch_net *nn);
 int nfwatch_notifier_register(void);
 void nfwatch_notifier_unregister(void);
+
+/* owner.c */
+int nfwatch_senders_alloc(struct nfwatch_sub *sub);
+void nfwatch_senders_free(struct nfwatch_sub *sub);
+u64 nfwatch_sk_cookie(const struct sock *sk);
+void nfwatch_attribute(struct nfwatch_sub *sub, const struct nfwatch_packet *pkt,
+		       struct nfwatch_record *rec);
+bool nfwatch_filter_passes(const struct nfwatch_sub *sub, const struct nfwatch_packet *pkt);
 
 /* delivery.c */
 void nfwatch_delivery_init(struct nfwatch_sub *sub);

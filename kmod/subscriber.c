@@ -58,15 +58,21 @@ static struct nfwatch_sub *sub_find_own(struct nfwatch_net *nn, const struct soc
 
 /*
  * Charged to the requester's memory cgroup (SUBSCRIBE runs in its
- * sendmsg()), as are its set and, through @memcg, its ring's pages.
+ * sendmsg()), as are its set, filters and senders table and, through
+ * @memcg, its ring's pages.
  */
 static struct nfwatch_sub *sub_new(struct nfwatch_net *nn, struct net *net, struct sock *sk,
-				   u32 portid, struct nfwatch_prefix_set *set)
+				   u32 portid, struct nfwatch_prefix_set *set,
+				   struct nfwatch_filter *filter)
 {
 	struct nfwatch_sub *sub = kzalloc(sizeof(*sub), GFP_KERNEL_ACCOUNT);
 
 	if (!sub)
 		return NULL;
+	if (nfwatch_senders_alloc(sub)) {
+		kfree(sub);
+		return NULL;
+	}
 	sub->nn = nn;
 	sub->net = net;
 	sub->portid = portid;
@@ -74,6 +80,7 @@ static struct nfwatch_sub *sub_new(struct nfwatch_net *nn, struct net *net, stru
 	sub->sk = sk;
 	sub->sk_drops = nfwatch_sk_drops(sk);
 	RCU_INIT_POINTER(sub->set, set);
+	RCU_INIT_POINTER(sub->filter, filter);
 	sub->stats.prefixes = nfwatch_set_size(set);
 	/* uids as the socket's opener sees them, as nfnetlink_log does. */
 	sub->user_ns = get_user_ns(sk_user_ns(sk));
@@ -89,6 +96,7 @@ static void sub_free_rcu(struct rcu_head *head)
 	struct nfwatch_sub *sub = container_of(head, struct nfwatch_sub, rcu);
 
 	nfwatch_set_free(rcu_dereference_protected(sub->set, true));
+	kfree(rcu_dereference_protected(sub->filter, true));
 	kfree(sub);
 	atomic_dec(&nfwatch_live.subscribers);
 }
@@ -143,11 +151,26 @@ static bool sub_room(struct nfwatch_net *nn, struct netlink_ext_ack *extack)
 	return false;
 }
 
+/* Under nn->lock: @sub's set and filters replaced; the old ones go after a grace period. */
+static void sub_replace(struct nfwatch_net *nn, struct nfwatch_sub *sub,
+			struct nfwatch_prefix_set *set, struct nfwatch_filter *filter)
+{
+	struct nfwatch_prefix_set *old_set;
+	struct nfwatch_filter *old_filter;
+
+	old_set = rcu_replace_pointer(sub->set, set, lockdep_is_held(&nn->lock));
+	old_filter = rcu_replace_pointer(sub->filter, filter, lockdep_is_held(&nn->lock));
+	sub->stats.prefixes = nfwatch_set_size(set);
+	nfwatch_set_free_rcu(old_set);
+	if (old_filter)
+		kfree_rcu(old_filter, rcu);
+}
+
 int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
-		      struct nfwatch_prefix_set *set, struct netlink_ext_ack *extack)
+		      struct nfwatch_prefix_set *set, struct nfwatch_filter *filter,
+		      struct netlink_ext_ack *extack)
 {
 	struct nfwatch_net *nn = nfwatch_pernet(net);
-	struct nfwatch_prefix_set *old;
 	struct nfwatch_sub *sub;
 	int err = 0;
 
@@ -159,9 +182,7 @@ int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
 	}
 	sub = sub_find(nn, portid);
 	if (sub && sub->sk == sk) {
-		old = rcu_replace_pointer(sub->set, set, lockdep_is_held(&nn->lock));
-		sub->stats.prefixes = nfwatch_set_size(set);
-		nfwatch_set_free_rcu(old);
+		sub_replace(nn, sub, set, filter);
 		goto out;
 	}
 	if (sub) {
@@ -178,7 +199,7 @@ int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
 		NL_SET_ERR_MSG(extack, "could not register the Netfilter hooks");
 		goto out;
 	}
-	sub = sub_new(nn, net, sk, portid, set);
+	sub = sub_new(nn, net, sk, portid, set, filter);
 	if (!sub) {
 		err = -ENOMEM;
 		goto out;

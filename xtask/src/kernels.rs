@@ -54,6 +54,7 @@ pub const SERIES: &[Series] = &[
             "rmmod_under_traffic",
             "ipsec_once",
             "replies_after_overrun",
+            "attribution",
         ]),
     },
     Series {

@@ -243,14 +243,46 @@ const FIELDS: &[(&str, &str)] = &[
     ),
     (
         "pid",
-        "the sending process (thread group) id; absent when the packet was not sent in its \
-         process's context (a TCP retransmission from a timer)",
+        "the sending process (thread group) id: the last process seen sending on the socket \
+         in its own context since nfwatch started, also for what the kernel sends for that \
+         socket later (ACKs, retransmissions); absent when no such send was seen, or the \
+         process is in another pid namespace; in text shown as comm[pid]",
     ),
     (
         "frag",
         "true for a non-first IP fragment, which has no ports or ICMP type",
     ),
     ("segs", "GSO segments, 1 when not GSO (not in text)"),
+    (
+        "comm",
+        "that process's command name (16 bytes at most), escaped as ifname is; absent with pid \
+         but for a process in another pid namespace",
+    ),
+    (
+        "cgroup_id",
+        "the owning socket's cgroup v2 id (the inode of its directory under /sys/fs/cgroup); a \
+         socket belongs to the cgroup of the process that created it",
+    ),
+    (
+        "cgroup",
+        "that cgroup's path under the cgroup2 mount, as /system.slice/nginx.service; absent \
+         when it was removed before nfwatch looked it up (text then shows cgroup ID)",
+    ),
+    (
+        "unit",
+        "the systemd unit of that cgroup (a service or scope); in text shown when there is \
+         no container",
+    ),
+    (
+        "container",
+        "the container id from the cgroup path (docker-, cri-containerd-, crio-, libpod- \
+         scopes and their cgroupfs forms; a systemd-nspawn machine's name)",
+    ),
+    (
+        "netns",
+        "the inode of the network namespace the packet was sent in, as lsns -t net shows it \
+         (not in text)",
+    ),
 ];
 
 /// What RECORD FIELDS says before the fields.
@@ -322,6 +354,21 @@ const KEYS: &[Key] = &[
                   sent packets are recorded",
     },
     Key {
+        name: "uids",
+        kind: "list of integers",
+        default: "[]",
+        flag: "--uid",
+        meaning: "when not empty, only packets of sockets owned by one of these uids",
+    },
+    Key {
+        name: "cgroups",
+        kind: "list of strings",
+        default: "[]",
+        flag: "--cgroup",
+        meaning: "when not empty, only packets of sockets in one of these cgroup v2 subtrees \
+                  (paths under the cgroup2 mount, as `/system.slice/nginx.service`)",
+    },
+    Key {
         name: "output",
         kind: "string",
         default: "\"/var/log/nfwatch/nfwatch.jsonl\"",
@@ -381,7 +428,7 @@ const CONFIG_ERRORS: &[(&str, &str)] = &[
     ),
     (
         "sources = [\"10.10.0.5\"]\nsource = \"10.10.0.6\"\n",
-        "nfwatch: /etc/nfwatch/nfwatch.toml:2: source: unknown field `source`, expected one of `sources`, `output`, `format`, `append`, `flush_interval`, `rcvbuf`",
+        "nfwatch: /etc/nfwatch/nfwatch.toml:2: source: unknown field `source`, expected one of `sources`, `uids`, `cgroups`, `output`, `format`, `append`, `flush_interval`, `rcvbuf`",
     ),
     (
         "sources = [\"10.10.0.5\"]\nformat = \"xml\"\n",
@@ -1023,7 +1070,7 @@ mod tests {
         };
         let watch = matches.subcommand_matches("watch").unwrap();
         nfwatch::config::apply(&mut args, watch)
-            .map(|()| args)
+            .map(|()| *args)
             .map_err(|e| {
                 format!("nfwatch: {e}").replace(path.to_str().unwrap(), "/etc/nfwatch/nfwatch.toml")
             })

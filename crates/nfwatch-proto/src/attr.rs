@@ -45,6 +45,10 @@ impl RawAttr {
         Self::bytes(kind, [value])
     }
 
+    pub fn u16(kind: u16, value: u16) -> Self {
+        Self::bytes(kind, value.to_ne_bytes())
+    }
+
     pub fn u32(kind: u16, value: u32) -> Self {
         Self::bytes(kind, value.to_ne_bytes())
     }

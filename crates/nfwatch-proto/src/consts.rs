@@ -4,6 +4,7 @@
 pub const NFWATCH_GENL_NAME: &str = "nfwatch";
 pub const NFWATCH_GENL_VERSION: u8 = 1;
 pub const NFWATCH_MAX_PREFIXES: usize = 1024;
+pub const NFWATCH_MAX_FILTERS: usize = 64;
 
 pub const NFWATCH_CMD_UNSPEC: u8 = 0;
 pub const NFWATCH_CMD_SUBSCRIBE: u8 = 1;
@@ -22,9 +23,19 @@ pub const NFWATCH_A_BATCH_SEQ: u16 = 5;
 pub const NFWATCH_A_BATCH_LOST: u16 = 6;
 pub const NFWATCH_A_RECORD_SIZE: u16 = 7;
 pub const NFWATCH_A_RECORDS: u16 = 8;
-pub const NFWATCH_A_MAX: u16 = 8;
+pub const NFWATCH_A_UIDS: u16 = 9;
+pub const NFWATCH_A_CGROUPS: u16 = 10;
+pub const NFWATCH_A_MAX: u16 = 10;
 
 pub const NFWATCH_A_PREFIX: u16 = 1;
+pub const NFWATCH_A_UID: u16 = 1;
+pub const NFWATCH_A_CGROUP: u16 = 1;
+
+pub const NFWATCH_CGROUP_A_UNSPEC: u16 = 0;
+pub const NFWATCH_CGROUP_A_PAD: u16 = 1;
+pub const NFWATCH_CGROUP_A_ID: u16 = 2;
+pub const NFWATCH_CGROUP_A_LEVEL: u16 = 3;
+pub const NFWATCH_CGROUP_A_MAX: u16 = 3;
 
 pub const NFWATCH_PREFIX_A_UNSPEC: u16 = 0;
 pub const NFWATCH_PREFIX_A_IPV4: u16 = 1;
@@ -46,13 +57,16 @@ pub const NFWATCH_STAT_LIVE_SUBSCRIBERS: u16 = 10;
 pub const NFWATCH_STAT_LIVE_SETS: u16 = 11;
 pub const NFWATCH_STAT_LIVE_BATCHES: u16 = 12;
 pub const NFWATCH_STAT_LIVE_PAGES: u16 = 13;
-pub const NFWATCH_STAT_MAX: u16 = 13;
+pub const NFWATCH_STAT_UNATTRIBUTED: u16 = 14;
+pub const NFWATCH_STAT_MAX: u16 = 14;
 
 pub const NFWATCH_F_PORTS: u16 = 0x0001;
 pub const NFWATCH_F_ICMP: u16 = 0x0002;
 pub const NFWATCH_F_FRAG: u16 = 0x0004;
 pub const NFWATCH_F_UID: u16 = 0x0008;
 pub const NFWATCH_F_PID: u16 = 0x0010;
+pub const NFWATCH_F_COMM: u16 = 0x0020;
+pub const NFWATCH_F_CGROUP: u16 = 0x0040;
 
 /// Address families as used in `family` / `nh_family` (Linux values).
 pub const AF_INET: u8 = 2;
@@ -61,10 +75,13 @@ pub const AF_INET6: u8 = 10;
 /// Layout of `struct nfwatch_record`: total size, then offset and size of
 /// every field in declaration order.
 pub mod record_layout {
-    pub const SIZE: usize = 104;
+    pub const SIZE: usize = 136;
+    /// The first version's record, which this reader also accepts: the
+    /// fields past it are then absent.
+    pub const SIZE_V1: usize = 104;
 
     /// (field name in the C struct, offset, size)
-    pub const FIELDS: [(&str, usize, usize); 19] = [
+    pub const FIELDS: [(&str, usize, usize); 23] = [
         ("ts_ns", TS_NS, 8),
         ("saddr", SADDR, 16),
         ("daddr", DADDR, 16),
@@ -84,6 +101,10 @@ pub mod record_layout {
         ("icmp_type", ICMP_TYPE, 1),
         ("icmp_code", ICMP_CODE, 1),
         ("__pad", PAD, 3),
+        ("cgroup_id", CGROUP_ID, 8),
+        ("comm", COMM, 16),
+        ("netns", NETNS, 4),
+        ("__pad2", PAD2, 4),
     ];
 
     pub const TS_NS: usize = 0;
@@ -105,6 +126,11 @@ pub mod record_layout {
     pub const ICMP_TYPE: usize = 99;
     pub const ICMP_CODE: usize = 100;
     pub const PAD: usize = 101;
+    pub const CGROUP_ID: usize = 104;
+    pub const COMM: usize = 112;
+    pub const NETNS: usize = 128;
+    pub const PAD2: usize = 132;
+    pub const COMM_LEN: usize = 16;
     pub const IFNAME_LEN: usize = 16;
     pub const ADDR_LEN: usize = 16;
 }

@@ -40,7 +40,7 @@ impl fmt::Display for ProtoError {
             Self::RecordSizeTooSmall(size) => write!(
                 f,
                 "record size {size} is smaller than {}",
-                crate::record_layout::SIZE
+                crate::record_layout::SIZE_V1
             ),
             Self::RecordsNotMultiple { len, record_size } => write!(
                 f,

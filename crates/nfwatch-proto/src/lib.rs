@@ -11,9 +11,12 @@ mod record;
 pub use attr::{emit_attrs, walk_attrs, RawAttr, RawPayload};
 pub use consts::*;
 pub use error::ProtoError;
-pub use message::{prefixes_attr, Batch, KernelMessage, LiveObjects, Request, Stats, StatsReply};
+pub use message::{
+    prefixes_attr, Batch, CgroupFilter, KernelMessage, LiveObjects, OwnerFilter, Request, Stats,
+    StatsReply,
+};
 pub use prefix::{Prefix, PrefixError};
-pub use record::{Family, IfName, Record, RecordBytes};
+pub use record::{Family, PaddedName, Record, RecordBytes};
 
 /// The protocol this build speaks: the header's NFWATCH_GENL_VERSION, or
 /// one more in a build made with NFWATCH_TEST_VERSION_SKEW set (the

@@ -18,11 +18,35 @@ pub struct Request {
     pub attrs: Vec<RawAttr>,
 }
 
+/// A cgroup v2 subtree: the cgroup's id and its depth (the root is 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupFilter {
+    pub id: u64,
+    pub level: u16,
+}
+
+/// Filters on a packet's owner, each applied when not empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnerFilter {
+    pub uids: Vec<u32>,
+    pub cgroups: Vec<CgroupFilter>,
+}
+
 impl Request {
-    pub fn subscribe(prefixes: &[Prefix]) -> Self {
+    pub fn subscribe(prefixes: &[Prefix], owners: &OwnerFilter) -> Self {
+        let mut attrs = vec![prefixes_attr(prefixes)];
+        if !owners.uids.is_empty() {
+            let uids = owners.uids.iter();
+            let entries = uids.map(|&uid| RawAttr::u32(NFWATCH_A_UID, uid));
+            attrs.push(RawAttr::nested(NFWATCH_A_UIDS, entries.collect()));
+        }
+        if !owners.cgroups.is_empty() {
+            let entries = owners.cgroups.iter().map(cgroup_attr).collect();
+            attrs.push(RawAttr::nested(NFWATCH_A_CGROUPS, entries));
+        }
         Self {
             cmd: NFWATCH_CMD_SUBSCRIBE,
-            attrs: vec![prefixes_attr(prefixes)],
+            attrs,
         }
     }
 
@@ -65,6 +89,16 @@ fn prefix_attr(prefix: &Prefix) -> RawAttr {
     )
 }
 
+fn cgroup_attr(cgroup: &CgroupFilter) -> RawAttr {
+    RawAttr::nested(
+        NFWATCH_A_CGROUP,
+        vec![
+            RawAttr::u64(NFWATCH_CGROUP_A_ID, cgroup.id),
+            RawAttr::u16(NFWATCH_CGROUP_A_LEVEL, cgroup.level),
+        ],
+    )
+}
+
 impl GenlFamily for Request {
     fn family_name() -> &'static str {
         NFWATCH_GENL_NAME
@@ -100,6 +134,8 @@ pub struct Stats {
     pub batches: u64,
     pub subscribers: u64,
     pub prefixes: u64,
+    /// Records made without a sending process (own counters only).
+    pub unattributed: u64,
     /// The module's live objects in all namespaces (initial namespace only).
     pub live: Option<LiveObjects>,
 }
@@ -128,6 +164,7 @@ impl Stats {
                 NFWATCH_STAT_BATCHES => &mut stats.batches,
                 NFWATCH_STAT_SUBSCRIBERS => &mut stats.subscribers,
                 NFWATCH_STAT_PREFIXES => &mut stats.prefixes,
+                NFWATCH_STAT_UNATTRIBUTED => &mut stats.unattributed,
                 NFWATCH_STAT_LIVE_SUBSCRIBERS => {
                     &mut stats.live.get_or_insert_with(Default::default).subscribers
                 }
@@ -195,7 +232,7 @@ impl<'a> Batch<'a> {
         let record_size = usize::try_from(record_size.ok_or(missing("NFWATCH_A_RECORD_SIZE"))?)
             .unwrap_or(usize::MAX);
         let records = records.ok_or(missing("NFWATCH_A_RECORDS"))?;
-        if record_size < record_layout::SIZE {
+        if record_size < record_layout::SIZE_V1 {
             return Err(ProtoError::RecordSizeTooSmall(record_size));
         }
         if records.len() % record_size != 0 {
@@ -270,7 +307,7 @@ mod tests {
     #[test]
     fn subscribe_encodes_nested_prefixes() {
         let prefixes = ["10.0.0.0/24".parse().unwrap(), "fd00::1".parse().unwrap()];
-        let bytes = Request::subscribe(&prefixes).attr_bytes();
+        let bytes = Request::subscribe(&prefixes, &OwnerFilter::default()).attr_bytes();
         #[rustfmt::skip]
         let expected: Vec<u8> = [
             &56u16.to_ne_bytes()[..], &(NFWATCH_A_PREFIXES | 0x8000).to_ne_bytes(),
@@ -285,6 +322,40 @@ mod tests {
         ]
         .concat();
         assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn subscribe_encodes_owner_filters() {
+        let prefixes = ["10.0.0.0/24".parse().unwrap()];
+        let owners = OwnerFilter {
+            uids: vec![0, 1000],
+            cgroups: vec![CgroupFilter { id: 77, level: 2 }],
+        };
+        let bytes = Request::subscribe(&prefixes, &owners).attr_bytes();
+        let attrs: Vec<_> = walk_attrs(&bytes).map(Result::unwrap).collect();
+        assert_eq!(attrs.len(), 3);
+        let (kind, uids) = attrs[1];
+        assert_eq!(kind, NFWATCH_A_UIDS);
+        let uids: Vec<_> = walk_attrs(uids).map(Result::unwrap).collect();
+        assert_eq!(
+            uids,
+            [
+                (NFWATCH_A_UID, &0u32.to_ne_bytes()[..]),
+                (NFWATCH_A_UID, &1000u32.to_ne_bytes()[..])
+            ]
+        );
+        let (kind, cgroups) = attrs[2];
+        assert_eq!(kind, NFWATCH_A_CGROUPS);
+        let (kind, entry) = walk_attrs(cgroups).next().unwrap().unwrap();
+        assert_eq!(kind, NFWATCH_A_CGROUP);
+        let fields: Vec<_> = walk_attrs(entry).map(Result::unwrap).collect();
+        assert_eq!(
+            fields,
+            [
+                (NFWATCH_CGROUP_A_ID, &77u64.to_ne_bytes()[..]),
+                (NFWATCH_CGROUP_A_LEVEL, &2u16.to_ne_bytes()[..])
+            ]
+        );
     }
 
     #[test]
@@ -315,7 +386,7 @@ mod tests {
     fn parses_a_batch() {
         let mut records = sample_v4().to_bytes().to_vec();
         records.extend_from_slice(&sample_v4().to_bytes());
-        let attrs = records_attrs(7, 3, 104, records);
+        let attrs = records_attrs(7, 3, 136, records);
         let KernelMessage::Records(batch) =
             KernelMessage::parse(NFWATCH_CMD_RECORDS, &attrs).unwrap()
         else {
@@ -329,7 +400,7 @@ mod tests {
     fn accepts_larger_record_sizes() {
         let mut record = sample_v4().to_bytes().to_vec();
         record.extend_from_slice(&[0; 8]);
-        let attrs = records_attrs(1, 0, 112, [record.clone(), record].concat());
+        let attrs = records_attrs(1, 0, 144, [record.clone(), record].concat());
         let batch = Batch::parse(&attrs).unwrap();
         assert_eq!(batch.len(), 2);
         assert!(batch.records().all(|r| r.parse().unwrap() == sample_v4()));
@@ -351,7 +422,7 @@ mod tests {
         );
         let no_seq = emit_attrs(&[
             RawAttr::u64(NFWATCH_A_BATCH_LOST, 0),
-            RawAttr::u32(NFWATCH_A_RECORD_SIZE, 104),
+            RawAttr::u32(NFWATCH_A_RECORD_SIZE, 136),
             RawAttr::bytes(NFWATCH_A_RECORDS, one),
         ]);
         assert!(matches!(

@@ -13,14 +13,15 @@ pub enum Family {
     V6,
 }
 
-/// The egress device name, kept inline so parsing a record never allocates.
+/// A device or command name (16 bytes, NUL-padded), kept inline so parsing
+/// a record never allocates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct IfName {
+pub struct PaddedName {
     bytes: [u8; layout::IFNAME_LEN],
     len: usize,
 }
 
-impl IfName {
+impl PaddedName {
     /// Up to the first NUL (the kernel NUL-pads; a full 16 bytes has none).
     pub fn from_padded(padded: [u8; layout::IFNAME_LEN]) -> Self {
         let len = padded.iter().position(|&b| b == 0).unwrap_or(padded.len());
@@ -47,7 +48,7 @@ pub struct Record {
     pub dst: IpAddr,
     /// None when the packet had no route (nh_family == 0).
     pub nexthop: Option<IpAddr>,
-    pub ifname: IfName,
+    pub ifname: PaddedName,
     pub len: u32,
     pub ifindex: u32,
     pub uid: Option<u32>,
@@ -59,11 +60,31 @@ pub struct Record {
     /// A non-first fragment.
     pub frag: bool,
     pub segs: u16,
+    /// The socket's sending process's command name; None when it is not
+    /// known (see `pid`).
+    pub comm: Option<PaddedName>,
+    /// The socket's cgroup v2 id.
+    pub cgroup_id: Option<u64>,
+    /// The network namespace's inode number; None from a first-version
+    /// module, whose records end before it.
+    pub netns: Option<u32>,
+}
+
+/// A record is at least the first version's.
+fn check_size(bytes: &[u8]) -> Result<(), ProtoError> {
+    if bytes.len() < layout::SIZE_V1 {
+        return Err(ProtoError::Truncated {
+            what: "record",
+            need: layout::SIZE_V1,
+            have: bytes.len(),
+        });
+    }
+    Ok(())
 }
 
 fn array<const N: usize>(bytes: &[u8], offset: usize) -> [u8; N] {
-    // Callers checked bytes.len() >= layout::SIZE, and every field lies
-    // inside it, so the fallback is unreachable.
+    // Callers checked bytes.len() >= layout::SIZE_V1 and read the fields
+    // past it only from records that long, so the fallback is unreachable.
     bytes
         .get(offset..offset + N)
         .and_then(|field| field.try_into().ok())
@@ -87,15 +108,11 @@ fn address(family: Family, bytes: [u8; layout::ADDR_LEN]) -> IpAddr {
 
 impl Record {
     /// Parses the first `record_layout::SIZE` bytes of `bytes`; longer
-    /// records (a newer kernel appending fields) are accepted.
+    /// records (a newer kernel appending fields) are accepted, and so are
+    /// a first-version module's, without the fields appended since.
     pub fn parse(bytes: &[u8]) -> Result<Self, ProtoError> {
-        if bytes.len() < layout::SIZE {
-            return Err(ProtoError::Truncated {
-                what: "record",
-                need: layout::SIZE,
-                have: bytes.len(),
-            });
-        }
+        check_size(bytes)?;
+        let appended = bytes.len() >= layout::SIZE;
         let u8_at = |offset: usize| array::<1>(bytes, offset)[0];
         let u16_at = |offset: usize| u16::from_ne_bytes(array(bytes, offset));
         let u32_at = |offset: usize| u32::from_ne_bytes(array(bytes, offset));
@@ -117,7 +134,7 @@ impl Record {
             src: address(family, array(bytes, layout::SADDR)),
             dst: address(family, array(bytes, layout::DADDR)),
             nexthop,
-            ifname: IfName::from_padded(array(bytes, layout::IFNAME)),
+            ifname: PaddedName::from_padded(array(bytes, layout::IFNAME)),
             len: u32_at(layout::LEN),
             ifindex: u32_at(layout::IFINDEX),
             uid: has(NFWATCH_F_UID).then(|| u32_at(layout::UID)),
@@ -126,6 +143,11 @@ impl Record {
             icmp: has(NFWATCH_F_ICMP).then(|| (u8_at(layout::ICMP_TYPE), u8_at(layout::ICMP_CODE))),
             frag: has(NFWATCH_F_FRAG),
             segs: u16_at(layout::SEGS),
+            comm: (appended && has(NFWATCH_F_COMM))
+                .then(|| PaddedName::from_padded(array(bytes, layout::COMM))),
+            cgroup_id: (appended && has(NFWATCH_F_CGROUP))
+                .then(|| u64::from_ne_bytes(array(bytes, layout::CGROUP_ID))),
+            netns: appended.then(|| u32_at(layout::NETNS)),
         })
     }
 
@@ -155,6 +177,8 @@ impl Record {
         flags |= flag_if(self.frag, NFWATCH_F_FRAG);
         flags |= flag_if(self.uid.is_some(), NFWATCH_F_UID);
         flags |= flag_if(self.pid.is_some(), NFWATCH_F_PID);
+        flags |= flag_if(self.comm.is_some(), NFWATCH_F_COMM);
+        flags |= flag_if(self.cgroup_id.is_some(), NFWATCH_F_CGROUP);
         let (sport, dport) = self.ports.unwrap_or_default();
         let (icmp_type, icmp_code) = self.icmp.unwrap_or_default();
 
@@ -178,11 +202,19 @@ impl Record {
         put(layout::PROTO, &[self.proto]);
         put(layout::ICMP_TYPE, &[icmp_type]);
         put(layout::ICMP_CODE, &[icmp_code]);
+        if let Some(comm) = self.comm {
+            put(layout::COMM, comm.as_bytes());
+        }
+        put(
+            layout::CGROUP_ID,
+            &self.cgroup_id.unwrap_or(0).to_ne_bytes(),
+        );
+        put(layout::NETNS, &self.netns.unwrap_or(0).to_ne_bytes());
         bytes
     }
 }
 
-/// One record's wire bytes (at least `record_layout::SIZE`). What differs
+/// One record's wire bytes (at least `record_layout::SIZE_V1`). What differs
 /// from packet to packet of one flow (time, length, segments) is read
 /// directly; the rest is compared as bytes, so a writer can tell a record
 /// of the flow it just wrote without parsing it.
@@ -210,13 +242,7 @@ const FLOW_BYTES: [u8; layout::SIZE] = {
 
 impl<'a> RecordBytes<'a> {
     pub fn new(bytes: &'a [u8]) -> Result<Self, ProtoError> {
-        if bytes.len() < layout::SIZE {
-            return Err(ProtoError::Truncated {
-                what: "record",
-                need: layout::SIZE,
-                have: bytes.len(),
-            });
-        }
+        check_size(bytes)?;
         Ok(Self(bytes))
     }
 
@@ -247,8 +273,9 @@ impl<'a> RecordBytes<'a> {
         if self.0.len() != other.len() {
             return false;
         }
-        let (head, tail) = self.0.split_at(layout::SIZE);
-        let (other_head, other_tail) = other.split_at(layout::SIZE);
+        let masked = self.0.len().min(layout::SIZE);
+        let (head, tail) = self.0.split_at(masked);
+        let (other_head, other_tail) = other.split_at(masked);
         let differ = head
             .iter()
             .zip(other_head)
@@ -270,7 +297,7 @@ pub(crate) mod tests {
             src: "10.0.0.1".parse().unwrap(),
             dst: "10.0.0.2".parse().unwrap(),
             nexthop: Some("10.0.0.254".parse().unwrap()),
-            ifname: IfName::from_padded(*b"eth0\0\0\0\0\0\0\0\0\0\0\0\0"),
+            ifname: PaddedName::from_padded(*b"eth0\0\0\0\0\0\0\0\0\0\0\0\0"),
             len: 60,
             ifindex: 2,
             uid: Some(1000),
@@ -279,6 +306,9 @@ pub(crate) mod tests {
             icmp: None,
             frag: false,
             segs: 1,
+            comm: Some(PaddedName::from_padded(*b"curl\0\0\0\0\0\0\0\0\0\0\0\0")),
+            cgroup_id: Some(4242),
+            netns: Some(4026531840),
         }
     }
 
@@ -311,7 +341,7 @@ pub(crate) mod tests {
         }
         assert!(!view.same_flow(&base[..layout::SIZE - 1]));
         assert!(!view.same_flow(&[]));
-        assert!(RecordBytes::new(&base[..layout::SIZE - 1]).is_err());
+        assert!(RecordBytes::new(&base[..layout::SIZE_V1 - 1]).is_err());
         // A newer kernel's longer record: the bytes past ours belong to the flow.
         let longer = [base.as_slice(), &[7, 7]].concat();
         let view = RecordBytes::new(&longer).unwrap();
@@ -336,6 +366,8 @@ pub(crate) mod tests {
             icmp: Some((128, 0)),
             uid: None,
             pid: Some(77),
+            comm: None,
+            cgroup_id: None,
             frag: true,
             ..record
         };
@@ -357,16 +389,16 @@ pub(crate) mod tests {
     #[test]
     fn ifname_stops_at_nul_and_tolerates_full_and_invalid_names() {
         assert_eq!(
-            IfName::from_padded(*b"eth0\0x\0\0\0\0\0\0\0\0\0\0").to_str_lossy(),
+            PaddedName::from_padded(*b"eth0\0x\0\0\0\0\0\0\0\0\0\0").to_str_lossy(),
             "eth0"
         );
         assert_eq!(
-            IfName::from_padded(*b"abcdefghijklmnop").to_str_lossy(),
+            PaddedName::from_padded(*b"abcdefghijklmnop").to_str_lossy(),
             "abcdefghijklmnop"
         );
         let mut invalid = [0u8; 16];
         invalid[0] = 0xff;
-        assert_eq!(IfName::from_padded(invalid).to_str_lossy(), "\u{fffd}");
+        assert_eq!(PaddedName::from_padded(invalid).to_str_lossy(), "\u{fffd}");
     }
 
     #[test]
@@ -380,6 +412,12 @@ pub(crate) mod tests {
                 ..
             })
         ));
+        // A first-version record: the appended fields are absent.
+        let v1 = Record::parse(&bytes[..layout::SIZE_V1]).unwrap();
+        assert_eq!(
+            (v1.comm, v1.cgroup_id, v1.netns, v1.pid, v1.uid),
+            (None, None, None, None, Some(1000))
+        );
         let mut bad = bytes;
         bad[layout::FAMILY] = 7;
         assert_eq!(

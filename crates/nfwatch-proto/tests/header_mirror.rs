@@ -14,6 +14,7 @@ fn expected() -> Vec<(String, u64)> {
     let mut pairs: Vec<(String, u64)> = vec![
         ("NFWATCH_GENL_VERSION".into(), NFWATCH_GENL_VERSION.into()),
         ("NFWATCH_MAX_PREFIXES".into(), NFWATCH_MAX_PREFIXES as u64),
+        ("NFWATCH_MAX_FILTERS".into(), NFWATCH_MAX_FILTERS as u64),
         (
             "sizeof(NFWATCH_GENL_NAME) - 1".into(),
             NFWATCH_GENL_NAME.len() as u64,
@@ -38,8 +39,17 @@ fn expected() -> Vec<(String, u64)> {
         ("NFWATCH_A_BATCH_LOST", NFWATCH_A_BATCH_LOST),
         ("NFWATCH_A_RECORD_SIZE", NFWATCH_A_RECORD_SIZE),
         ("NFWATCH_A_RECORDS", NFWATCH_A_RECORDS),
+        ("NFWATCH_A_UIDS", NFWATCH_A_UIDS),
+        ("NFWATCH_A_CGROUPS", NFWATCH_A_CGROUPS),
         ("NFWATCH_A_MAX", NFWATCH_A_MAX),
         ("NFWATCH_A_PREFIX", NFWATCH_A_PREFIX),
+        ("NFWATCH_A_UID", NFWATCH_A_UID),
+        ("NFWATCH_A_CGROUP", NFWATCH_A_CGROUP),
+        ("NFWATCH_CGROUP_A_UNSPEC", NFWATCH_CGROUP_A_UNSPEC),
+        ("NFWATCH_CGROUP_A_PAD", NFWATCH_CGROUP_A_PAD),
+        ("NFWATCH_CGROUP_A_ID", NFWATCH_CGROUP_A_ID),
+        ("NFWATCH_CGROUP_A_LEVEL", NFWATCH_CGROUP_A_LEVEL),
+        ("NFWATCH_CGROUP_A_MAX", NFWATCH_CGROUP_A_MAX),
         ("NFWATCH_PREFIX_A_UNSPEC", NFWATCH_PREFIX_A_UNSPEC),
         ("NFWATCH_PREFIX_A_IPV4", NFWATCH_PREFIX_A_IPV4),
         ("NFWATCH_PREFIX_A_IPV6", NFWATCH_PREFIX_A_IPV6),
@@ -62,12 +72,15 @@ fn expected() -> Vec<(String, u64)> {
         ("NFWATCH_STAT_LIVE_SETS", NFWATCH_STAT_LIVE_SETS),
         ("NFWATCH_STAT_LIVE_BATCHES", NFWATCH_STAT_LIVE_BATCHES),
         ("NFWATCH_STAT_LIVE_PAGES", NFWATCH_STAT_LIVE_PAGES),
+        ("NFWATCH_STAT_UNATTRIBUTED", NFWATCH_STAT_UNATTRIBUTED),
         ("NFWATCH_STAT_MAX", NFWATCH_STAT_MAX),
         ("NFWATCH_F_PORTS", NFWATCH_F_PORTS),
         ("NFWATCH_F_ICMP", NFWATCH_F_ICMP),
         ("NFWATCH_F_FRAG", NFWATCH_F_FRAG),
         ("NFWATCH_F_UID", NFWATCH_F_UID),
         ("NFWATCH_F_PID", NFWATCH_F_PID),
+        ("NFWATCH_F_COMM", NFWATCH_F_COMM),
+        ("NFWATCH_F_CGROUP", NFWATCH_F_CGROUP),
     ];
     pairs.extend(u8s.iter().map(|&(name, v)| (name.to_string(), v.into())));
     pairs.extend(u16s.iter().map(|&(name, v)| (name.to_string(), v.into())));

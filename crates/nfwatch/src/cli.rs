@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use nfwatch_proto::{Prefix, NFWATCH_MAX_PREFIXES};
+use nfwatch_proto::{OwnerFilter, Prefix, NFWATCH_MAX_FILTERS, NFWATCH_MAX_PREFIXES};
 
+use crate::cgroup::Cgroups;
 use crate::error::{Error, Result};
 use crate::writers::Format;
 
@@ -49,7 +50,7 @@ pub struct Cli {
 pub enum Command {
     /// Subscribe and write one line per packet sent from the given sources.
     #[command(after_help = WATCH_AFTER_HELP)]
-    Watch(WatchArgs),
+    Watch(Box<WatchArgs>),
     /// Print the module's counters.
     #[command(after_help = EXIT_CODES)]
     Stats(StatsArgs),
@@ -81,6 +82,14 @@ pub struct WatchArgs {
         required_unless_present = "config"
     )]
     pub src: Vec<String>,
+    /// Only packets of sockets owned by this uid (repeatable; with
+    /// --cgroup, both must hold).
+    #[arg(long = "uid", value_name = "UID")]
+    pub uids: Vec<u32>,
+    /// Only packets of sockets in this cgroup v2 or below it (repeatable):
+    /// its path under the cgroup2 mount, as /system.slice/nginx.service.
+    #[arg(long = "cgroup", value_name = "PATH")]
+    pub cgroups: Vec<String>,
     /// Read settings from this TOML file; flags given here override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -208,6 +217,35 @@ pub fn parse_prefixes(values: &[String]) -> Result<Vec<Prefix>> {
         .collect()
 }
 
+/// `--uid` and `--cgroup` as the kernel takes them: each cgroup by its id
+/// and depth, looked up in `cgroups`' mount.
+pub fn parse_owner_filter(args: &WatchArgs, cgroups: &Cgroups) -> Result<OwnerFilter> {
+    let too_many = |flag: &str, n: usize| {
+        Error::Usage(format!(
+            "{flag}: at most {NFWATCH_MAX_FILTERS} values, got {n}"
+        ))
+    };
+    if args.uids.len() > NFWATCH_MAX_FILTERS {
+        return Err(too_many("--uid", args.uids.len()));
+    }
+    if args.cgroups.len() > NFWATCH_MAX_FILTERS {
+        return Err(too_many("--cgroup", args.cgroups.len()));
+    }
+    let cgroups = args
+        .cgroups
+        .iter()
+        .map(|path| {
+            cgroups
+                .subtree(path)
+                .map_err(|e| Error::Usage(format!("--cgroup {path}: {e}")))
+        })
+        .collect::<Result<_>>()?;
+    Ok(OwnerFilter {
+        uids: args.uids.clone(),
+        cgroups,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,7 +256,7 @@ mod tests {
 
     fn watch(args: &[&str]) -> WatchArgs {
         match parse(args).unwrap().command {
-            Some(Command::Watch(watch)) => watch,
+            Some(Command::Watch(watch)) => *watch,
             _ => panic!("not watch"),
         }
     }

@@ -20,6 +20,8 @@ use crate::writers::Format;
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     sources: Option<Vec<Spanned<String>>>,
+    uids: Option<Vec<u32>>,
+    cgroups: Option<Vec<String>>,
     output: Option<PathBuf>,
     format: Option<Spanned<String>>,
     append: Option<bool>,
@@ -100,6 +102,16 @@ pub fn apply(args: &mut WatchArgs, matches: &ArgMatches) -> Result<()> {
     if from_file("src") {
         if let Some(sources) = &file.sources {
             args.src = checked_sources(&source, sources)?;
+        }
+    }
+    if from_file("uids") {
+        if let Some(uids) = &file.uids {
+            args.uids = uids.clone();
+        }
+    }
+    if from_file("cgroups") {
+        if let Some(cgroups) = &file.cgroups {
+            args.cgroups = cgroups.clone();
         }
     }
     if from_file("output") {
@@ -234,7 +246,7 @@ mod tests {
             matches.subcommand_matches("watch").unwrap_or(&matches),
         );
         let _ = std::fs::remove_dir_all(&dir);
-        result.map(|()| watch)
+        result.map(|()| *watch)
     }
 
     fn message(text: &str) -> String {
@@ -249,7 +261,9 @@ mod tests {
         format = \"jsonl\"\n\
         append = true\n\
         flush_interval = 0.25\n\
-        rcvbuf = 1048576\n";
+        rcvbuf = 1048576\n\
+        uids = [0, 1000]\n\
+        cgroups = [\"/system.slice/nginx.service\"]\n";
 
     #[test]
     fn file_sets_every_key() {
@@ -263,6 +277,8 @@ mod tests {
         assert!(args.append);
         assert_eq!(args.flush_interval, Duration::from_millis(250));
         assert_eq!(args.rcvbuf, 1_048_576);
+        assert_eq!(args.uids, [0, 1000]);
+        assert_eq!(args.cgroups, ["/system.slice/nginx.service"]);
     }
 
     #[test]
@@ -278,9 +294,13 @@ mod tests {
                 "text",
                 "--rcvbuf",
                 "65536",
+                "--uid",
+                "7",
             ],
         )
         .unwrap();
+        assert_eq!(args.uids, [7]);
+        assert_eq!(args.cgroups, ["/system.slice/nginx.service"]);
         assert_eq!(args.src, ["198.51.100.0/24"]);
         assert_eq!(args.output, Some(PathBuf::from("x.csv")));
         // Given on the command line as its default value: still the flag's.

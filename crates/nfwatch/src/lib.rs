@@ -4,6 +4,7 @@
 //! shell completions and documentation checks of `cargo xtask`) use the very
 //! command-line definition the binary parses.
 
+pub mod cgroup;
 pub mod cli;
 pub mod config;
 mod error;

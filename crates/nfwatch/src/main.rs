@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         Some(cli::Command::Watch(mut args)) => matches
             .subcommand_matches("watch")
             .map_or(Ok(()), |watch| config::apply(&mut args, watch))
-            .and_then(|()| receive::watch(args)),
+            .and_then(|()| receive::watch(*args)),
         Some(cli::Command::Stats(args)) => stats::stats(args).map(|()| ExitCode::SUCCESS),
         // clap requires a subcommand unless --version is given.
         None => version::print().map(|()| ExitCode::SUCCESS),

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use netlink_packet_generic::constants::{CTRL_CMD_DELFAMILY, GENL_ID_CTRL};
 use nfwatch_proto::{Batch, KernelMessage, Prefix, ProtoError, Request, NFWATCH_GENL_NAME};
 
-use crate::cli::{parse_prefixes, WatchArgs};
+use crate::cgroup::Cgroups;
+use crate::cli::{parse_owner_filter, parse_prefixes, WatchArgs};
 use crate::error::{Error, Result};
 use crate::netlink::{messages, CtrlFamily, GenlSocket, Message, Received};
 use crate::signals::Signals;
@@ -75,6 +76,8 @@ struct Session {
 
 pub fn watch(args: WatchArgs) -> Result<ExitCode> {
     let prefixes = parse_prefixes(&args.src)?;
+    let cgroups = Cgroups::new();
+    let owners = parse_owner_filter(&args, &cgroups)?;
     let output = Output {
         file: args.output_file().map(PathBuf::from),
         name: args
@@ -99,7 +102,8 @@ pub fn watch(args: WatchArgs) -> Result<ExitCode> {
     socket
         .set_non_blocking()
         .map_err(|e| Error::io("cannot make the netlink socket non-blocking", e))?;
-    let subscribe_seq = subscribe::send(&mut socket, family, Request::subscribe(&prefixes))?;
+    let subscribe_seq =
+        subscribe::send(&mut socket, family, Request::subscribe(&prefixes, &owners))?;
 
     let mut session = Session {
         family,
@@ -111,7 +115,7 @@ pub fn watch(args: WatchArgs) -> Result<ExitCode> {
         stop_requested: false,
         unloaded: false,
         counters: Counters::default(),
-        formatter: LineFormatter::new(args.format),
+        formatter: LineFormatter::new(args.format, cgroups),
         count: args.count,
         output,
         sink: None,

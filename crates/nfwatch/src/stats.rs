@@ -102,6 +102,7 @@ mod tests {
             batches: 5,
             subscribers: 1,
             prefixes: 0,
+            unattributed: 0,
             live: None,
         }
     }

@@ -62,6 +62,10 @@ pub fn summary(counters: &Counters, path: &str, elapsed: Duration) -> Vec<String
             "nfwatch: kernel counted {} matched, {} delivered, {} lost",
             own.matched, own.delivered, own.lost
         ));
+        lines.push(format!(
+            "nfwatch: {} records with no known sending process",
+            own.unattributed
+        ));
     }
     if counters.malformed > 0 {
         lines.push(format!(
@@ -205,6 +209,7 @@ mod tests {
                 "nfwatch: wrote 10 records to out.txt in 1.234 s",
                 "nfwatch: lost 5 records in the kernel, 1 socket overruns (ENOBUFS), 2 batch sequence gaps",
                 "nfwatch: kernel counted 17 matched, 12 delivered, 5 lost",
+                "nfwatch: 0 records with no known sending process",
                 "nfwatch: 2 records not written (--count reached)",
             ]
         );

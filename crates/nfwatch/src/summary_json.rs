@@ -24,6 +24,7 @@ pub fn summary_object(counters: &Counters, output: &str, elapsed: Duration) -> V
             "matched": own.matched,
             "delivered": own.delivered,
             "lost": own.lost,
+            "unattributed": own.unattributed,
         })),
         "duration_s": elapsed.as_secs_f64(),
     })
@@ -64,7 +65,7 @@ mod tests {
         let object = summary_object(&counters, "out.jsonl", Duration::from_millis(1500));
         assert_eq!(
             object.to_string(),
-            r#"{"duration_s":1.5,"kernel":{"delivered":11,"lost":1,"matched":12},"lost_in_kernel":1,"malformed":4,"not_written":1,"output":"out.jsonl","overruns":2,"seq_gaps":3,"written":10}"#
+            r#"{"duration_s":1.5,"kernel":{"delivered":11,"lost":1,"matched":12,"unattributed":0},"lost_in_kernel":1,"malformed":4,"not_written":1,"output":"out.jsonl","overruns":2,"seq_gaps":3,"written":10}"#
         );
         let without = summary_object(&Counters::default(), "stdout", Duration::ZERO);
         assert_eq!(without["kernel"], Value::Null);

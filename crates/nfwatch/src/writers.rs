@@ -8,7 +8,9 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
-use nfwatch_proto::{Family, IfName, ProtoError, Record, RecordBytes};
+use nfwatch_proto::{Family, PaddedName, ProtoError, Record, RecordBytes};
+
+use crate::cgroup::{CgroupInfo, Cgroups};
 use time::macros::format_description;
 use time::OffsetDateTime;
 
@@ -21,7 +23,7 @@ pub enum Format {
 }
 
 pub const CSV_HEADER: &str =
-    "ts,family,proto,src,dst,sport,dport,icmp_type,icmp_code,len,ifindex,ifname,nexthop,uid,pid,frag,segs";
+    "ts,family,proto,src,dst,sport,dport,icmp_type,icmp_code,len,ifindex,ifname,nexthop,uid,pid,frag,segs,comm,cgroup_id,cgroup,unit,container,netns";
 
 /// (number, name in JSON/CSV, name in text/legacy).
 const PROTOCOLS: [(u8, &str, &str); 11] = [
@@ -170,12 +172,22 @@ fn fraction(mut nanos: u32) -> [u8; 11] {
     text
 }
 
-/// A device name as one format writes it (escaped, quoted where needed).
-fn render_ifname(text: &mut Vec<u8>, format: Format, name: IfName) {
+/// A name (device, command, cgroup path) as one format writes it (escaped,
+/// quoted where needed).
+fn render_name(text: &mut Vec<u8>, format: Format, name: &[u8]) {
     match format {
-        Format::Jsonl => write_json_name(text, name.as_bytes()),
-        Format::Csv => write_csv_name(text, name.as_bytes()),
-        Format::Text | Format::Legacy => push_escaped_name(text, name.as_bytes()),
+        Format::Jsonl => write_json_name(text, name),
+        Format::Csv => write_csv_name(text, name),
+        Format::Text | Format::Legacy => push_escaped_name(text, name),
+    }
+}
+
+/// An optional name in JSON (null) or CSV (empty).
+fn render_opt_name(text: &mut Vec<u8>, format: Format, name: Option<&[u8]>) {
+    match name {
+        Some(name) => render_name(text, format, name),
+        None if format == Format::Jsonl => text.extend_from_slice(b"null"),
+        None => {}
     }
 }
 
@@ -287,11 +299,14 @@ pub struct LineFormatter {
     src: Memo<IpAddr>,
     dst: Memo<IpAddr>,
     nexthop: Memo<IpAddr>,
-    ifname: Memo<IfName>,
+    ifname: Memo<PaddedName>,
+    cgroups: Cgroups,
 }
 
 impl LineFormatter {
-    pub fn new(format: Format) -> Self {
+    /// `cgroups` turns the records' cgroup ids into paths, units and
+    /// containers.
+    pub fn new(format: Format, cgroups: Cgroups) -> Self {
         Self {
             format,
             flow: FlowText::new(),
@@ -301,6 +316,7 @@ impl LineFormatter {
             dst: Memo::new(),
             nexthop: Memo::new(),
             ifname: Memo::new(),
+            cgroups,
         }
     }
 
@@ -348,12 +364,86 @@ impl LineFormatter {
         Ok(())
     }
 
-    fn ifname(&mut self, out: &mut Vec<u8>, name: IfName) -> io::Result<()> {
+    fn ifname(&mut self, out: &mut Vec<u8>, name: PaddedName) -> io::Result<()> {
         let format = self.format;
         self.ifname.push(out, name, |text, name| {
-            render_ifname(text, format, name);
+            render_name(text, format, name.as_bytes());
             Ok(())
         })
+    }
+
+    /// Text: `comm[pid]`, then the container, else the unit, else the
+    /// cgroup's path (or its id, if it is gone), none for the root.
+    fn text_owner(&mut self, out: &mut Vec<u8>, r: &Record) {
+        if let Some(comm) = r.comm {
+            out.push(b' ');
+            push_escaped_name(out, comm.as_bytes());
+            if let Some(pid) = r.pid {
+                out.push(b'[');
+                push_num(out, pid);
+                out.push(b']');
+            }
+        }
+        let Some(id) = r.cgroup_id else { return };
+        match self.cgroups.resolve(id) {
+            Some(CgroupInfo {
+                container: Some(container),
+                ..
+            }) => {
+                out.extend_from_slice(b" container ");
+                push_escaped_name(out, container.as_bytes());
+            }
+            Some(CgroupInfo {
+                unit: Some(unit), ..
+            }) => {
+                out.extend_from_slice(b" unit ");
+                push_escaped_name(out, unit.as_bytes());
+            }
+            Some(CgroupInfo { path, .. }) if path == "/" => {}
+            Some(CgroupInfo { path, .. }) => {
+                out.extend_from_slice(b" cgroup ");
+                push_escaped_name(out, path.as_bytes());
+            }
+            None => {
+                out.extend_from_slice(b" cgroup ");
+                push_num(out, id);
+            }
+        }
+    }
+
+    /// JSON and CSV, after `segs`: comm, cgroup_id, cgroup, unit,
+    /// container, netns, each preceded by its key or comma.
+    fn owner_fields(&mut self, out: &mut Vec<u8>, r: &Record) {
+        let format = self.format;
+        let json = format == Format::Jsonl;
+        let separator = |out: &mut Vec<u8>, key: &[u8]| {
+            if json {
+                out.extend_from_slice(b",\"");
+                out.extend_from_slice(key);
+                out.extend_from_slice(b"\":");
+            } else {
+                out.push(b',');
+            }
+        };
+        let none: &[u8] = if json { b"null" } else { b"" };
+        separator(out, b"comm");
+        render_opt_name(out, format, r.comm.as_ref().map(PaddedName::as_bytes));
+        separator(out, b"cgroup_id");
+        push_opt_num(out, r.cgroup_id, none);
+        let info = r.cgroup_id.and_then(|id| self.cgroups.resolve(id));
+        separator(out, b"cgroup");
+        render_opt_name(out, format, info.map(|i| i.path.as_bytes()));
+        separator(out, b"unit");
+        render_opt_name(
+            out,
+            format,
+            info.and_then(|i| i.unit.as_deref()).map(str::as_bytes),
+        );
+        separator(out, b"container");
+        let container = info.and_then(|i| i.container.as_deref());
+        render_opt_name(out, format, container.map(str::as_bytes));
+        separator(out, b"netns");
+        push_opt_num(out, r.netns, none);
     }
 
     /// After the timestamp.
@@ -385,10 +475,7 @@ impl LineFormatter {
             out.extend_from_slice(b" uid ");
             push_num(out, uid);
         }
-        if let Some(pid) = r.pid {
-            out.extend_from_slice(b" pid ");
-            push_num(out, pid);
-        }
+        self.text_owner(out, r);
         Ok(())
     }
 
@@ -449,6 +536,7 @@ impl LineFormatter {
         push_bool(out, r.frag);
         out.extend_from_slice(b",\"segs\":");
         self.varying(out, Varying::Segs, r);
+        self.owner_fields(out, r);
         out.push(b'}');
         Ok(())
     }
@@ -490,6 +578,7 @@ impl LineFormatter {
         push_bool(out, r.frag);
         out.push(b',');
         self.varying(out, Varying::Segs, r);
+        self.owner_fields(out, r);
         Ok(())
     }
 }
@@ -787,7 +876,7 @@ impl LineSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nfwatch_proto::IfName;
+    use nfwatch_proto::PaddedName;
 
     #[test]
     fn fractions_have_nine_digits() {
@@ -803,10 +892,10 @@ mod tests {
         }
     }
 
-    fn ifname(name: &[u8]) -> IfName {
+    fn ifname(name: &[u8]) -> PaddedName {
         let mut padded = [0u8; 16];
         padded[..name.len()].copy_from_slice(name);
-        IfName::from_padded(padded)
+        PaddedName::from_padded(padded)
     }
 
     fn tcp_v4() -> Record {
@@ -826,7 +915,16 @@ mod tests {
             icmp: None,
             frag: false,
             segs: 1,
+            comm: Some(ifname(b"curl")),
+            // No such cgroup: written as its id.
+            cgroup_id: Some(7),
+            netns: Some(4026531840),
         }
+    }
+
+    /// A resolver that finds no cgroup.
+    fn no_cgroups() -> Cgroups {
+        Cgroups::with_root("/nonexistent/cgroup2".into())
     }
 
     fn icmp_v4() -> Record {
@@ -836,6 +934,8 @@ mod tests {
             nexthop: None,
             uid: None,
             pid: None,
+            comm: None,
+            cgroup_id: None,
             ports: None,
             icmp: Some((8, 0)),
             ifname: ifname(b"lo"),
@@ -854,6 +954,8 @@ mod tests {
             frag: true,
             uid: None,
             pid: None,
+            comm: None,
+            cgroup_id: None,
             segs: 3,
             ..tcp_v4()
         }
@@ -869,12 +971,12 @@ mod tests {
     }
 
     fn line(format: Format, record: &Record) -> String {
-        write(&mut LineFormatter::new(format), record)
+        write(&mut LineFormatter::new(format, no_cgroups()), record)
     }
 
     #[test]
     fn timestamps_across_seconds() {
-        let mut formatter = LineFormatter::new(Format::Text);
+        let mut formatter = LineFormatter::new(Format::Text, no_cgroups());
         let mut ts = |ns: u64| {
             let mut out = Vec::new();
             formatter.ts(&mut out, ns).unwrap();
@@ -926,9 +1028,22 @@ mod tests {
                 uid: Some(1001),
                 ..tcp_v4()
             },
+            Record {
+                pid: Some(1),
+                comm: Some(ifname(b"init")),
+                ..tcp_v4()
+            },
+            Record {
+                cgroup_id: Some(8),
+                ..tcp_v4()
+            },
+            Record {
+                netns: Some(1),
+                ..tcp_v4()
+            },
         ];
         for format in [Format::Text, Format::Csv, Format::Jsonl, Format::Legacy] {
-            let mut formatter = LineFormatter::new(format);
+            let mut formatter = LineFormatter::new(format, no_cgroups());
             for record in &records {
                 assert_eq!(write(&mut formatter, record), line(format, record));
             }
@@ -939,7 +1054,7 @@ mod tests {
     fn text_lines() {
         assert_eq!(
             line(Format::Text, &tcp_v4()),
-            "2026-11-26T02:35:56.123456789Z TCP 10.0.0.1:4242 -> 10.0.0.2:80 dev eth0 via 10.0.0.254 len 60 uid 1000 pid 4321\n"
+            "2026-11-26T02:35:56.123456789Z TCP 10.0.0.1:4242 -> 10.0.0.2:80 dev eth0 via 10.0.0.254 len 60 uid 1000 curl[4321] cgroup 7\n"
         );
         assert_eq!(
             line(Format::Text, &icmp_v4()),
@@ -989,7 +1104,8 @@ mod tests {
             concat!(
                 r#"{"ts":"2026-11-26T02:35:56.123456789Z","family":"ipv4","proto":"tcp","src":"10.0.0.1","dst":"10.0.0.2","#,
                 r#""sport":4242,"dport":80,"icmp_type":null,"icmp_code":null,"len":60,"ifindex":2,"ifname":"eth0","#,
-                r#""nexthop":"10.0.0.254","uid":1000,"pid":4321,"frag":false,"segs":1}"#,
+                r#""nexthop":"10.0.0.254","uid":1000,"pid":4321,"frag":false,"segs":1,"comm":"curl","#,
+                r#""cgroup_id":7,"cgroup":null,"unit":null,"container":null,"netns":4026531840}"#,
                 "\n"
             )
         );
@@ -998,7 +1114,8 @@ mod tests {
             concat!(
                 r#"{"ts":"1970-01-01T00:00:01.000000000Z","family":"ipv4","proto":"icmp","src":"10.0.0.1","dst":"10.0.0.2","#,
                 r#""sport":null,"dport":null,"icmp_type":8,"icmp_code":0,"len":60,"ifindex":2,"ifname":"lo","#,
-                r#""nexthop":null,"uid":null,"pid":null,"frag":false,"segs":1}"#,
+                r#""nexthop":null,"uid":null,"pid":null,"frag":false,"segs":1,"comm":null,"#,
+                r#""cgroup_id":null,"cgroup":null,"unit":null,"container":null,"netns":4026531840}"#,
                 "\n"
             )
         );
@@ -1014,7 +1131,7 @@ mod tests {
             "{v6}"
         );
         assert!(
-            v6.contains(r#""nexthop":"fe80::1","uid":null,"pid":null,"frag":true,"segs":3}"#),
+            v6.contains(r#""nexthop":"fe80::1","uid":null,"pid":null,"frag":true,"segs":3,"#),
             "{v6}"
         );
         let odd = line(
@@ -1031,15 +1148,15 @@ mod tests {
     fn csv_lines() {
         assert_eq!(
             line(Format::Csv, &tcp_v4()),
-            "2026-11-26T02:35:56.123456789Z,ipv4,tcp,10.0.0.1,10.0.0.2,4242,80,,,60,2,eth0,10.0.0.254,1000,4321,false,1\n"
+            "2026-11-26T02:35:56.123456789Z,ipv4,tcp,10.0.0.1,10.0.0.2,4242,80,,,60,2,eth0,10.0.0.254,1000,4321,false,1,curl,7,,,,4026531840\n"
         );
         assert_eq!(
             line(Format::Csv, &icmp_v4()),
-            "1970-01-01T00:00:01.000000000Z,ipv4,icmp,10.0.0.1,10.0.0.2,,,8,0,60,2,lo,,,,false,1\n"
+            "1970-01-01T00:00:01.000000000Z,ipv4,icmp,10.0.0.1,10.0.0.2,,,8,0,60,2,lo,,,,false,1,,,,,,4026531840\n"
         );
         assert_eq!(
             line(Format::Csv, &udp_v6_frag()),
-            "2026-11-26T02:35:56.123456789Z,ipv6,udp,fd00::1,fd00::2,,,,,60,2,eth0,fe80::1,,,true,3\n"
+            "2026-11-26T02:35:56.123456789Z,ipv6,udp,fd00::1,fd00::2,,,,,60,2,eth0,fe80::1,,,true,3,,,,,,4026531840\n"
         );
         let odd = line(
             Format::Csv,
@@ -1057,7 +1174,7 @@ mod tests {
 
     fn name_in(format: Format, name: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        render_ifname(&mut out, format, ifname(name));
+        render_name(&mut out, format, name);
         out
     }
 
@@ -1117,6 +1234,46 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The owner's fields from a cgroup tree: a unit, a container, a plain
+    /// path, the root; comm escaped as names are.
+    #[test]
+    fn owner_fields_from_the_cgroup_tree() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let id = |path: &str| {
+            let dir = root.path().join(path);
+            std::fs::create_dir_all(&dir).unwrap();
+            dir.metadata().unwrap().ino()
+        };
+        let container = "0123456789abcdef".repeat(4);
+        let unit = id("system.slice/nginx.service");
+        let libpod = id(&format!("machine.slice/libpod-{container}.scope/container"));
+        let plain = id("test.slice/app");
+        let top = id("");
+        let with = |cgroup_id: u64, comm: &[u8]| Record {
+            cgroup_id: Some(cgroup_id),
+            comm: Some(ifname(comm)),
+            ..tcp_v4()
+        };
+        let mut text = LineFormatter::new(Format::Text, Cgroups::with_root(root.path().into()));
+        let mut json = LineFormatter::new(Format::Jsonl, Cgroups::with_root(root.path().into()));
+        let mut csv = LineFormatter::new(Format::Csv, Cgroups::with_root(root.path().into()));
+        assert!(write(&mut text, &with(unit, b"nginx"))
+            .ends_with(" uid 1000 nginx[4321] unit nginx.service\n"));
+        assert!(write(&mut text, &with(libpod, b"a b"))
+            .ends_with(&format!(" uid 1000 a b[4321] container {container}\n")));
+        assert!(write(&mut text, &with(plain, b"x\x1b"))
+            .ends_with(" uid 1000 x\\x1b[4321] cgroup /test.slice/app\n"));
+        assert!(write(&mut text, &with(top, b"init")).ends_with(" uid 1000 init[4321]\n"));
+        assert!(write(&mut json, &with(unit, b"nginx")).ends_with(&format!(
+            r#","comm":"nginx","cgroup_id":{unit},"cgroup":"/system.slice/nginx.service","unit":"nginx.service","container":null,"netns":4026531840}}{}"#,
+            "\n"
+        )));
+        assert!(write(&mut csv, &with(libpod, b"=calc")).ends_with(&format!(
+            ",\"'=calc\",{libpod},/machine.slice/libpod-{container}.scope/container,libpod-{container}.scope,{container},4026531840\n"
+        )));
     }
 
     #[test]

@@ -49,7 +49,10 @@ enum nfwatch_cmd {
 	NFWATCH_CMD_UNSPEC,
 	/*
 	 * user -> kernel: NFWATCH_A_PREFIXES (required, 1..NFWATCH_MAX_PREFIXES
-	 * entries). Replaces the caller's previous set. Acked (NLM_F_ACK).
+	 * entries), NFWATCH_A_UIDS and NFWATCH_A_CGROUPS (optional: a packet
+	 * whose source is in the set is recorded only if it passes each filter
+	 * given). Replaces the caller's previous set and filters. Acked
+	 * (NLM_F_ACK).
 	 */
 	NFWATCH_CMD_SUBSCRIBE,
 	/*
@@ -89,12 +92,44 @@ enum nfwatch_attr {
 	NFWATCH_A_BATCH_LOST,	/* u64: records lost since the last delivered batch */
 	NFWATCH_A_RECORD_SIZE,	/* u32: size of each record in NFWATCH_A_RECORDS */
 	NFWATCH_A_RECORDS,	/* binary: packed array of struct nfwatch_record */
+	/*
+	 * SUBSCRIBE, optional: only packets of sockets owned by one of these
+	 * uids (in the requester's user namespace). Nested: u32 entries of
+	 * type NFWATCH_A_UID, 1..NFWATCH_MAX_FILTERS.
+	 */
+	NFWATCH_A_UIDS,
+	/*
+	 * SUBSCRIBE, optional: only packets of sockets in one of these cgroup
+	 * v2 subtrees (a socket belongs to the cgroup of the process that
+	 * created it). Nested: entries of type NFWATCH_A_CGROUP, each nested:
+	 * NFWATCH_CGROUP_A_ID and NFWATCH_CGROUP_A_LEVEL, 1..NFWATCH_MAX_FILTERS.
+	 * A packet matches when its socket's cgroup or its ancestor at LEVEL
+	 * has ID, as nftables' "socket cgroupv2 level".
+	 */
+	NFWATCH_A_CGROUPS,
 	__NFWATCH_A_MAX,
 };
 #define NFWATCH_A_MAX (__NFWATCH_A_MAX - 1)
 
 /* The type of every entry nested in NFWATCH_A_PREFIXES. */
 #define NFWATCH_A_PREFIX	1
+
+/* Most entries in NFWATCH_A_UIDS, and in NFWATCH_A_CGROUPS. */
+#define NFWATCH_MAX_FILTERS	64
+
+/* The type of every entry nested in NFWATCH_A_UIDS (u32) and NFWATCH_A_CGROUPS. */
+#define NFWATCH_A_UID		1
+#define NFWATCH_A_CGROUP	1
+
+/* Inside one NFWATCH_A_CGROUP: both. */
+enum nfwatch_cgroup_attr {
+	NFWATCH_CGROUP_A_UNSPEC,
+	NFWATCH_CGROUP_A_PAD,
+	NFWATCH_CGROUP_A_ID,	/* u64: the cgroup's id (its directory's inode in cgroup2) */
+	NFWATCH_CGROUP_A_LEVEL,	/* u16: its depth; the root cgroup is 0 */
+	__NFWATCH_CGROUP_A_MAX,
+};
+#define NFWATCH_CGROUP_A_MAX (__NFWATCH_CGROUP_A_MAX - 1)
 
 /* Inside one NFWATCH_A_PREFIX: exactly one of IPV4/IPV6, and LEN. */
 enum nfwatch_prefix_attr {
@@ -126,6 +161,8 @@ enum nfwatch_stat {
 	NFWATCH_STAT_LIVE_SETS,
 	NFWATCH_STAT_LIVE_BATCHES,
 	NFWATCH_STAT_LIVE_PAGES,	/* pages kept for batches' records */
+	/* own: records made without a sending process (NFWATCH_F_COMM unset) */
+	NFWATCH_STAT_UNATTRIBUTED,
 	__NFWATCH_STAT_MAX,
 };
 #define NFWATCH_STAT_MAX (__NFWATCH_STAT_MAX - 1)
@@ -135,7 +172,9 @@ enum nfwatch_stat {
 #define NFWATCH_F_ICMP	0x0002	/* icmp_type/icmp_code valid (ICMP, ICMPv6) */
 #define NFWATCH_F_FRAG	0x0004	/* a non-first fragment: no L4 header */
 #define NFWATCH_F_UID	0x0008	/* uid valid (packet owned by a full socket) */
-#define NFWATCH_F_PID	0x0010	/* pid valid (sent in the owning process's context) */
+#define NFWATCH_F_PID	0x0010	/* pid valid (NFWATCH_F_COMM set, and the process is in the subscriber's pid namespace) */
+#define NFWATCH_F_COMM	0x0020	/* comm valid: the socket's sending process is known */
+#define NFWATCH_F_CGROUP 0x0040	/* cgroup_id valid (a full socket, cgroup v2 in the kernel) */
 
 /*
  * One packet. Numeric fields are in host byte order, addresses in network
@@ -151,9 +190,11 @@ struct nfwatch_record {
 	__u32 ifindex;		/* egress device */
 	__u32 uid;		/* owning socket's uid, in the subscriber's user namespace */
 	/*
-	 * Sending tgid, in the subscriber's pid namespace. A packet an NFQUEUE
-	 * verdict re-injects is seen in the verdict program's context: its
-	 * pid is that program's.
+	 * The socket's sending process (tgid, in the subscriber's pid
+	 * namespace): the last process seen sending on the socket, in its
+	 * own context, since the subscription began; also on the packets
+	 * the kernel sends later for that socket (ACKs, retransmissions,
+	 * data pushed from softirq). Its command name is in @comm.
 	 */
 	__u32 pid;
 	__u16 sport;
@@ -171,6 +212,11 @@ struct nfwatch_record {
 	__u8  icmp_type;
 	__u8  icmp_code;
 	__u8  __pad[3];
+	/* Appended after the first 104 bytes; see NFWATCH_A_RECORD_SIZE. */
+	__u64 cgroup_id;	/* the owning socket's cgroup v2 id */
+	char  comm[16];		/* the sending process's command name, NUL-padded */
+	__u32 netns;		/* the network namespace's inode number, as lsns shows it */
+	__u32 __pad2;
 };
 
 #endif /* _UAPI_LINUX_NFWATCH_H */

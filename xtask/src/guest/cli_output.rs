@@ -11,7 +11,7 @@ use super::traffic::{udp_batch, Flood};
 use super::{insmod, rmmod, Ctx};
 use crate::util::{capture, run, stdout_of, wait_until};
 use anyhow::{bail, ensure, Context, Result};
-use nfwatch_proto::{record_layout, Family, IfName, Record, NFWATCH_A_BATCH_LOST};
+use nfwatch_proto::{record_layout, Family, PaddedName, Record, NFWATCH_A_BATCH_LOST};
 use nfwatch_proto::{RawAttr, NFWATCH_A_BATCH_SEQ, NFWATCH_A_RECORDS, NFWATCH_A_RECORD_SIZE};
 use std::collections::HashSet;
 use std::ffi::OsStr;
@@ -580,7 +580,7 @@ fn fake_record(dport: u16) -> Record {
         src: WATCHED4.parse().expect("an address"),
         dst: "10.99.0.1".parse().expect("an address"),
         nexthop: None,
-        ifname: IfName::from_padded(name),
+        ifname: PaddedName::from_padded(name),
         len: 44,
         ifindex: 99,
         uid: None,
@@ -589,6 +589,9 @@ fn fake_record(dport: u16) -> Record {
         icmp: None,
         frag: false,
         segs: 1,
+        comm: None,
+        cgroup_id: None,
+        netns: None,
     }
 }
 

@@ -579,6 +579,83 @@ fn len_past_end(rng: &mut Rng) -> Request {
     req
 }
 
+fn uid_entries(rng: &mut Rng, n: u64) -> Vec<RawAttr> {
+    // Every uid but (u32)-1 maps in the initial user namespace.
+    (0..n)
+        .map(|_| RawAttr::u32(NFWATCH_A_UID, rng.range(0, 0xffff_fffe) as u32))
+        .collect()
+}
+
+fn cgroup_entry(id: Option<RawAttr>, level: Option<RawAttr>) -> RawAttr {
+    RawAttr::nested(NFWATCH_A_CGROUP, id.into_iter().chain(level).collect())
+}
+
+fn cgroup_entries(rng: &mut Rng, n: u64) -> Vec<RawAttr> {
+    (0..n)
+        .map(|_| {
+            cgroup_entry(
+                Some(RawAttr::u64(NFWATCH_CGROUP_A_ID, rng.next())),
+                Some(RawAttr::u16(NFWATCH_CGROUP_A_LEVEL, rng.below(16) as u16)),
+            )
+        })
+        .collect()
+}
+
+/// A valid subscribe with `filters` after its prefixes.
+fn subscribe_filtered(rng: &mut Rng, filters: Vec<RawAttr>) -> Request {
+    let n = rng.range(1, 4);
+    let mut attrs = vec![RawAttr::nested(NFWATCH_A_PREFIXES, valid_entries(rng, n))];
+    attrs.extend(filters);
+    Request::new(NFWATCH_CMD_SUBSCRIBE, &attrs)
+}
+
+/// uids, cgroups or both, each 1..=NFWATCH_MAX_FILTERS entries.
+fn valid_owner_filter(rng: &mut Rng) -> Request {
+    let which = rng.range(1, 3);
+    let mut filters = Vec::new();
+    if which & 1 != 0 {
+        let n = rng.range(1, NFWATCH_MAX_FILTERS as u64);
+        filters.push(RawAttr::nested(NFWATCH_A_UIDS, uid_entries(rng, n)));
+    }
+    if which & 2 != 0 {
+        let n = rng.range(1, NFWATCH_MAX_FILTERS as u64);
+        filters.push(RawAttr::nested(NFWATCH_A_CGROUPS, cgroup_entries(rng, n)));
+    }
+    subscribe_filtered(rng, filters)
+}
+
+/// One thing wrong with an owner filter, the rest valid.
+fn bad_owner_filter(rng: &mut Rng) -> Request {
+    let uids = |entries| RawAttr::nested(NFWATCH_A_UIDS, entries);
+    let cgroups = |entries| RawAttr::nested(NFWATCH_A_CGROUPS, entries);
+    let id = |rng: &mut Rng| Some(RawAttr::u64(NFWATCH_CGROUP_A_ID, rng.next()));
+    let level = Some(RawAttr::u16(NFWATCH_CGROUP_A_LEVEL, 1));
+    let some_uids = |rng: &mut Rng, bad: RawAttr| {
+        let n = rng.below(3);
+        let mut entries = uid_entries(rng, n);
+        entries.insert(rng.below(n + 1) as usize, bad);
+        uids(entries)
+    };
+    let filter = match rng.below(11) {
+        0 => uids(Vec::new()),
+        1 => cgroups(Vec::new()),
+        2 => uids(uid_entries(rng, NFWATCH_MAX_FILTERS as u64 + 1)),
+        3 => cgroups(cgroup_entries(rng, NFWATCH_MAX_FILTERS as u64 + 1)),
+        4 => some_uids(rng, RawAttr::u32(2, 0)),
+        5 => some_uids(rng, RawAttr::u64(NFWATCH_A_UID, 0)),
+        6 => some_uids(rng, RawAttr::u32(NFWATCH_A_UID, u32::MAX)),
+        7 => cgroups(vec![cgroup_entry(id(rng), None)]),
+        8 => cgroups(vec![cgroup_entry(None, level)]),
+        9 => cgroups(vec![cgroup_entry(
+            Some(RawAttr::u32(NFWATCH_CGROUP_A_ID, 1)),
+            level,
+        )]),
+        // Without NLA_F_NESTED.
+        _ => RawAttr::bytes(NFWATCH_A_UIDS, emit_attrs(&uid_entries(rng, 1))),
+    };
+    subscribe_filtered(rng, vec![filter])
+}
+
 fn unsubscribe(_: &mut Rng) -> Request {
     Request::new(NFWATCH_CMD_UNSUBSCRIBE, &[])
 }
@@ -595,6 +672,18 @@ const KINDS: &[Kind] = &[
         weight: 8,
         expect: Expect::Ok,
         make: valid_subscribe,
+    },
+    Kind {
+        name: "valid_owner_filter",
+        weight: 4,
+        expect: Expect::Ok,
+        make: valid_owner_filter,
+    },
+    Kind {
+        name: "bad_owner_filter",
+        weight: 6,
+        expect: Expect::Rejected,
+        make: bad_owner_filter,
     },
     Kind {
         name: "full_set_1024",

@@ -34,6 +34,12 @@ const KEYS: &[&str] = &[
     "pid",
     "frag",
     "segs",
+    "comm",
+    "cgroup_id",
+    "cgroup",
+    "unit",
+    "container",
+    "netns",
 ];
 
 /// One jsonl record.
@@ -51,12 +57,18 @@ pub struct Record {
     pub icmp_code: Option<u8>,
     pub len: u32,
     pub ifindex: u32,
-    pub ifname: IfName,
+    pub ifname: PaddedName,
     pub nexthop: Option<String>,
     pub uid: Option<u32>,
     pub pid: Option<u32>,
     pub frag: bool,
     pub segs: u16,
+    pub comm: Option<PaddedName>,
+    pub cgroup_id: Option<u64>,
+    pub cgroup: Option<PaddedName>,
+    pub unit: Option<PaddedName>,
+    pub container: Option<PaddedName>,
+    pub netns: Option<u32>,
 }
 
 impl Record {
@@ -72,14 +84,14 @@ impl Record {
 /// A jsonl `ifname`: a string, or the bytes of a name that is not UTF-8.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
-pub enum IfName {
+pub enum PaddedName {
     Text(String),
     Bytes(Vec<u8>),
 }
 
-impl PartialEq<&str> for IfName {
+impl PartialEq<&str> for PaddedName {
     fn eq(&self, other: &&str) -> bool {
-        matches!(self, IfName::Text(text) if text == other)
+        matches!(self, PaddedName::Text(text) if text == other)
     }
 }
 
@@ -479,7 +491,7 @@ mod tests {
         assert!(Summary::parse(&lines("nfwatch: lost 0 records")).is_err());
     }
 
-    const LINE: &str = r#"{"ts":"2024-05-01T10:00:00.123456789Z","family":"ipv4","proto":"udp","src":"10.0.0.1","dst":"10.0.0.2","sport":1,"dport":2,"icmp_type":null,"icmp_code":null,"len":40,"ifindex":2,"ifname":"eth0","nexthop":"10.0.0.2","uid":0,"pid":null,"frag":false,"segs":1}"#;
+    const LINE: &str = r#"{"ts":"2024-05-01T10:00:00.123456789Z","family":"ipv4","proto":"udp","src":"10.0.0.1","dst":"10.0.0.2","sport":1,"dport":2,"icmp_type":null,"icmp_code":null,"len":40,"ifindex":2,"ifname":"eth0","nexthop":"10.0.0.2","uid":0,"pid":null,"frag":false,"segs":1,"comm":null,"cgroup_id":1,"cgroup":"/","unit":null,"container":null,"netns":4026531840}"#;
 
     #[test]
     fn records_are_read_and_checked() {

@@ -21,6 +21,7 @@ const ALL: &[(&str, Scenario)] = &[
     ("two_addresses", two_addresses),
     ("protocols", protocols),
     ("sender_identity", sender_identity),
+    ("attribution", super::attribution::attribution),
     ("prefix", prefix),
     ("two_subscribers", two_subscribers),
     ("tcpdump_oracle", tcpdump_oracle),

@@ -1,0 +1,328 @@
+//! Who sent each packet: the process by socket (also for what the kernel
+//! sends on its behalf), the cgroup and network namespace, and the
+//! subscribers' filters on them.
+
+use super::generator::{gen_args, GenReport};
+use super::net::{self, PEER4, TCP_PORT, WATCHED4};
+use super::nfwatch::{read_records, Record, Watcher};
+use super::proc::Spawned;
+use super::{as_nobody, Ctx};
+use crate::util::run;
+use anyhow::{ensure, Context, Result};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const CGROUP2: &str = "/sys/fs/cgroup";
+/// Where the receiver of the bulk stream listens.
+const RECEIVER_PORT: u16 = 6001;
+/// The UDP senders' destination ports, one per cgroup.
+const TEST_PORT: u16 = 7;
+const OTHER_PORT: u16 = 9;
+const NOBODY_PORT: u16 = 13;
+
+/// The comm the kernel gives this binary's processes: its file name, cut
+/// to TASK_COMM_LEN - 1 bytes.
+fn xtask_comm() -> Result<String> {
+    let exe = std::env::current_exe().context("cannot find the xtask binary")?;
+    let name = exe.file_name().context("xtask binary has no name")?;
+    Ok(name.to_string_lossy().chars().take(15).collect())
+}
+
+/// A cgroup v2 mount at /sys/fs/cgroup (virtme-ng may not make one).
+fn cgroup2_mounted() -> Result<()> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+    let mounted = mounts.lines().any(|l| {
+        let fields: Vec<&str> = l.split(' ').collect();
+        fields.get(1) == Some(&CGROUP2) && fields.get(2) == Some(&"cgroup2")
+    });
+    if !mounted {
+        run(Command::new("mount").args(["-t", "cgroup2", "none", CGROUP2]))?;
+    }
+    Ok(())
+}
+
+/// A cgroup the scenario creates (and removes once empty).
+struct Cgroup {
+    path: &'static str,
+    dir: PathBuf,
+}
+
+impl Cgroup {
+    fn create(path: &'static str) -> Result<Self> {
+        let dir = Path::new(CGROUP2).join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(Self { path, dir })
+    }
+
+    fn id(&self) -> Result<u64> {
+        Ok(std::fs::metadata(&self.dir)?.ino())
+    }
+
+    /// `cmd` runs in this cgroup from before its exec, so its sockets do.
+    fn run_in(&self, cmd: &mut Command) {
+        let procs = self.dir.join("cgroup.procs");
+        // SAFETY: only a write(2) through std's File between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || std::fs::write(&procs, b"0"));
+        }
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+        if let Some(parent) = self.dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+/// Runs `guest-gen` through `cmd` to the end; its pid and report.
+fn generate(mut cmd: Command) -> Result<(u32, GenReport)> {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start guest-gen")?;
+    let pid = child.id();
+    let out = child.wait_with_output()?;
+    ensure!(out.status.success(), "guest-gen: {}", out.status);
+    let report = serde_json::from_slice(&out.stdout).context("guest-gen's report")?;
+    Ok((pid, report))
+}
+
+fn gen_command(proto: &str, dst: String, seconds: f64) -> Result<Command> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(gen_args(proto, WATCHED4, &dst, seconds));
+    Ok(cmd)
+}
+
+fn udp_to(port: u16) -> String {
+    format!("{PEER4}:{port}")
+}
+
+/// The receiver of a bulk TCP stream: every packet of its connection from
+/// its first one sent in its own context on carries its pid and comm,
+/// the ACKs sent from softirq included. Returns how many that was.
+fn check_receiver(records: &[Record], pid: u32, comm: &str) -> Result<usize> {
+    let mine: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.proto == "tcp" && r.sport == Some(RECEIVER_PORT))
+        .collect();
+    let first = mine
+        .iter()
+        .position(|r| r.pid == Some(pid))
+        .with_context(|| format!("none of the receiver's {} records has its pid", mine.len()))?;
+    let after = &mine[first..];
+    for r in after {
+        ensure!(
+            r.pid == Some(pid) && r.comm.as_ref().is_some_and(|c| *c == comm),
+            "the receiver's packet without its pid {pid} and comm {comm}: {r:?}"
+        );
+    }
+    ensure!(
+        after.len() >= 20,
+        "only {} of the receiver's records after its first attributed one",
+        after.len()
+    );
+    Ok(after.len())
+}
+
+/// The records to `port`: `count` of them, each from `pid` and `cgroup`.
+fn check_sender(
+    records: &[Record],
+    port: u16,
+    (pid, count): (u32, u64),
+    comm: &str,
+    cgroup: &Cgroup,
+) -> Result<()> {
+    let mine: Vec<&Record> = records.iter().filter(|r| r.dport == Some(port)).collect();
+    ensure!(
+        mine.len() as u64 == count,
+        "{} records to port {port}, pid {pid} sent {count}",
+        mine.len()
+    );
+    let id = cgroup.id()?;
+    for r in mine {
+        ensure!(
+            r.pid == Some(pid)
+                && r.comm.as_ref().is_some_and(|c| *c == comm)
+                && r.cgroup_id == Some(id)
+                && r.cgroup.as_ref().is_some_and(|c| *c == cgroup.path)
+                && r.unit.is_none()
+                && r.container.is_none(),
+            "expected pid {pid} comm {comm} cgroup {} ({id}), no unit or container: {r:?}",
+            cgroup.path
+        );
+    }
+    Ok(())
+}
+
+/// The kernel's count of records without a sending process equals the
+/// file's.
+fn check_unattributed(ctx: &Ctx, watcher: Watcher, tag: &str) -> Result<Vec<Record>> {
+    let out = ctx.path(&format!("{tag}.jsonl"));
+    let lines = {
+        let mut watcher = watcher;
+        watcher.proc().signal(libc::SIGTERM)?;
+        watcher.proc().wait_success(super::nfwatch::DEADLINE)?;
+        watcher.proc().lines()
+    };
+    let records = read_records(&out)?;
+    let counted: u64 = lines
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix("nfwatch: ")?
+                .strip_suffix(" records with no known sending process")?
+                .parse()
+                .ok()
+        })
+        .context("no count of records without a sending process")?;
+    let in_file = records.iter().filter(|r| r.comm.is_none()).count() as u64;
+    ensure!(
+        counted == in_file,
+        "{tag}: kernel counted {counted} records without a sending process, the file has {in_file}"
+    );
+    Ok(records)
+}
+
+pub fn attribution(ctx: &Ctx) -> Result<()> {
+    cgroup2_mounted()?;
+    let comm = xtask_comm()?;
+    let netns = std::fs::metadata("/proc/self/ns/net")?.ino();
+    let test = Cgroup::create("/test.slice/app")?;
+    let other = Cgroup::create("/other.slice/app")?;
+    let all = Watcher::start(ctx, "all", &[WATCHED4])?;
+    let jsonl = |tag: &str| ctx.path(&format!("{tag}.jsonl"));
+    let in_test = Watcher::start_args(
+        ctx,
+        "test_slice",
+        &[WATCHED4],
+        "jsonl",
+        &jsonl("test_slice"),
+        &["--cgroup", "/test.slice"],
+    )?;
+    let of_nobody = Watcher::start_args(
+        ctx,
+        "nobody",
+        &[WATCHED4],
+        "jsonl",
+        &jsonl("nobody"),
+        &["--uid", "65534"],
+    )?;
+
+    // A receiver here, its sender in the peer's namespace.
+    let xtask = std::env::current_exe()?;
+    let listen = format!("{WATCHED4}:{RECEIVER_PORT}");
+    let mut receiver = Spawned::start(
+        Command::new(&xtask).args(["guest-peer", "--tcp", &listen]),
+        &ctx.path("receiver.log"),
+    )?;
+    receiver.wait_line("the receiver's listener", super::nfwatch::DEADLINE, |l| {
+        l == "ready"
+    })?;
+    let mut stream = net::in_ns(Some(net::NS), &xtask.to_string_lossy());
+    stream.args(gen_args("tcp", PEER4, &listen, 1.0));
+    let (_, streamed) = generate(stream)?;
+
+    let mut cmd = gen_command("udp", udp_to(TEST_PORT), 0.2)?;
+    test.run_in(&mut cmd);
+    let (test_pid, test_udp) = generate(cmd)?;
+    let mut cmd = gen_command("udp", udp_to(OTHER_PORT), 0.2)?;
+    other.run_in(&mut cmd);
+    let (other_pid, other_udp) = generate(cmd)?;
+    // Exits right after its last write: what the kernel sends for its
+    // socket afterwards still carries it.
+    let mut cmd = gen_command("tcp", format!("{PEER4}:{TCP_PORT}"), 0.2)?;
+    test.run_in(&mut cmd);
+    let (tcp_pid, _) = generate(cmd)?;
+    let mut cmd = as_nobody(&xtask);
+    cmd.args(gen_args("udp", WATCHED4, &udp_to(NOBODY_PORT), 0.2));
+    let (nobody_pid, nobody_udp) = generate(cmd)?;
+    ctx.log(&format!(
+        "streamed {} bytes; udp: test {test_pid} {}, other {other_pid} {}, nobody {nobody_pid} {}; tcp {tcp_pid}",
+        streamed.bytes, test_udp.packets, other_udp.packets, nobody_udp.packets
+    ));
+
+    let receiver_pid = receiver.pid() as u32;
+    let records = check_unattributed(ctx, all, "all")?;
+    drop(receiver);
+    let attributed = check_receiver(&records, receiver_pid, &comm)?;
+    check_sender(
+        &records,
+        TEST_PORT,
+        (test_pid, test_udp.packets),
+        &comm,
+        &test,
+    )?;
+    check_sender(
+        &records,
+        OTHER_PORT,
+        (other_pid, other_udp.packets),
+        &comm,
+        &other,
+    )?;
+    // Its socket's packets are those in its cgroup: what TCP sends for a
+    // connection in TIME_WAIT goes out on the kernel's own socket.
+    let (tcp, kernel): (Vec<&Record>, Vec<&Record>) = records
+        .iter()
+        .filter(|r| r.dport == Some(TCP_PORT))
+        .partition(|r| r.cgroup.as_ref().is_some_and(|c| *c == test.path));
+    ensure!(
+        tcp.len() >= 3,
+        "{} records of the TCP sender {tcp_pid}",
+        tcp.len()
+    );
+    for r in &tcp {
+        ensure!(
+            r.pid == Some(tcp_pid) && r.comm.as_ref().is_some_and(|c| *c == comm.as_str()),
+            "a packet of the TCP sender {tcp_pid}'s socket not attributed to it: {r:?}"
+        );
+    }
+    ensure!(
+        kernel.len() <= 2 && kernel.iter().all(|r| r.comm.is_none()),
+        "packets to port {TCP_PORT} not from the sender's socket: {kernel:?}"
+    );
+    for r in &records {
+        ensure!(r.netns == Some(netns as u32), "netns not {netns}: {r:?}");
+    }
+
+    let in_test = check_unattributed(ctx, in_test, "test_slice")?;
+    let test_ids = [test.id()?];
+    ensure!(
+        in_test
+            .iter()
+            .all(|r| r.cgroup_id.is_some_and(|id| test_ids.contains(&id))),
+        "--cgroup /test.slice recorded a packet from elsewhere"
+    );
+    let udp_in_test = in_test
+        .iter()
+        .filter(|r| r.dport == Some(TEST_PORT))
+        .count() as u64;
+    ensure!(
+        udp_in_test == test_udp.packets && in_test.len() == udp_in_test as usize + tcp.len(),
+        "--cgroup /test.slice: {} records, {udp_in_test} to port {TEST_PORT}; expected {} and {} TCP",
+        in_test.len(),
+        test_udp.packets,
+        tcp.len()
+    );
+    let of_nobody = check_unattributed(ctx, of_nobody, "nobody")?;
+    ensure!(
+        of_nobody.len() as u64 == nobody_udp.packets
+            && of_nobody
+                .iter()
+                .all(|r| r.uid == Some(65534) && r.pid == Some(nobody_pid)),
+        "--uid 65534: {} records, expected {} from pid {nobody_pid}",
+        of_nobody.len(),
+        nobody_udp.packets
+    );
+    ctx.log(&format!(
+        "{} records; {attributed} of the receiver's attributed; {} in /test.slice, {} of uid 65534",
+        records.len(),
+        in_test.len(),
+        of_nobody.len()
+    ));
+    Ok(())
+}
