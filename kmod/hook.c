@@ -315,25 +315,25 @@ static bool vrf_diverted(const struct sk_buff *skb, const struct net_device *out
 	return skb_rtable(skb)->rt_type != RTN_LOCAL;
 }
 
-/* The first subscriber from @sub on whose set holds the IPv4 @src, or NULL. */
-static struct nfwatch_sub *first_holder_v4(struct nfwatch_net *nn, struct nfwatch_sub *sub,
+/* The first subscriber on @subs from @sub on whose set holds the IPv4 @src, or NULL. */
+static struct nfwatch_sub *first_holder_v4(struct list_head *subs, struct nfwatch_sub *sub,
 					   u32 src)
 {
-	list_for_each_entry_from_rcu(sub, &nn->subs, node)
+	list_for_each_entry_from_rcu(sub, subs, node)
 		if (nfwatch_set_contains_v4(rcu_dereference(sub->set), cpu_to_be32(src)))
 			return sub;
 	return NULL;
 }
 
 /*
- * Parse the packet once and deliver it to every subscriber from @first on
- * whose set holds its source and whose owner filters it passes. IPv6: @first's set holds it (the hook looked
+ * Parse the packet once and deliver it to every subscriber on @subs from
+ * @first on whose set holds its source and whose owner filters it passes. IPv6: @first's set holds it (the hook looked
  * it up). IPv4: @first's set only passed @v4_src through its /16 filter,
  * and the lookup is done here. Out of line: the packets nobody watches do
  * not pay for its stack, which the kernel zeroes at function entry.
  */
-static noinline unsigned int record_packet(struct nfwatch_net *nn, struct nfwatch_sub *first,
-					   struct sk_buff *skb,
+static noinline unsigned int record_packet(struct nfwatch_net *nn, struct list_head *subs,
+					   struct nfwatch_sub *first, struct sk_buff *skb,
 					   const struct nf_hook_state *state, u8 family,
 					   u32 v4_src)
 {
@@ -342,7 +342,7 @@ static noinline unsigned int record_packet(struct nfwatch_net *nn, struct nfwatc
 	enum parse_result res;
 
 	if (family == AF_INET) {
-		first = first_holder_v4(nn, first, v4_src);
+		first = first_holder_v4(subs, first, v4_src);
 		if (!first)
 			return NF_ACCEPT;
 	}
@@ -356,7 +356,7 @@ static noinline unsigned int record_packet(struct nfwatch_net *nn, struct nfwatc
 		return NF_ACCEPT;
 	nfwatch_ns_count(nn, matched, 1);
 	sub = first;
-	list_for_each_entry_from_rcu(sub, &nn->subs, node)
+	list_for_each_entry_from_rcu(sub, subs, node)
 		if ((sub == first ||
 		     nfwatch_set_contains(rcu_dereference(sub->set), family, pkt.rec.saddr)) &&
 		    nfwatch_filter_passes(sub, &pkt))
@@ -365,33 +365,44 @@ static noinline unsigned int record_packet(struct nfwatch_net *nn, struct nfwatc
 }
 
 /*
- * Counts the packet; false if nobody here subscribes: the hooks stay
- * registered once a namespace has had a subscriber, and this is all an
- * idle one costs.
+ * Counts the packet; false if nobody here or in all namespaces subscribes:
+ * the hooks stay registered once a namespace has had a subscriber, and
+ * this is all an idle one costs.
  */
 static bool hook_enter(struct nfwatch_net *nn)
 {
-	if (list_empty(&nn->subs))
+	if (list_empty(&nn->subs) && list_empty(&nfwatch_all_subs))
 		return false;
 	nfwatch_ns_count(nn, seen, 1);
 	return true;
 }
 
 /*
- * Each subscriber's set is asked first through its /16 filter, inline; the
- * first that passes @src hands the packet on for the lookup, by a tail
- * call.
+ * Each subscriber's set on @subs is asked first through its /16 filter,
+ * inline; the first that passes @src hands the packet on for the lookup.
  */
+static __always_inline void hook_ipv4_subs(struct nfwatch_net *nn, struct list_head *subs,
+					   struct sk_buff *skb,
+					   const struct nf_hook_state *state, u32 src)
+{
+	struct nfwatch_sub *sub;
+
+	list_for_each_entry_rcu(sub, subs, node) {
+		if (nfwatch_v4_filter_passes(rcu_dereference(sub->set), src)) {
+			record_packet(nn, subs, sub, skb, state, AF_INET, src);
+			return;
+		}
+	}
+}
+
+/* This namespace's subscribers, then those of all namespaces. */
 static __always_inline unsigned int hook_ipv4_source(struct nfwatch_net *nn,
 						     struct sk_buff *skb,
 						     const struct nf_hook_state *state,
 						     u32 src)
 {
-	struct nfwatch_sub *sub;
-
-	list_for_each_entry_rcu(sub, &nn->subs, node)
-		if (nfwatch_v4_filter_passes(rcu_dereference(sub->set), src))
-			return record_packet(nn, sub, skb, state, AF_INET, src);
+	hook_ipv4_subs(nn, &nn->subs, skb, state, src);
+	hook_ipv4_subs(nn, &nfwatch_all_subs, skb, state, src);
 	return NF_ACCEPT;
 }
 
@@ -430,13 +441,25 @@ static unsigned int nfwatch_hook_ipv4(void *priv, struct sk_buff *skb,
 }
 
 #if IS_ENABLED(CONFIG_IPV6)
+static void hook_ipv6_subs(struct nfwatch_net *nn, struct list_head *subs, struct sk_buff *skb,
+			   const struct nf_hook_state *state, const u8 *saddr)
+{
+	struct nfwatch_sub *sub;
+
+	list_for_each_entry_rcu(sub, subs, node) {
+		if (nfwatch_set_contains(rcu_dereference(sub->set), AF_INET6, saddr)) {
+			record_packet(nn, subs, sub, skb, state, AF_INET6, 0);
+			return;
+		}
+	}
+}
+
 /* As nfwatch_hook_ipv4(), for IPv6. */
 static unsigned int nfwatch_hook_ipv6(void *priv, struct sk_buff *skb,
 				      const struct nf_hook_state *state)
 {
 	int off = skb_network_offset(skb) + offsetof(struct ipv6hdr, saddr);
 	struct nfwatch_net *nn = priv;
-	struct nfwatch_sub *sub;
 	const u8 *saddr;
 	u8 buf[16] __uninitialized;
 
@@ -447,12 +470,8 @@ static unsigned int nfwatch_hook_ipv6(void *priv, struct sk_buff *skb,
 		count_malformed(nn);
 		return NF_ACCEPT;
 	}
-	list_for_each_entry_rcu(sub, &nn->subs, node) {
-		if (nfwatch_set_contains(rcu_dereference(sub->set), AF_INET6, saddr)) {
-			record_packet(nn, sub, skb, state, AF_INET6, 0);
-			break;
-		}
-	}
+	hook_ipv6_subs(nn, &nn->subs, skb, state, saddr);
+	hook_ipv6_subs(nn, &nfwatch_all_subs, skb, state, saddr);
 	return NF_ACCEPT;
 }
 #endif

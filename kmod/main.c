@@ -80,7 +80,7 @@ static bool nfwatch_selftests_fail(void)
 
 static __net_init int nfwatch_net_init(struct net *net)
 {
-	return nfwatch_pernet_init_subs(nfwatch_pernet(net));
+	return nfwatch_pernet_init_subs(net);
 }
 
 /* Unhook first; the pernet core waits a grace period before .exit. */

@@ -30,6 +30,7 @@ static const struct nla_policy nfwatch_policy[NFWATCH_A_MAX + 1] = {
 	/* Entries are u32s, not nests: checked by parse_uids(). */
 	[NFWATCH_A_UIDS] = { .type = NLA_NESTED },
 	[NFWATCH_A_CGROUPS] = NLA_POLICY_NESTED_ARRAY(nfwatch_cgroup_policy),
+	[NFWATCH_A_ALL_NETNS] = { .type = NLA_FLAG },
 };
 
 /* One NFWATCH_A_PREFIX entry into @out; the policy has checked sizes already. */
@@ -209,8 +210,27 @@ static int parse_filter(struct genl_info *info, struct user_namespace *ns,
 	return 0;
 }
 
+/*
+ * Every namespace's packets are the host's: asked for from the initial
+ * namespace, by a socket whose opener and sender both have CAP_NET_ADMIN
+ * over the initial user namespace, as for the host's own.
+ */
+static int check_all_netns(struct sk_buff *skb, struct genl_info *info)
+{
+	if (!net_eq(genl_info_net(info), &init_net)) {
+		NL_SET_ERR_MSG(info->extack, "NFWATCH_A_ALL_NETNS only from the initial network namespace");
+		return -EPERM;
+	}
+	if (!netlink_capable(skb, CAP_NET_ADMIN)) {
+		NL_SET_ERR_MSG(info->extack, "NFWATCH_A_ALL_NETNS needs CAP_NET_ADMIN in the initial user namespace");
+		return -EPERM;
+	}
+	return 0;
+}
+
 static int nfwatch_cmd_subscribe(struct sk_buff *skb, struct genl_info *info)
 {
+	bool all_netns = nla_get_flag(info->attrs[NFWATCH_A_ALL_NETNS]);
 	/* NETLINK_CB(skb).sk is the requesting socket, the batches' destination. */
 	struct sock *sk = NETLINK_CB(skb).sk;
 	struct nfwatch_prefix_set *set;
@@ -222,6 +242,11 @@ static int nfwatch_cmd_subscribe(struct sk_buff *skb, struct genl_info *info)
 	if (!info->attrs[NFWATCH_A_PREFIXES]) {
 		NL_SET_ERR_MSG(info->extack, "SUBSCRIBE needs NFWATCH_A_PREFIXES");
 		return -EINVAL;
+	}
+	if (all_netns) {
+		err = check_all_netns(skb, info);
+		if (err)
+			return err;
 	}
 	err = parse_filter(info, sk_user_ns(sk), &filter);
 	if (err)
@@ -235,7 +260,7 @@ static int nfwatch_cmd_subscribe(struct sk_buff *skb, struct genl_info *info)
 		err = -ENOMEM;
 		goto free_filter;
 	}
-	err = nfwatch_subscribe(genl_info_net(info), sk, info->snd_portid, set, filter,
+	err = nfwatch_subscribe(genl_info_net(info), sk, info->snd_portid, set, filter, all_netns,
 				info->extack);
 	if (!err)
 		return 0;

@@ -67,6 +67,8 @@ struct nfwatch_ns_pcpu_stats {
  * and one watched before pays an early return.
  */
 struct nfwatch_net {
+	struct net *net;
+	struct list_head node;		/* in the list of every namespace's (subscriber.c) */
 	struct list_head subs;		/* of nfwatch_sub; RCU readers, writers hold @lock */
 	struct mutex lock;		/* serialises requests: the family has parallel_ops */
 	unsigned int nsubs;		/* read locklessly by GET_STATS */
@@ -131,6 +133,7 @@ struct nfwatch_sub {
 	struct nfwatch_net *nn;
 	struct net *net;
 	u32 portid;
+	bool all_netns;			/* on nfwatch_all_subs, not nn->subs */
 	struct sock *sk;		/* held: batches go to this socket, not to the portid */
 	struct nfwatch_prefix_set __rcu *set;
 	struct nfwatch_filter __rcu *filter;
@@ -181,6 +184,12 @@ struct nfwatch_live {
 };
 
 extern struct nfwatch_live nfwatch_live;
+/*
+ * Subscribers to every namespace's packets, which live in the initial
+ * namespace: RCU readers (every hook, after its own namespace's), writers
+ * hold the initial namespace's lock.
+ */
+extern struct list_head nfwatch_all_subs;
 /* Subscriptions in force, all namespaces: the "subscribers" parameter. */
 extern atomic_t nfwatch_subscribed;
 extern unsigned int nfwatch_batch_records;
@@ -239,13 +248,14 @@ void nfwatch_set_free_rcu(struct nfwatch_prefix_set *set);
 void nfwatch_pernet_pre_exit_subs(struct net *net);
 int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
 		      struct nfwatch_prefix_set *set, struct nfwatch_filter *filter,
-		      struct netlink_ext_ack *extack);
+		      bool all_netns, struct netlink_ext_ack *extack);
 int nfwatch_unsubscribe(struct net *net, const struct sock *sk, u32 portid,
 			struct nfwatch_sub_stats *final);
 bool nfwatch_own_stats(struct net *net, const struct sock *sk, u32 portid,
 		       struct nfwatch_sub_stats *out);
 void nfwatch_ns_stats(struct net *net, struct nfwatch_ns_stats *sum, unsigned int *nsubs);
-int nfwatch_pernet_init_subs(struct nfwatch_net *nn);
+int nfwatch_subs_init(struct nfwatch_net *nn, struct net *net);
+int nfwatch_pernet_init_subs(struct net *net);
 void nfwatch_pernet_exit_subs(struct nfwatch_net *nn);
 int nfwatch_notifier_register(void);
 void nfwatch_notifier_unregister(void);

@@ -8,7 +8,8 @@
  * where current is not the sender. So each subscriber remembers, per
  * socket, the last process seen sending on it in its own context, and
  * attributes the socket's other packets to it. The memory is a table of
- * NFWATCH_SENDERS entries indexed by a hash of the socket's cookie,
+ * NFWATCH_SENDERS entries indexed by a hash of the socket's cookie and
+ * network namespace (cookies are counted per namespace before 5.11),
  * allocated at SUBSCRIBE and charged to the subscriber: it never grows
  * with traffic. A socket whose entry another socket took, or whose owner
  * has not sent since the subscription began, is unattributed, and counted.
@@ -25,6 +26,7 @@
 
 struct nfwatch_sender {
 	u64 cookie;			/* the socket's; 0: a free entry */
+	u32 netns;			/* the socket's network namespace's inode */
 	struct pid *tgid;		/* held */
 	pid_t pid;			/* @tgid in the subscriber's pid namespace, or 0 */
 	char comm[TASK_COMM_LEN];
@@ -67,16 +69,23 @@ u64 nfwatch_sk_cookie(const struct sock *sk)
 	return halves[0] | (u64)halves[1] << 32;
 }
 
-/* Under sub->lock: @sender now holds the current process for @cookie. */
-static void sender_take(struct nfwatch_sub *sub, struct nfwatch_sender *sender, u64 cookie)
+static bool sender_is(const struct nfwatch_sender *sender, const struct nfwatch_packet *pkt)
+{
+	return sender->cookie == pkt->cookie && sender->netns == pkt->rec.netns;
+}
+
+/* Under sub->lock: @sender now holds the current process for @pkt's socket. */
+static void sender_take(struct nfwatch_sub *sub, struct nfwatch_sender *sender,
+			const struct nfwatch_packet *pkt)
 {
 	struct pid *tgid = task_tgid(current);
 
-	if (sender->cookie != cookie || sender->tgid != tgid) {
+	if (!sender_is(sender, pkt) || sender->tgid != tgid) {
 		put_pid(sender->tgid);
 		sender->tgid = get_pid(tgid);
 		sender->pid = pid_nr_ns(tgid, sub->pid_ns);
-		sender->cookie = cookie;
+		sender->cookie = pkt->cookie;
+		sender->netns = pkt->rec.netns;
 	}
 	/* Every time: exec or prctl(PR_SET_NAME) renames the same tgid. */
 	memcpy(sender->comm, current->comm, sizeof(sender->comm));
@@ -94,10 +103,10 @@ void nfwatch_attribute(struct nfwatch_sub *sub, const struct nfwatch_packet *pkt
 	BUILD_BUG_ON(sizeof(rec->comm) != TASK_COMM_LEN);
 	if (!pkt->sk)
 		goto unattributed;
-	sender = &sub->senders[hash_64(pkt->cookie, NFWATCH_SENDERS_BITS)];
+	sender = &sub->senders[hash_64(pkt->cookie ^ pkt->rec.netns, NFWATCH_SENDERS_BITS)];
 	if (pkt->in_sender_task)
-		sender_take(sub, sender, pkt->cookie);
-	else if (sender->cookie != pkt->cookie)
+		sender_take(sub, sender, pkt);
+	else if (!sender_is(sender, pkt))
 		goto unattributed;
 	memcpy(rec->comm, sender->comm, sizeof(rec->comm));
 	rec->flags |= NFWATCH_F_COMM;

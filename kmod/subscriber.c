@@ -21,6 +21,12 @@
  * namespace (nf_queue_nf_hook_drop()), which would cost an NFQUEUE reader
  * its packets each time nfwatch stops. With nobody subscribed the hooks
  * return at once.
+ *
+ * A subscriber to every namespace (NFWATCH_A_ALL_NETNS) lives in the initial
+ * namespace, on nfwatch_all_subs, which every namespace's hooks walk after
+ * their own subscribers. Its SUBSCRIBE hooks every namespace there is, and
+ * while one is being made or in force, every namespace created is hooked
+ * at its init: both under nfwatch_nets_lock, so none is missed.
  */
 #include <linux/memcontrol.h>
 #include <linux/netlink.h>
@@ -35,16 +41,39 @@
 #include "compat.h"
 #include "nfwatch.h"
 
+LIST_HEAD(nfwatch_all_subs);
+
+/* Every namespace's nfwatch_net. */
+static LIST_HEAD(nfwatch_nets);
+static DEFINE_MUTEX(nfwatch_nets_lock);
+/* All-namespace subscriptions in force or being made: new namespaces are hooked. */
+static atomic_t nfwatch_all_hooked = ATOMIC_INIT(0);
+
+static bool is_initial(const struct nfwatch_net *nn)
+{
+	return net_eq(nn->net, &init_net);
+}
+
+static struct nfwatch_sub *sub_find_on(struct list_head *subs, u32 portid)
+{
+	struct nfwatch_sub *sub;
+
+	list_for_each_entry(sub, subs, node)
+		if (sub->portid == portid)
+			return sub;
+	return NULL;
+}
+
 /* The subscriber on @portid, whichever socket holds it. */
 static struct nfwatch_sub *sub_find(struct nfwatch_net *nn, u32 portid)
 {
 	struct nfwatch_sub *sub;
 
 	lockdep_assert_held(&nn->lock);
-	list_for_each_entry(sub, &nn->subs, node)
-		if (sub->portid == portid)
-			return sub;
-	return NULL;
+	sub = sub_find_on(&nn->subs, portid);
+	if (!sub && is_initial(nn))
+		sub = sub_find_on(&nfwatch_all_subs, portid);
+	return sub;
 }
 
 /* @sk's subscription, or NULL. */
@@ -101,16 +130,47 @@ static void sub_free_rcu(struct rcu_head *head)
 	atomic_dec(&nfwatch_live.subscribers);
 }
 
-static int hooks_hold(struct nfwatch_net *nn, struct net *net)
+static int hooks_hold(struct nfwatch_net *nn)
 {
 	int err;
 
 	lockdep_assert_held(&nn->lock);
-	if (nn->hooked)
+	if (nn->hooked || nn->dying)
 		return 0;
-	err = nfwatch_hooks_register(net, nn);
+	err = nfwatch_hooks_register(nn->net, nn);
 	nn->hooked = !err;
 	return err;
+}
+
+/*
+ * Before an all-namespace subscription: from now on until it ends, every
+ * namespace is hooked, those there are here and new ones at their init.
+ * Undone by all_hooks_put().
+ */
+static int all_hooks_get(void)
+{
+	struct nfwatch_net *nn;
+	int err = 0;
+
+	mutex_lock(&nfwatch_nets_lock);
+	atomic_inc(&nfwatch_all_hooked);
+	list_for_each_entry(nn, &nfwatch_nets, node) {
+		mutex_lock(&nn->lock);
+		err = hooks_hold(nn);
+		mutex_unlock(&nn->lock);
+		if (err)
+			break;
+	}
+	if (err)
+		atomic_dec(&nfwatch_all_hooked);
+	mutex_unlock(&nfwatch_nets_lock);
+	return err;
+}
+
+/* A namespace's hooks stay (see above); new ones need them no more. */
+static void all_hooks_put(void)
+{
+	atomic_dec(&nfwatch_all_hooked);
 }
 
 /*
@@ -122,6 +182,8 @@ static void sub_remove(struct nfwatch_net *nn, struct nfwatch_sub *sub, bool flu
 {
 	lockdep_assert_held(&nn->lock);
 	list_del_rcu(&sub->node);
+	if (sub->all_netns)
+		all_hooks_put();
 	WRITE_ONCE(nn->nsubs, nn->nsubs - 1);
 	atomic_dec(&nfwatch_subscribed);
 	nfwatch_delivery_stop(sub, flush);
@@ -168,12 +230,20 @@ static void sub_replace(struct nfwatch_net *nn, struct nfwatch_sub *sub,
 
 int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
 		      struct nfwatch_prefix_set *set, struct nfwatch_filter *filter,
-		      struct netlink_ext_ack *extack)
+		      bool all_netns, struct netlink_ext_ack *extack)
 {
 	struct nfwatch_net *nn = nfwatch_pernet(net);
 	struct nfwatch_sub *sub;
 	int err = 0;
 
+	/* Before nn->lock: all_hooks_get() takes every namespace's. */
+	if (all_netns) {
+		err = all_hooks_get();
+		if (err) {
+			NL_SET_ERR_MSG(extack, "could not register the Netfilter hooks in every network namespace");
+			return err;
+		}
+	}
 	mutex_lock(&nn->lock);
 	if (nn->dying) {
 		NL_SET_ERR_MSG(extack, "nfwatch is going away in this network namespace");
@@ -182,6 +252,12 @@ int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
 	}
 	sub = sub_find(nn, portid);
 	if (sub && sub->sk == sk) {
+		if (sub->all_netns != all_netns) {
+			NL_SET_ERR_MSG(extack, "a subscription cannot change between one network namespace and all: unsubscribe first");
+			err = -EBUSY;
+			goto out;
+		}
+		/* out: drops what this request took; the subscription keeps its own. */
 		sub_replace(nn, sub, set, filter);
 		goto out;
 	}
@@ -194,7 +270,7 @@ int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
 		err = -ENOSPC;
 		goto out;
 	}
-	err = hooks_hold(nn, net);
+	err = hooks_hold(nn);
 	if (err) {
 		NL_SET_ERR_MSG(extack, "could not register the Netfilter hooks");
 		goto out;
@@ -204,11 +280,16 @@ int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
 		err = -ENOMEM;
 		goto out;
 	}
-	list_add_tail_rcu(&sub->node, &nn->subs);
+	sub->all_netns = all_netns;
+	list_add_tail_rcu(&sub->node, all_netns ? &nfwatch_all_subs : &nn->subs);
 	WRITE_ONCE(nn->nsubs, nn->nsubs + 1);
 	atomic_inc(&nfwatch_subscribed);
+	mutex_unlock(&nn->lock);
+	return 0;
 out:
 	mutex_unlock(&nn->lock);
+	if (all_netns)
+		all_hooks_put();
 	return err;
 }
 
@@ -293,10 +374,12 @@ void nfwatch_ns_stats(struct net *net, struct nfwatch_ns_stats *sum, unsigned in
 	*nsubs = READ_ONCE(nn->nsubs);
 }
 
-int nfwatch_pernet_init_subs(struct nfwatch_net *nn)
+/* @nn with no subscriber yet: also what the hook self-test runs on. */
+int nfwatch_subs_init(struct nfwatch_net *nn, struct net *net)
 {
 	int cpu;
 
+	nn->net = net;
 	INIT_LIST_HEAD(&nn->subs);
 	mutex_init(&nn->lock);
 	nn->stats = alloc_percpu(struct nfwatch_ns_pcpu_stats);
@@ -305,6 +388,27 @@ int nfwatch_pernet_init_subs(struct nfwatch_net *nn)
 	for_each_possible_cpu(cpu)
 		u64_stats_init(&per_cpu_ptr(nn->stats, cpu)->syncp);
 	return 0;
+}
+
+int nfwatch_pernet_init_subs(struct net *net)
+{
+	struct nfwatch_net *nn = nfwatch_pernet(net);
+	int err = nfwatch_subs_init(nn, net);
+
+	if (err)
+		return err;
+	mutex_lock(&nfwatch_nets_lock);
+	if (atomic_read(&nfwatch_all_hooked)) {
+		mutex_lock(&nn->lock);
+		err = hooks_hold(nn);
+		mutex_unlock(&nn->lock);
+	}
+	if (!err)
+		list_add_tail(&nn->node, &nfwatch_nets);
+	mutex_unlock(&nfwatch_nets_lock);
+	if (err)
+		free_percpu(nn->stats);
+	return err;
 }
 
 /*
@@ -328,16 +432,31 @@ void nfwatch_pernet_pre_exit_subs(struct net *net)
  * period since, so no hook runs here any more: send each subscriber its
  * last batch and a SHUTDOWN with its final counters, and free it.
  */
-void nfwatch_pernet_exit_subs(struct nfwatch_net *nn)
+static void subs_shut_down(struct nfwatch_net *nn, struct list_head *subs)
 {
 	struct nfwatch_sub *sub, *tmp;
 
-	mutex_lock(&nn->lock);
-	list_for_each_entry_safe(sub, tmp, &nn->subs, node) {
+	list_for_each_entry_safe(sub, tmp, subs, node) {
 		sub_remove(nn, sub, true);
 		nfwatch_notify_shutdown(sub->sk, &sub->stats);
 		sub_free(sub);
 	}
+}
+
+/*
+ * The initial namespace goes only with the module, after every namespace's
+ * hooks went (pre_exit) and a grace period: its all-namespace subscribers
+ * go with it.
+ */
+void nfwatch_pernet_exit_subs(struct nfwatch_net *nn)
+{
+	mutex_lock(&nfwatch_nets_lock);
+	list_del(&nn->node);
+	mutex_unlock(&nfwatch_nets_lock);
+	mutex_lock(&nn->lock);
+	subs_shut_down(nn, &nn->subs);
+	if (is_initial(nn))
+		subs_shut_down(nn, &nfwatch_all_subs);
 	mutex_unlock(&nn->lock);
 	free_percpu(nn->stats);
 }

@@ -146,7 +146,7 @@ static bool selftest_ipv4_skbs(void)
 
 	if (!nn || !set)
 		goto out;
-	if (nfwatch_pernet_init_subs(nn))
+	if (nfwatch_subs_init(nn, &init_net))
 		goto out;
 
 	/* Split at every offset; cut short before, inside and after the source. */

@@ -55,6 +55,7 @@ pub const SERIES: &[Series] = &[
             "ipsec_once",
             "replies_after_overrun",
             "attribution",
+            "all_netns",
         ]),
     },
     Series {

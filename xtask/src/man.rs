@@ -369,6 +369,13 @@ const KEYS: &[Key] = &[
                   (paths under the cgroup2 mount, as `/system.slice/nginx.service`)",
     },
     Key {
+        name: "all_netns",
+        kind: "boolean",
+        default: "false",
+        flag: "--all-netns",
+        meaning: "record the packets of every network namespace, not only the service's",
+    },
+    Key {
         name: "output",
         kind: "string",
         default: "\"/var/log/nfwatch/nfwatch.jsonl\"",
@@ -428,7 +435,7 @@ const CONFIG_ERRORS: &[(&str, &str)] = &[
     ),
     (
         "sources = [\"10.10.0.5\"]\nsource = \"10.10.0.6\"\n",
-        "nfwatch: /etc/nfwatch/nfwatch.toml:2: source: unknown field `source`, expected one of `sources`, `uids`, `cgroups`, `output`, `format`, `append`, `flush_interval`, `rcvbuf`",
+        "nfwatch: /etc/nfwatch/nfwatch.toml:2: source: unknown field `source`, expected one of `sources`, `uids`, `cgroups`, `all_netns`, `output`, `format`, `append`, `flush_interval`, `rcvbuf`",
     ),
     (
         "sources = [\"10.10.0.5\"]\nformat = \"xml\"\n",

@@ -25,7 +25,8 @@ pub const NFWATCH_A_RECORD_SIZE: u16 = 7;
 pub const NFWATCH_A_RECORDS: u16 = 8;
 pub const NFWATCH_A_UIDS: u16 = 9;
 pub const NFWATCH_A_CGROUPS: u16 = 10;
-pub const NFWATCH_A_MAX: u16 = 10;
+pub const NFWATCH_A_ALL_NETNS: u16 = 11;
+pub const NFWATCH_A_MAX: u16 = 11;
 
 pub const NFWATCH_A_PREFIX: u16 = 1;
 pub const NFWATCH_A_UID: u16 = 1;

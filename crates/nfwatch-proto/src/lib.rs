@@ -12,8 +12,8 @@ pub use attr::{emit_attrs, walk_attrs, RawAttr, RawPayload};
 pub use consts::*;
 pub use error::ProtoError;
 pub use message::{
-    prefixes_attr, Batch, CgroupFilter, KernelMessage, LiveObjects, OwnerFilter, Request, Stats,
-    StatsReply,
+    prefixes_attr, Batch, CgroupFilter, KernelMessage, LiveObjects, OwnerFilter, Request, Scope,
+    Stats, StatsReply,
 };
 pub use prefix::{Prefix, PrefixError};
 pub use record::{Family, PaddedName, Record, RecordBytes};

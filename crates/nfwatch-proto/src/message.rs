@@ -25,6 +25,15 @@ pub struct CgroupFilter {
     pub level: u16,
 }
 
+/// Whose packets a subscription sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Those sent in the subscribing socket's network namespace.
+    OwnNetns,
+    /// Those of every network namespace (NFWATCH_A_ALL_NETNS).
+    AllNetns,
+}
+
 /// Filters on a packet's owner, each applied when not empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OwnerFilter {
@@ -33,8 +42,11 @@ pub struct OwnerFilter {
 }
 
 impl Request {
-    pub fn subscribe(prefixes: &[Prefix], owners: &OwnerFilter) -> Self {
+    pub fn subscribe(prefixes: &[Prefix], owners: &OwnerFilter, scope: Scope) -> Self {
         let mut attrs = vec![prefixes_attr(prefixes)];
+        if scope == Scope::AllNetns {
+            attrs.push(RawAttr::bytes(NFWATCH_A_ALL_NETNS, []));
+        }
         if !owners.uids.is_empty() {
             let uids = owners.uids.iter();
             let entries = uids.map(|&uid| RawAttr::u32(NFWATCH_A_UID, uid));
@@ -307,7 +319,8 @@ mod tests {
     #[test]
     fn subscribe_encodes_nested_prefixes() {
         let prefixes = ["10.0.0.0/24".parse().unwrap(), "fd00::1".parse().unwrap()];
-        let bytes = Request::subscribe(&prefixes, &OwnerFilter::default()).attr_bytes();
+        let bytes =
+            Request::subscribe(&prefixes, &OwnerFilter::default(), Scope::OwnNetns).attr_bytes();
         #[rustfmt::skip]
         let expected: Vec<u8> = [
             &56u16.to_ne_bytes()[..], &(NFWATCH_A_PREFIXES | 0x8000).to_ne_bytes(),
@@ -331,10 +344,11 @@ mod tests {
             uids: vec![0, 1000],
             cgroups: vec![CgroupFilter { id: 77, level: 2 }],
         };
-        let bytes = Request::subscribe(&prefixes, &owners).attr_bytes();
+        let bytes = Request::subscribe(&prefixes, &owners, Scope::AllNetns).attr_bytes();
         let attrs: Vec<_> = walk_attrs(&bytes).map(Result::unwrap).collect();
-        assert_eq!(attrs.len(), 3);
-        let (kind, uids) = attrs[1];
+        assert_eq!(attrs.len(), 4);
+        assert_eq!(attrs[1], (NFWATCH_A_ALL_NETNS, &[][..]));
+        let (kind, uids) = attrs[2];
         assert_eq!(kind, NFWATCH_A_UIDS);
         let uids: Vec<_> = walk_attrs(uids).map(Result::unwrap).collect();
         assert_eq!(
@@ -344,7 +358,7 @@ mod tests {
                 (NFWATCH_A_UID, &1000u32.to_ne_bytes()[..])
             ]
         );
-        let (kind, cgroups) = attrs[2];
+        let (kind, cgroups) = attrs[3];
         assert_eq!(kind, NFWATCH_A_CGROUPS);
         let (kind, entry) = walk_attrs(cgroups).next().unwrap().unwrap();
         assert_eq!(kind, NFWATCH_A_CGROUP);

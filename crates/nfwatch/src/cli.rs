@@ -90,6 +90,12 @@ pub struct WatchArgs {
     /// its path under the cgroup2 mount, as /system.slice/nginx.service.
     #[arg(long = "cgroup", value_name = "PATH")]
     pub cgroups: Vec<String>,
+    /// Record the packets of every network namespace, those there are and
+    /// those created later (the `netns` field tells them apart). Only from
+    /// the initial network namespace, with CAP_NET_ADMIN over the initial
+    /// user namespace.
+    #[arg(long)]
+    pub all_netns: bool,
     /// Read settings from this TOML file; flags given here override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

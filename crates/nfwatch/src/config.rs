@@ -22,6 +22,7 @@ struct ConfigFile {
     sources: Option<Vec<Spanned<String>>>,
     uids: Option<Vec<u32>>,
     cgroups: Option<Vec<String>>,
+    all_netns: Option<bool>,
     output: Option<PathBuf>,
     format: Option<Spanned<String>>,
     append: Option<bool>,
@@ -112,6 +113,11 @@ pub fn apply(args: &mut WatchArgs, matches: &ArgMatches) -> Result<()> {
     if from_file("cgroups") {
         if let Some(cgroups) = &file.cgroups {
             args.cgroups = cgroups.clone();
+        }
+    }
+    if from_file("all_netns") {
+        if let Some(all_netns) = file.all_netns {
+            args.all_netns = all_netns;
         }
     }
     if from_file("output") {
@@ -263,7 +269,8 @@ mod tests {
         flush_interval = 0.25\n\
         rcvbuf = 1048576\n\
         uids = [0, 1000]\n\
-        cgroups = [\"/system.slice/nginx.service\"]\n";
+        cgroups = [\"/system.slice/nginx.service\"]\n\
+        all_netns = true\n";
 
     #[test]
     fn file_sets_every_key() {
@@ -279,6 +286,7 @@ mod tests {
         assert_eq!(args.rcvbuf, 1_048_576);
         assert_eq!(args.uids, [0, 1000]);
         assert_eq!(args.cgroups, ["/system.slice/nginx.service"]);
+        assert!(args.all_netns);
     }
 
     #[test]

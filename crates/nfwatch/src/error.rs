@@ -16,7 +16,11 @@ pub enum Error {
         module_version: Option<String>,
     },
     /// EPERM for `request` (SUBSCRIBE, GET_STATS, ...).
-    NotPermitted(&'static str),
+    /// `reason`: the kernel's, when it gave one (else the capability is missing).
+    NotPermitted {
+        request: &'static str,
+        reason: Option<String>,
+    },
     /// A request the kernel rejected; `extack` is its explanation, if any.
     Kernel {
         request: &'static str,
@@ -76,7 +80,14 @@ impl fmt::Display for Error {
                 nfwatch_proto::PROTOCOL_VERSION,
                 env!("CARGO_PKG_VERSION"),
             ),
-            Self::NotPermitted(request) => write!(
+            Self::NotPermitted {
+                request,
+                reason: Some(reason),
+            } => write!(f, "not permitted: {request}: {reason}"),
+            Self::NotPermitted {
+                request,
+                reason: None,
+            } => write!(
                 f,
                 "not permitted: {request} needs root or CAP_NET_ADMIN in this network namespace"
             ),

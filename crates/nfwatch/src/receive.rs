@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use netlink_packet_generic::constants::{CTRL_CMD_DELFAMILY, GENL_ID_CTRL};
-use nfwatch_proto::{Batch, KernelMessage, Prefix, ProtoError, Request, NFWATCH_GENL_NAME};
+use nfwatch_proto::{Batch, KernelMessage, Prefix, ProtoError, Request, Scope, NFWATCH_GENL_NAME};
 
 use crate::cgroup::Cgroups;
 use crate::cli::{parse_owner_filter, parse_prefixes, WatchArgs};
@@ -78,6 +78,11 @@ pub fn watch(args: WatchArgs) -> Result<ExitCode> {
     let prefixes = parse_prefixes(&args.src)?;
     let cgroups = Cgroups::new();
     let owners = parse_owner_filter(&args, &cgroups)?;
+    let scope = if args.all_netns {
+        Scope::AllNetns
+    } else {
+        Scope::OwnNetns
+    };
     let output = Output {
         file: args.output_file().map(PathBuf::from),
         name: args
@@ -102,8 +107,11 @@ pub fn watch(args: WatchArgs) -> Result<ExitCode> {
     socket
         .set_non_blocking()
         .map_err(|e| Error::io("cannot make the netlink socket non-blocking", e))?;
-    let subscribe_seq =
-        subscribe::send(&mut socket, family, Request::subscribe(&prefixes, &owners))?;
+    let subscribe_seq = subscribe::send(
+        &mut socket,
+        family,
+        Request::subscribe(&prefixes, &owners, scope),
+    )?;
 
     let mut session = Session {
         family,
@@ -111,7 +119,7 @@ pub fn watch(args: WatchArgs) -> Result<ExitCode> {
             deadline: Instant::now() + REPLY_TIMEOUT,
         },
         subscribe_seq,
-        subscribed_line: subscribed_line(&prefixes, granted),
+        subscribed_line: subscribed_line(&prefixes, scope, granted),
         stop_requested: false,
         unloaded: false,
         counters: Counters::default(),
@@ -130,10 +138,14 @@ pub fn watch(args: WatchArgs) -> Result<ExitCode> {
     session.finish(outcome)
 }
 
-fn subscribed_line(prefixes: &[Prefix], granted: usize) -> String {
+fn subscribed_line(prefixes: &[Prefix], scope: Scope, granted: usize) -> String {
     let list: Vec<String> = prefixes.iter().map(Prefix::to_string).collect();
+    let everywhere = match scope {
+        Scope::AllNetns => " in every network namespace",
+        Scope::OwnNetns => "",
+    };
     format!(
-        "nfwatch: subscribed to {} prefixes ({}), receive buffer {granted} bytes",
+        "nfwatch: subscribed to {} prefixes ({}){everywhere}, receive buffer {granted} bytes",
         prefixes.len(),
         list.join(", ")
     )
@@ -521,8 +533,12 @@ mod tests {
         let prefixes: Vec<Prefix> =
             ["10.0.0.1".parse().unwrap(), "fd00::/8".parse().unwrap()].into();
         assert_eq!(
-            subscribed_line(&prefixes, 16_777_216),
+            subscribed_line(&prefixes, Scope::OwnNetns, 16_777_216),
             "nfwatch: subscribed to 2 prefixes (10.0.0.1/32, fd00::/8), receive buffer 16777216 bytes"
+        );
+        assert_eq!(
+            subscribed_line(&prefixes[..1], Scope::AllNetns, 65536),
+            "nfwatch: subscribed to 1 prefixes (10.0.0.1/32) in every network namespace, receive buffer 65536 bytes"
         );
     }
 }

@@ -17,7 +17,10 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The error for a request the kernel rejected with `errno`.
 pub fn kernel_error(request: &'static str, errno: i32, extack: Option<String>) -> Error {
     match errno {
-        libc::EPERM => Error::NotPermitted(request),
+        libc::EPERM => Error::NotPermitted {
+            request,
+            reason: extack,
+        },
         _ => Error::Kernel {
             request,
             errno,

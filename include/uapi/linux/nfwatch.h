@@ -51,8 +51,8 @@ enum nfwatch_cmd {
 	 * user -> kernel: NFWATCH_A_PREFIXES (required, 1..NFWATCH_MAX_PREFIXES
 	 * entries), NFWATCH_A_UIDS and NFWATCH_A_CGROUPS (optional: a packet
 	 * whose source is in the set is recorded only if it passes each filter
-	 * given). Replaces the caller's previous set and filters. Acked
-	 * (NLM_F_ACK).
+	 * given), NFWATCH_A_ALL_NETNS (optional). Replaces the caller's
+	 * previous set and filters. Acked (NLM_F_ACK).
 	 */
 	NFWATCH_CMD_SUBSCRIBE,
 	/*
@@ -107,6 +107,14 @@ enum nfwatch_attr {
 	 * has ID, as nftables' "socket cgroupv2 level".
 	 */
 	NFWATCH_A_CGROUPS,
+	/*
+	 * SUBSCRIBE, flag: record the packets of every network namespace,
+	 * those that exist and those created later, not only the socket's.
+	 * Only from the initial network namespace, with CAP_NET_ADMIN in the
+	 * initial user namespace (else EPERM). A subscription keeps its scope:
+	 * a SUBSCRIBE that would change it is refused (EBUSY).
+	 */
+	NFWATCH_A_ALL_NETNS,
 	__NFWATCH_A_MAX,
 };
 #define NFWATCH_A_MAX (__NFWATCH_A_MAX - 1)

@@ -326,3 +326,183 @@ pub fn attribution(ctx: &Ctx) -> Result<()> {
     ));
     Ok(())
 }
+
+/// A namespace the all-namespace scenario creates once subscribed, with a
+/// veth pair to ours.
+const LATE_NS: &str = "nfwlate";
+const LATE4: &str = "10.60.0.1";
+const LATE_HOST4: &str = "10.60.0.254";
+
+fn ip(args: &str) -> Result<()> {
+    run(Command::new("ip").args(args.split_whitespace()))
+}
+
+fn create_late_ns() -> Result<u64> {
+    ip(&format!("netns add {LATE_NS}"))?;
+    for args in [
+        format!("link add nfwl0 type veth peer name nfwl1 netns {LATE_NS}"),
+        format!("addr add {LATE_HOST4}/24 dev nfwl0"),
+        "link set nfwl0 up".to_string(),
+        format!("-n {LATE_NS} addr add {LATE4}/24 dev nfwl1"),
+        format!("-n {LATE_NS} link set nfwl1 up"),
+        format!("-n {LATE_NS} link set lo up"),
+    ] {
+        ip(&args)?;
+    }
+    // Every port unreachable answered: the flood's replies go on until it ends.
+    run(net::in_ns(Some(LATE_NS), "sysctl").args(["-qw", "net.ipv4.icmp_ratelimit=0"]))?;
+    netns_inode(LATE_NS)
+}
+
+fn netns_inode(ns: &str) -> Result<u64> {
+    Ok(std::fs::metadata(format!("/run/netns/{ns}"))?.ino())
+}
+
+/// Port unreachables namespace `ns` has sent.
+fn unreachables_sent(ns: &str) -> Result<u64> {
+    let snmp = crate::util::stdout_of(net::in_ns(Some(ns), "cat").arg("/proc/net/snmp"))?;
+    let mut icmp = snmp.lines().filter(|l| l.starts_with("Icmp:"));
+    let (names, values) = (icmp.next(), icmp.next());
+    let (Some(names), Some(values)) = (names, values) else {
+        anyhow::bail!("no Icmp lines in {ns}'s /proc/net/snmp");
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "OutDestUnreachs")
+        .and_then(|(_, value)| value.parse().ok())
+        .context("no OutDestUnreachs in /proc/net/snmp")
+}
+
+/// UDP from `src` in namespace `ns` for a moment: its pid and report.
+fn udp_in_ns(ns: &str, src: &str, dst: &str) -> Result<(u32, GenReport)> {
+    let xtask = std::env::current_exe()?;
+    let mut cmd = net::in_ns(Some(ns), &xtask.to_string_lossy());
+    cmd.args(gen_args("udp", src, &format!("{dst}:{OTHER_PORT}"), 0.2));
+    generate(cmd)
+}
+
+/// `nfwatch watch --all-netns` refused, with the kernel's reason, when run
+/// through `wrapper`.
+fn all_netns_refused(ctx: &Ctx, wrapper: &[&str], reason: &str) -> Result<()> {
+    let out = crate::util::capture(
+        Command::new(wrapper[0])
+            .args(&wrapper[1..])
+            .arg(&ctx.guest.nfwatch)
+            .args(["watch", "--all-netns", "--src", LATE4, "--duration", "1"]),
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1) && stderr.contains(reason),
+        "{}: expected exit 1 and {reason:?}, got {}: {stderr}",
+        wrapper.join(" "),
+        out.status
+    );
+    Ok(())
+}
+
+/// One watcher in our namespace records every namespace: one there before
+/// it subscribed and one created after, each with its netns; a watcher
+/// inside one sees only that one; a namespace deleted under a flood of
+/// replies takes its hooks with it and leaves nothing behind. Refused from
+/// another namespace and without CAP_NET_ADMIN.
+pub fn all_netns(ctx: &Ctx) -> Result<()> {
+    super::scenarios::wait_subscribers_parameter(0)?;
+    let unregister = super::kprobe::Kprobe::attach("nfwatch_unhook", "nfwatch_hooks_unregister")?;
+    let srcs = [PEER4, LATE4];
+    let all = Watcher::start_args(
+        ctx,
+        "all",
+        &srcs,
+        "jsonl",
+        &ctx.path("all.jsonl"),
+        &["--all-netns"],
+    )?;
+    let inside = Watcher::start_in_netns(ctx, net::NS, "inside", &srcs)?;
+    let late = create_late_ns();
+    let result = late.and_then(|late| all_netns_traffic(ctx, all, inside, late, &unregister));
+    let _ = ip(&format!("netns del {LATE_NS}"));
+    let _ = ip("link del nfwl0");
+    result?;
+    super::fuzz::wait_live_zero(ctx)?;
+    all_netns_refused(
+        ctx,
+        &["unshare", "-Urn"],
+        "only from the initial network namespace",
+    )?;
+    all_netns_refused(ctx, &super::AS_NOBODY, "needs root or CAP_NET_ADMIN")
+}
+
+fn all_netns_traffic(
+    ctx: &Ctx,
+    all: Watcher,
+    inside: Watcher,
+    late: u64,
+    unregister: &super::kprobe::Kprobe,
+) -> Result<()> {
+    let peer = netns_inode(net::NS)?;
+    let (peer_pid, peer_udp) = udp_in_ns(net::NS, PEER4, WATCHED4)?;
+    let (late_pid, late_udp) = udp_in_ns(LATE_NS, LATE4, LATE_HOST4)?;
+    // Replies from the late namespace's kernel while it is deleted.
+    let flood = super::traffic::Flood::start(LATE_HOST4, LATE4);
+    crate::util::wait_until(
+        "port unreachables from the late namespace",
+        super::nfwatch::DEADLINE,
+        || Ok((unreachables_sent(LATE_NS)? >= 100).then_some(())),
+    )?;
+    let before = unregister.hits()?;
+    ip(&format!("netns del {LATE_NS}"))?;
+    crate::util::wait_until(
+        &format!("{LATE_NS}'s hooks to go with it"),
+        super::nfwatch::DEADLINE,
+        || Ok((unregister.hits()? > before).then_some(())),
+    )?;
+    // Its device went with it: the flood ends in an error.
+    let _ = flood.stop();
+    let all = all.collect()?;
+    let inside = inside.collect()?;
+    let count = |records: &[Record], src: &str, netns: u64, proto: &str| {
+        records
+            .iter()
+            .filter(|r| r.src == src && r.netns == Some(netns as u32) && r.proto == proto)
+            .count() as u64
+    };
+    ctx.log(&format!(
+        "all: {} records, inside: {}; peer {peer_pid} sent {}, late {late_pid} {}",
+        all.len(),
+        inside.len(),
+        peer_udp.packets,
+        late_udp.packets
+    ));
+    ensure!(
+        count(&all, PEER4, peer, "udp") == peer_udp.packets
+            && count(&all, LATE4, late, "udp") == late_udp.packets,
+        "--all-netns: {} UDP records from {PEER4} in {peer}, {} from {LATE4} in {late}; sent {} and {}",
+        count(&all, PEER4, peer, "udp"),
+        count(&all, LATE4, late, "udp"),
+        peer_udp.packets,
+        late_udp.packets
+    );
+    let replies = count(&all, LATE4, late, "icmp");
+    ensure!(replies > 0, "no port unreachable from {LATE4} recorded");
+    for r in &all {
+        ensure!(
+            r.netns == Some(peer as u32) || r.netns == Some(late as u32),
+            "a record from neither namespace: {r:?}"
+        );
+        if r.proto == "udp" {
+            let pid = if r.src == PEER4 { peer_pid } else { late_pid };
+            ensure!(r.pid == Some(pid), "UDP not from pid {pid}: {r:?}");
+        }
+    }
+    ensure!(
+        inside.iter().all(|r| r.netns == Some(peer as u32))
+            && count(&inside, PEER4, peer, "udp") == peer_udp.packets,
+        "the watcher inside {}: {} records, {} of them UDP from {PEER4}; expected {} and only those",
+        net::NS,
+        inside.len(),
+        count(&inside, PEER4, peer, "udp"),
+        peer_udp.packets
+    );
+    Ok(())
+}

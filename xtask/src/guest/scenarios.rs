@@ -22,6 +22,7 @@ const ALL: &[(&str, Scenario)] = &[
     ("protocols", protocols),
     ("sender_identity", sender_identity),
     ("attribution", super::attribution::attribution),
+    ("all_netns", super::attribution::all_netns),
     ("prefix", prefix),
     ("two_subscribers", two_subscribers),
     ("tcpdump_oracle", tcpdump_oracle),
