@@ -27,6 +27,7 @@ const IMAGE_PACKAGES: &[&str] = &[
     "logrotate",
     "procps",
     "systemd",
+    "systemd-container",
     "systemd-sysv",
     "udev",
 ];

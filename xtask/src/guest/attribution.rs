@@ -430,7 +430,7 @@ pub fn all_netns(ctx: &Ctx) -> Result<()> {
         &["unshare", "-Urn"],
         "only from the initial network namespace",
     )?;
-    all_netns_refused(ctx, &super::AS_NOBODY, "needs root or CAP_NET_ADMIN")
+    all_netns_refused(ctx, super::AS_NOBODY, "needs root or CAP_NET_ADMIN")
 }
 
 fn all_netns_traffic(

@@ -279,7 +279,7 @@ pub fn sighup_reopens(ctx: &Ctx) -> Result<()> {
     );
 
     let csv = Watcher::start_with(ctx, "rotated", &[WATCHED4], "csv")?;
-    let header = "ts,family,proto,src,dst,sport,dport,icmp_type,icmp_code,len,ifindex,ifname,nexthop,uid,pid,frag,segs\n";
+    let header = &format!("{}\n", nfwatch::CSV_HEADER);
     let first = ctx.path("rotated.csv.1");
     send_one(WATCHED4, PEER4, 7100)?;
     wait_until("a record in the CSV file", DEADLINE, || {

@@ -414,13 +414,15 @@ fn memcg_pile(ctx: &Ctx) -> Result<()> {
     })?;
     let peak = memory_current()?;
     let pages = (live.pages - before.pages) * 4096;
+    let tables = u64::from(max) * SENDERS_TABLE_BYTES;
     ctx.log(&format!(
-        "memory.current {base} -> {peak} with {max} subscribers; their rings hold {pages} bytes"
+        "memory.current {base} -> {peak} with {max} subscribers; their rings hold {pages} bytes, their senders tables {tables}"
     ));
     ensure!(
-        peak.saturating_sub(base) >= pages,
-        "memory.current rose by {} bytes; the subscribers' rings alone hold {pages}",
-        peak.saturating_sub(base)
+        peak.saturating_sub(base) >= pages + tables,
+        "memory.current rose by {} bytes; the subscribers' rings and senders tables alone hold {}",
+        peak.saturating_sub(base),
+        pages + tables
     );
     pile.say("close")?;
     pile.expect("closed")?;
@@ -435,6 +437,10 @@ fn memcg_pile(ctx: &Ctx) -> Result<()> {
     ctx.log(&format!("memory.current {after} once they are gone"));
     Ok(())
 }
+
+/// One subscriber's senders table: NFWATCH_SENDERS entries of struct
+/// nfwatch_sender (kmod/owner.c), 4,096 of 48 bytes.
+const SENDERS_TABLE_BYTES: u64 = 4096 * 48;
 
 /// Grace periods timed, and lookups of another family timed.
 const GRACE_SAMPLES: usize = 5;

@@ -11,6 +11,7 @@ use crate::util::{capture, run, stdout_of, wait_until};
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::HashSet;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -120,6 +121,10 @@ pub fn system(args: &SystemArgs) -> Result<()> {
             });
             report.check("an nfwatch@ instance records", instance_records);
             report.check("traffic recorded as sent", traffic_recorded);
+            report.check(
+                "a unit's and a container's packets carry them (--all-netns)",
+                owners_recorded,
+            );
             report.check("reload reopens, restart and stop summarise", lifecycle);
             report.check("logrotate twice under a flood", rotation);
             report.check("bad configuration refused", bad_config);
@@ -514,6 +519,105 @@ fn traffic_recorded() -> Result<()> {
         "records from unwatched sources: {strays:?}"
     );
     println!("{} records for the traffic sent", new.len());
+    Ok(())
+}
+
+/// A tree systemd-nspawn runs a container in: the image's /usr, read-only,
+/// under the usual links.
+fn container_tree() -> Result<PathBuf> {
+    let root = PathBuf::from("/var/lib/machines/probe");
+    std::fs::create_dir_all(root.join("usr"))?;
+    std::fs::create_dir_all(root.join("etc"))?;
+    for dir in ["bin", "sbin", "lib", "lib64"] {
+        let link = root.join(dir);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("usr/{dir}"), link)?;
+        }
+    }
+    std::fs::copy("/usr/lib/os-release", root.join("etc/os-release"))?;
+    Ok(root)
+}
+
+/// One `--all-netns` watcher: ping run as the transient unit probe.service
+/// is recorded with that unit, and ping in a systemd-nspawn container
+/// with a network namespace of its own with the container's name and that
+/// namespace.
+fn owners_recorded() -> Result<()> {
+    const OUT: &str = "/tmp/owners.jsonl";
+    let host_netns = std::fs::metadata("/proc/self/ns/net")?.ino();
+    let mut watcher = super::proc::Spawned::start(
+        Command::new("nfwatch").args([
+            "watch",
+            "--all-netns",
+            "--format",
+            "jsonl",
+            "-o",
+            OUT,
+            "--src",
+            WATCHED4,
+            "--src",
+            "127.0.0.1",
+        ]),
+        Path::new("/tmp/owners.stderr"),
+    )?;
+    watcher.wait_line("the `subscribed to` line", DEADLINE, |l| {
+        l.starts_with(super::nfwatch::SUBSCRIBED)
+    })?;
+    run(Command::new("systemd-run").args([
+        "--unit=probe",
+        "--wait",
+        "--quiet",
+        "/usr/bin/ping",
+        "-c",
+        "2",
+        "-I",
+        WATCHED4,
+        PEER4,
+    ]))?;
+    let root = container_tree()?;
+    run(Command::new("systemd-nspawn")
+        .args([
+            "--quiet",
+            "--machine=probe",
+            "--private-network",
+            "--bind-ro=/usr",
+        ])
+        .arg("--directory")
+        .arg(&root)
+        .args(["/usr/bin/ping", "-c", "2", "127.0.0.1"]))?;
+    watcher.signal(libc::SIGTERM)?;
+    watcher.wait_success(DEADLINE)?;
+    let records = read_records(Path::new(OUT))?;
+    let echoes = |src: &str| -> Vec<&Record> {
+        records
+            .iter()
+            .filter(|r| r.src == src && r.icmp_type == Some(8))
+            .collect()
+    };
+    let (unit, contained) = (echoes(WATCHED4), echoes("127.0.0.1"));
+    ensure!(
+        unit.len() == 2
+            && unit.iter().all(|r| {
+                r.unit.as_ref().is_some_and(|u| *u == "probe.service")
+                    && r.comm.as_ref().is_some_and(|c| *c == "ping")
+                    && r.netns == Some(host_netns as u32)
+            }),
+        "probe.service's echo requests: {unit:?}"
+    );
+    ensure!(
+        contained.len() == 2
+            && contained.iter().all(|r| {
+                r.container.as_ref().is_some_and(|c| *c == "probe")
+                    && r.comm.as_ref().is_some_and(|c| *c == "ping")
+                    && r.netns.is_some_and(|n| u64::from(n) != host_netns)
+            }),
+        "the container's echo requests: {contained:?}"
+    );
+    println!(
+        "probe.service and container probe: {} and {} echo requests",
+        unit.len(),
+        contained.len()
+    );
     Ok(())
 }
 
