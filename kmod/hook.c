@@ -371,7 +371,7 @@ static noinline unsigned int record_packet(struct nfwatch_net *nn, struct list_h
  */
 static bool hook_enter(struct nfwatch_net *nn)
 {
-	if (list_empty(&nn->subs) && list_empty(&nfwatch_all_subs))
+	if (list_empty(&nn->subs) && !static_branch_unlikely(&nfwatch_all_netns_key))
 		return false;
 	nfwatch_ns_count(nn, seen, 1);
 	return true;
@@ -402,7 +402,8 @@ static __always_inline unsigned int hook_ipv4_source(struct nfwatch_net *nn,
 						     u32 src)
 {
 	hook_ipv4_subs(nn, &nn->subs, skb, state, src);
-	hook_ipv4_subs(nn, &nfwatch_all_subs, skb, state, src);
+	if (static_branch_unlikely(&nfwatch_all_netns_key))
+		hook_ipv4_subs(nn, &nfwatch_all_subs, skb, state, src);
 	return NF_ACCEPT;
 }
 
@@ -471,7 +472,8 @@ static unsigned int nfwatch_hook_ipv6(void *priv, struct sk_buff *skb,
 		return NF_ACCEPT;
 	}
 	hook_ipv6_subs(nn, &nn->subs, skb, state, saddr);
-	hook_ipv6_subs(nn, &nfwatch_all_subs, skb, state, saddr);
+	if (static_branch_unlikely(&nfwatch_all_netns_key))
+		hook_ipv6_subs(nn, &nfwatch_all_subs, skb, state, saddr);
 	return NF_ACCEPT;
 }
 #endif

@@ -5,6 +5,7 @@
 
 #include <linux/bitops.h>
 #include <linux/hrtimer.h>
+#include <linux/jump_label.h>
 #include <linux/list.h>
 #include <linux/mutex.h>
 #include <linux/netfilter.h>
@@ -190,6 +191,11 @@ extern struct nfwatch_live nfwatch_live;
  * hold the initial namespace's lock.
  */
 extern struct list_head nfwatch_all_subs;
+/*
+ * On while an all-namespace subscription is in force or being made: until
+ * then the hooks do not even look at nfwatch_all_subs.
+ */
+DECLARE_STATIC_KEY_FALSE(nfwatch_all_netns_key);
 /* Subscriptions in force, all namespaces: the "subscribers" parameter. */
 extern atomic_t nfwatch_subscribed;
 extern unsigned int nfwatch_batch_records;

@@ -87,7 +87,12 @@ static void sender_take(struct nfwatch_sub *sub, struct nfwatch_sender *sender,
 		sender->cookie = pkt->cookie;
 		sender->netns = pkt->rec.netns;
 	}
-	/* Every time: exec or prctl(PR_SET_NAME) renames the same tgid. */
+	/*
+	 * Every time: exec or prctl(PR_SET_NAME) renames the same tgid. A
+	 * plain copy, as tracepoints take it: NUL-terminated, and the bytes
+	 * after the NUL are the same task's (kernels that set comm with
+	 * strlcpy() leave an older name's there).
+	 */
 	memcpy(sender->comm, current->comm, sizeof(sender->comm));
 }
 

@@ -46,8 +46,8 @@ LIST_HEAD(nfwatch_all_subs);
 /* Every namespace's nfwatch_net. */
 static LIST_HEAD(nfwatch_nets);
 static DEFINE_MUTEX(nfwatch_nets_lock);
-/* All-namespace subscriptions in force or being made: new namespaces are hooked. */
-static atomic_t nfwatch_all_hooked = ATOMIC_INIT(0);
+/* Counts the all-namespace subscriptions in force or being made; new namespaces are hooked while on. */
+DEFINE_STATIC_KEY_FALSE(nfwatch_all_netns_key);
 
 static bool is_initial(const struct nfwatch_net *nn)
 {
@@ -153,7 +153,7 @@ static int all_hooks_get(void)
 	int err = 0;
 
 	mutex_lock(&nfwatch_nets_lock);
-	atomic_inc(&nfwatch_all_hooked);
+	static_branch_inc(&nfwatch_all_netns_key);
 	list_for_each_entry(nn, &nfwatch_nets, node) {
 		mutex_lock(&nn->lock);
 		err = hooks_hold(nn);
@@ -162,7 +162,7 @@ static int all_hooks_get(void)
 			break;
 	}
 	if (err)
-		atomic_dec(&nfwatch_all_hooked);
+		static_branch_dec(&nfwatch_all_netns_key);
 	mutex_unlock(&nfwatch_nets_lock);
 	return err;
 }
@@ -170,7 +170,7 @@ static int all_hooks_get(void)
 /* A namespace's hooks stay (see above); new ones need them no more. */
 static void all_hooks_put(void)
 {
-	atomic_dec(&nfwatch_all_hooked);
+	static_branch_dec(&nfwatch_all_netns_key);
 }
 
 /*
@@ -398,7 +398,7 @@ int nfwatch_pernet_init_subs(struct net *net)
 	if (err)
 		return err;
 	mutex_lock(&nfwatch_nets_lock);
-	if (atomic_read(&nfwatch_all_hooked)) {
+	if (static_key_enabled(&nfwatch_all_netns_key)) {
 		mutex_lock(&nn->lock);
 		err = hooks_hold(nn);
 		mutex_unlock(&nn->lock);

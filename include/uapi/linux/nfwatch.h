@@ -222,7 +222,7 @@ struct nfwatch_record {
 	__u8  __pad[3];
 	/* Appended after the first 104 bytes; see NFWATCH_A_RECORD_SIZE. */
 	__u64 cgroup_id;	/* the owning socket's cgroup v2 id */
-	char  comm[16];		/* the sending process's command name, NUL-padded */
+	char  comm[16];		/* the sending process's command name, NUL-terminated */
 	__u32 netns;		/* the network namespace's inode number, as lsns shows it */
 	__u32 __pad2;
 };
