@@ -325,18 +325,26 @@ static struct nfwatch_sub *first_holder_v4(struct list_head *subs, struct nfwatc
 	return NULL;
 }
 
+/* The list @sub is on: its namespace's, or that of all namespaces. */
+static struct list_head *subs_of(struct nfwatch_net *nn, const struct nfwatch_sub *sub)
+{
+	return sub->all_netns ? &nfwatch_all_subs : &nn->subs;
+}
+
 /*
- * Parse the packet once and deliver it to every subscriber on @subs from
- * @first on whose set holds its source and whose owner filters it passes. IPv6: @first's set holds it (the hook looked
- * it up). IPv4: @first's set only passed @v4_src through its /16 filter,
- * and the lookup is done here. Out of line: the packets nobody watches do
- * not pay for its stack, which the kernel zeroes at function entry.
+ * Parse the packet once and deliver it to every subscriber from @first on
+ * (on @first's list) whose set holds its source and whose owner filters it
+ * passes. IPv6: @first's set holds it (the hook looked it up). IPv4:
+ * @first's set only passed @v4_src through its /16 filter, and the lookup
+ * is done here. Out of line: the packets nobody watches do not pay for its
+ * stack, which the kernel zeroes at function entry.
  */
-static noinline unsigned int record_packet(struct nfwatch_net *nn, struct list_head *subs,
-					   struct nfwatch_sub *first, struct sk_buff *skb,
+static noinline unsigned int record_packet(struct nfwatch_net *nn, struct nfwatch_sub *first,
+					   struct sk_buff *skb,
 					   const struct nf_hook_state *state, u8 family,
 					   u32 v4_src)
 {
+	struct list_head *subs = subs_of(nn, first);
 	struct nfwatch_packet pkt = {};
 	struct nfwatch_sub *sub;
 	enum parse_result res;
@@ -379,32 +387,39 @@ static bool hook_enter(struct nfwatch_net *nn)
 
 /*
  * Each subscriber's set on @subs is asked first through its /16 filter,
- * inline; the first that passes @src hands the packet on for the lookup.
+ * inline; the first that passes @src hands the packet on for the lookup,
+ * by a tail call.
  */
-static __always_inline void hook_ipv4_subs(struct nfwatch_net *nn, struct list_head *subs,
-					   struct sk_buff *skb,
-					   const struct nf_hook_state *state, u32 src)
+static __always_inline unsigned int hook_ipv4_subs(struct nfwatch_net *nn,
+						   struct list_head *subs,
+						   struct sk_buff *skb,
+						   const struct nf_hook_state *state, u32 src)
 {
 	struct nfwatch_sub *sub;
 
-	list_for_each_entry_rcu(sub, subs, node) {
-		if (nfwatch_v4_filter_passes(rcu_dereference(sub->set), src)) {
-			record_packet(nn, subs, sub, skb, state, AF_INET, src);
-			return;
-		}
-	}
+	list_for_each_entry_rcu(sub, subs, node)
+		if (nfwatch_v4_filter_passes(rcu_dereference(sub->set), src))
+			return record_packet(nn, sub, skb, state, AF_INET, src);
+	return NF_ACCEPT;
 }
 
-/* This namespace's subscribers, then those of all namespaces. */
+/* Out of line: only while someone subscribes to every namespace. */
+static noinline unsigned int hook_ipv4_both(struct nfwatch_net *nn, struct sk_buff *skb,
+					    const struct nf_hook_state *state, u32 src)
+{
+	hook_ipv4_subs(nn, &nn->subs, skb, state, src);
+	return hook_ipv4_subs(nn, &nfwatch_all_subs, skb, state, src);
+}
+
+/* This namespace's subscribers, and those of all namespaces if any. */
 static __always_inline unsigned int hook_ipv4_source(struct nfwatch_net *nn,
 						     struct sk_buff *skb,
 						     const struct nf_hook_state *state,
 						     u32 src)
 {
-	hook_ipv4_subs(nn, &nn->subs, skb, state, src);
 	if (static_branch_unlikely(&nfwatch_all_netns_key))
-		hook_ipv4_subs(nn, &nfwatch_all_subs, skb, state, src);
-	return NF_ACCEPT;
+		return hook_ipv4_both(nn, skb, state, src);
+	return hook_ipv4_subs(nn, &nn->subs, skb, state, src);
 }
 
 /* Out of line: an skb whose IPv4 source is not in its head is rare. */
@@ -449,7 +464,7 @@ static void hook_ipv6_subs(struct nfwatch_net *nn, struct list_head *subs, struc
 
 	list_for_each_entry_rcu(sub, subs, node) {
 		if (nfwatch_set_contains(rcu_dereference(sub->set), AF_INET6, saddr)) {
-			record_packet(nn, subs, sub, skb, state, AF_INET6, 0);
+			record_packet(nn, sub, skb, state, AF_INET6, 0);
 			return;
 		}
 	}
