@@ -377,7 +377,7 @@ static noinline unsigned int record_packet(struct nfwatch_net *nn, struct nfwatc
  * the hooks stay registered once a namespace has had a subscriber, and
  * this is all an idle one costs.
  */
-static __always_inline bool hook_enter(struct nfwatch_net *nn)
+static bool hook_enter(struct nfwatch_net *nn)
 {
 	if (list_empty(&nn->subs) && !static_branch_unlikely(&nfwatch_all_netns_key))
 		return false;
