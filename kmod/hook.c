@@ -223,6 +223,19 @@ enum parse_result {
 };
 
 /*
+ * The inode of @sk's file, as sock_i_ino() reads it but without its lock:
+ * under RCU (Netfilter's) the struct socket, freed with its inode after a
+ * grace period, stays readable when close() orphans @sk under us. Socket
+ * inode numbers come from get_next_ino(): 32 bits.
+ */
+static u32 sk_socket_ino(const struct sock *sk)
+{
+	struct socket *sock = READ_ONCE(sk->sk_socket);
+
+	return sock ? SOCK_INODE(sock)->i_ino : 0;
+}
+
+/*
  * The socket owning the packet, and what the record says of it that every
  * subscriber sees alike.
  */
@@ -234,6 +247,7 @@ static void parse_owner(const struct nf_hook_state *state, struct nfwatch_packet
 	if (!sk)
 		return;
 	pkt->cookie = nfwatch_sk_cookie(sk);
+	pkt->rec.sock_ino = sk_socket_ino(sk);
 	pkt->cgroup = nfwatch_sk_cgroup(sk);
 	if (pkt->cgroup) {
 		pkt->rec.cgroup_id = cgroup_id(pkt->cgroup);
@@ -375,9 +389,10 @@ static noinline unsigned int record_packet(struct nfwatch_net *nn, struct nfwatc
 /*
  * Counts the packet; false if nobody here or in all namespaces subscribes:
  * the hooks stay registered once a namespace has had a subscriber, and
- * this is all an idle one costs.
+ * this is all an idle one costs. Inline by force: with the jump label in
+ * it the compiler moves it out of line, behind the hook's register saves.
  */
-static bool hook_enter(struct nfwatch_net *nn)
+static __always_inline bool hook_enter(struct nfwatch_net *nn)
 {
 	if (list_empty(&nn->subs) && !static_branch_unlikely(&nfwatch_all_netns_key))
 		return false;

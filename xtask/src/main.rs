@@ -139,6 +139,9 @@ enum Cmd {
     /// (in the VM, peer namespace) TCP listeners that read to EOF.
     #[command(hide = true)]
     GuestPeer(guest::PeerArgs),
+    /// (in the VM, peer namespace) Accepts one connection and writes to it on SIGUSR1.
+    #[command(hide = true)]
+    GuestPush(guest::attribution::PushArgs),
     /// (in the VM) One netlink fuzzing client; prints its tally as JSON.
     #[command(hide = true)]
     GuestFuzzClient(guest::fuzz::ClientArgs),
@@ -221,6 +224,7 @@ fn dispatch(command: Cmd) -> Result<bool> {
         Cmd::GuestSystem(args) => guest::system::system(&args).map(|()| true),
         Cmd::GuestDemo(args) => guest::demo(&args).map(|()| true),
         Cmd::GuestPeer(args) => guest::peer(&args).map(|()| true),
+        Cmd::GuestPush(args) => guest::attribution::push(&args).map(|()| true),
         Cmd::GuestFuzzClient(args) => guest::fuzz::client(&args).map(|()| true),
         Cmd::Bench {
             docs_only: true, ..

@@ -245,8 +245,9 @@ const FIELDS: &[(&str, &str)] = &[
         "pid",
         "the sending process (thread group) id: the last process seen sending on the socket \
          in its own context since nfwatch started, also for what the kernel sends for that \
-         socket later (ACKs, retransmissions); absent when no such send was seen, or the \
-         process is in another pid namespace; in text shown as comm[pid]",
+         socket later (ACKs, retransmissions); without such a send, the process holding the \
+         socket's file (as ss -p finds it); absent when neither is known, or the process is \
+         in another pid namespace; in text shown as comm[pid]",
     ),
     (
         "frag",

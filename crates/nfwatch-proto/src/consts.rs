@@ -105,7 +105,7 @@ pub mod record_layout {
         ("cgroup_id", CGROUP_ID, 8),
         ("comm", COMM, 16),
         ("netns", NETNS, 4),
-        ("__pad2", PAD2, 4),
+        ("sock_ino", SOCK_INO, 4),
     ];
 
     pub const TS_NS: usize = 0;
@@ -130,7 +130,7 @@ pub mod record_layout {
     pub const CGROUP_ID: usize = 104;
     pub const COMM: usize = 112;
     pub const NETNS: usize = 128;
-    pub const PAD2: usize = 132;
+    pub const SOCK_INO: usize = 132;
     pub const COMM_LEN: usize = 16;
     pub const IFNAME_LEN: usize = 16;
     pub const ADDR_LEN: usize = 16;

@@ -28,6 +28,14 @@ impl PaddedName {
         Self { bytes: padded, len }
     }
 
+    /// `name`'s first 16 bytes.
+    pub fn from_bytes(name: &[u8]) -> Self {
+        let mut padded = [0; layout::IFNAME_LEN];
+        let len = name.len().min(padded.len());
+        padded[..len].copy_from_slice(&name[..len]);
+        Self::from_padded(padded)
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
@@ -68,6 +76,9 @@ pub struct Record {
     /// The network namespace's inode number; None from a first-version
     /// module, whose records end before it.
     pub netns: Option<u32>,
+    /// The socket's inode number (`socket:[N]` in `/proc/PID/fd`); None
+    /// when the socket had no file, or from a first-version module.
+    pub sock_ino: Option<u32>,
 }
 
 /// A record is at least the first version's.
@@ -148,6 +159,7 @@ impl Record {
             cgroup_id: (appended && has(NFWATCH_F_CGROUP))
                 .then(|| u64::from_ne_bytes(array(bytes, layout::CGROUP_ID))),
             netns: appended.then(|| u32_at(layout::NETNS)),
+            sock_ino: Some(u32_at(layout::SOCK_INO)).filter(|&ino| appended && ino != 0),
         })
     }
 
@@ -210,6 +222,7 @@ impl Record {
             &self.cgroup_id.unwrap_or(0).to_ne_bytes(),
         );
         put(layout::NETNS, &self.netns.unwrap_or(0).to_ne_bytes());
+        put(layout::SOCK_INO, &self.sock_ino.unwrap_or(0).to_ne_bytes());
         bytes
     }
 }
@@ -309,6 +322,7 @@ pub(crate) mod tests {
             comm: Some(PaddedName::from_padded(*b"curl\0\0\0\0\0\0\0\0\0\0\0\0")),
             cgroup_id: Some(4242),
             netns: Some(4026531840),
+            sock_ino: Some(31337),
         }
     }
 

@@ -12,13 +12,10 @@ use std::fs;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use nfwatch_proto::CgroupFilter;
 
-/// A miss re-walks the tree at most this often: a burst of ids of cgroups
-/// already removed must not turn into a burst of walks.
-const MIN_WALK_INTERVAL: Duration = Duration::from_secs(1);
+use crate::rebuilt::RebuiltMap;
 
 /// Unit types systemd puts processes in (slices only group other units).
 const PROCESS_UNIT_SUFFIXES: [&str; 5] = [".service", ".scope", ".socket", ".mount", ".swap"];
@@ -71,8 +68,7 @@ pub fn container_of(path: &str) -> Option<Cow<'_, str>> {
 pub struct Cgroups {
     /// The cgroup2 mount point; without one nothing resolves.
     root: Option<PathBuf>,
-    entries: HashMap<u64, CgroupInfo>,
-    last_walk: Option<Instant>,
+    entries: RebuiltMap<u64, CgroupInfo>,
 }
 
 impl Cgroups {
@@ -90,8 +86,7 @@ impl Cgroups {
     fn at(root: Option<PathBuf>) -> Self {
         Self {
             root,
-            entries: HashMap::new(),
-            last_walk: None,
+            entries: RebuiltMap::new(),
         }
     }
 
@@ -124,22 +119,9 @@ impl Cgroups {
     /// The cgroup with this id; `None` for one removed before it was seen
     /// (callers print the id instead).
     pub fn resolve(&mut self, id: u64) -> Option<&CgroupInfo> {
-        if !self.entries.contains_key(&id) && self.walk_due() {
-            self.rewalk();
-        }
-        self.entries.get(&id)
-    }
-
-    fn walk_due(&self) -> bool {
-        self.last_walk
-            .is_none_or(|at| at.elapsed() >= MIN_WALK_INTERVAL)
-    }
-
-    fn rewalk(&mut self) {
-        if let Some(root) = &self.root {
-            self.entries = walk(root);
-        }
-        self.last_walk = Some(Instant::now());
+        let root = &self.root;
+        self.entries
+            .get(&id, || root.as_deref().map(walk).unwrap_or_default())
     }
 }
 
@@ -611,8 +593,7 @@ mod tests {
         fs::create_dir(&late).unwrap();
         assert_eq!(cgroups.resolve(ino(&late)), None);
 
-        let walked = cgroups.last_walk.unwrap();
-        cgroups.last_walk = walked.checked_sub(MIN_WALK_INTERVAL);
+        cgroups.entries.backdate();
         let info = cgroups.resolve(ino(&late)).unwrap();
         assert_eq!(info.container.as_deref(), Some(ID));
     }

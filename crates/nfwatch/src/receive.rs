@@ -487,6 +487,7 @@ impl Session {
             self.status.say(&format!("nfwatch: {failure}"));
         }
         self.counters.written = sink.lines_written();
+        self.counters.by_socket = self.formatter.by_socket();
         let elapsed = self.started.elapsed();
         for line in summary(&self.counters, &self.output.name, elapsed) {
             self.status.note(&line);

@@ -22,6 +22,9 @@ pub struct Counters {
     pub seq_gaps: u64,
     /// Records or messages from the kernel that broke the contract, skipped.
     pub malformed: u64,
+    /// Records written with the process holding their socket's file, which
+    /// the kernel had not seen send (counted among its unattributed).
+    pub by_socket: u64,
     pub last_seq: Option<u64>,
     /// Our subscription's final counters (UNSUBSCRIBE reply or SHUTDOWN).
     pub final_own: Option<Stats>,
@@ -63,8 +66,8 @@ pub fn summary(counters: &Counters, path: &str, elapsed: Duration) -> Vec<String
             own.matched, own.delivered, own.lost
         ));
         lines.push(format!(
-            "nfwatch: {} records with no known sending process",
-            own.unattributed
+            "nfwatch: {} records with no known sending process in the kernel, {} of them written with the process holding their socket",
+            own.unattributed, counters.by_socket
         ));
     }
     if counters.malformed > 0 {
@@ -191,6 +194,7 @@ mod tests {
             not_written: 2,
             batch_lost: 3,
             overruns: 1,
+            by_socket: 3,
             ..Counters::default()
         };
         counters.batch_seen(1, 0);
@@ -200,6 +204,7 @@ mod tests {
             matched: 17,
             delivered: 12,
             lost: 5,
+            unattributed: 4,
             ..Stats::default()
         });
         let lines = summary(&counters, "out.txt", Duration::from_millis(1234));
@@ -209,7 +214,7 @@ mod tests {
                 "nfwatch: wrote 10 records to out.txt in 1.234 s",
                 "nfwatch: lost 5 records in the kernel, 1 socket overruns (ENOBUFS), 2 batch sequence gaps",
                 "nfwatch: kernel counted 17 matched, 12 delivered, 5 lost",
-                "nfwatch: 0 records with no known sending process",
+                "nfwatch: 4 records with no known sending process in the kernel, 3 of them written with the process holding their socket",
                 "nfwatch: 2 records not written (--count reached)",
             ]
         );

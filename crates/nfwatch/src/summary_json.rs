@@ -20,6 +20,7 @@ pub fn summary_object(counters: &Counters, output: &str, elapsed: Duration) -> V
         "overruns": counters.overruns,
         "seq_gaps": counters.seq_gaps,
         "malformed": counters.malformed,
+        "by_socket": counters.by_socket,
         "kernel": counters.final_own.map(|own| json!({
             "matched": own.matched,
             "delivered": own.delivered,
@@ -54,10 +55,12 @@ mod tests {
             overruns: 2,
             seq_gaps: 3,
             malformed: 4,
+            by_socket: 5,
             final_own: Some(Stats {
                 matched: 12,
                 delivered: 11,
                 lost: 1,
+                unattributed: 6,
                 ..Stats::default()
             }),
             ..Counters::default()
@@ -65,7 +68,7 @@ mod tests {
         let object = summary_object(&counters, "out.jsonl", Duration::from_millis(1500));
         assert_eq!(
             object.to_string(),
-            r#"{"duration_s":1.5,"kernel":{"delivered":11,"lost":1,"matched":12,"unattributed":0},"lost_in_kernel":1,"malformed":4,"not_written":1,"output":"out.jsonl","overruns":2,"seq_gaps":3,"written":10}"#
+            r#"{"by_socket":5,"duration_s":1.5,"kernel":{"delivered":11,"lost":1,"matched":12,"unattributed":6},"lost_in_kernel":1,"malformed":4,"not_written":1,"output":"out.jsonl","overruns":2,"seq_gaps":3,"written":10}"#
         );
         let without = summary_object(&Counters::default(), "stdout", Duration::ZERO);
         assert_eq!(without["kernel"], Value::Null);

@@ -11,6 +11,7 @@ use clap::ValueEnum;
 use nfwatch_proto::{Family, PaddedName, ProtoError, Record, RecordBytes};
 
 use crate::cgroup::{CgroupInfo, Cgroups};
+use crate::sockets::SocketHolders;
 use time::macros::format_description;
 use time::OffsetDateTime;
 
@@ -245,6 +246,8 @@ struct FlowText {
     text: Vec<u8>,
     /// Where in `text` each varying number goes, in order.
     gaps: Vec<(usize, Varying)>,
+    /// The process in `text` was found by the socket's file.
+    by_socket: bool,
 }
 
 impl FlowText {
@@ -253,6 +256,7 @@ impl FlowText {
             record: Vec::new(),
             text: Vec::new(),
             gaps: Vec::new(),
+            by_socket: false,
         }
     }
 
@@ -301,6 +305,8 @@ pub struct LineFormatter {
     nexthop: Memo<IpAddr>,
     ifname: Memo<PaddedName>,
     cgroups: Cgroups,
+    sockets: SocketHolders,
+    by_socket: u64,
 }
 
 impl LineFormatter {
@@ -317,6 +323,8 @@ impl LineFormatter {
             nexthop: Memo::new(),
             ifname: Memo::new(),
             cgroups,
+            sockets: SocketHolders::new(),
+            by_socket: 0,
         }
     }
 
@@ -334,7 +342,8 @@ impl LineFormatter {
             self.flow.write(out, record);
         } else {
             self.flow.record.clear();
-            let parsed = record.parse()?;
+            let mut parsed = record.parse()?;
+            self.flow.by_socket = self.held_by(&mut parsed);
             self.spans.clear();
             let start = out.len();
             match self.format {
@@ -345,8 +354,28 @@ impl LineFormatter {
             }
             self.flow.learn(record, out, start, &self.spans);
         }
+        self.by_socket += u64::from(self.flow.by_socket);
         out.push(b'\n');
         Ok(())
+    }
+
+    /// Lines whose process was found by the socket's file (see `held_by`).
+    pub fn by_socket(&self) -> u64 {
+        self.by_socket
+    }
+
+    /// A record without a sending process gets the process holding its
+    /// socket, if any: true when it did.
+    fn held_by(&mut self, r: &mut Record) -> bool {
+        if r.comm.is_some() {
+            return false;
+        }
+        let Some(holder) = r.sock_ino.and_then(|ino| self.sockets.holder(ino)) else {
+            return false;
+        };
+        r.pid = Some(holder.pid);
+        r.comm = Some(holder.comm);
+        true
     }
 
     /// A number that differs between records of one flow.
@@ -919,6 +948,7 @@ mod tests {
             // No such cgroup: written as its id.
             cgroup_id: Some(7),
             netns: Some(4026531840),
+            sock_ino: Some(31337),
         }
     }
 

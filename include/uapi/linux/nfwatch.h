@@ -224,7 +224,13 @@ struct nfwatch_record {
 	__u64 cgroup_id;	/* the owning socket's cgroup v2 id */
 	char  comm[16];		/* the sending process's command name, NUL-terminated */
 	__u32 netns;		/* the network namespace's inode number, as lsns shows it */
-	__u32 __pad2;
+	/*
+	 * The owning socket's inode number, as /proc/PID/fd shows it
+	 * (socket:[N]): how a reader finds the process holding a socket that
+	 * has sent nothing in its own context since the subscription began
+	 * (NFWATCH_F_COMM unset). 0 when the socket has no file (closed).
+	 */
+	__u32 sock_ino;
 };
 
 #endif /* _UAPI_LINUX_NFWATCH_H */

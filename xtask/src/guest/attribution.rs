@@ -4,15 +4,20 @@
 
 use super::generator::{gen_args, GenReport};
 use super::net::{self, PEER4, TCP_PORT, WATCHED4};
-use super::nfwatch::{read_records, Record, Watcher};
+use super::nfwatch::{read_records, Record, Watcher, DEADLINE};
 use super::proc::Spawned;
+use super::traffic::{tcp_connect, Flow};
 use super::{as_nobody, Ctx};
 use crate::util::run;
 use anyhow::{ensure, Context, Result};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 const CGROUP2: &str = "/sys/fs/cgroup";
 /// Where the receiver of the bulk stream listens.
@@ -21,6 +26,10 @@ const RECEIVER_PORT: u16 = 6001;
 const TEST_PORT: u16 = 7;
 const OTHER_PORT: u16 = 9;
 const NOBODY_PORT: u16 = 13;
+/// Where guest-push listens, in the peer's namespace.
+const PUSH_PORT: u16 = 6002;
+/// What guest-push writes: less than an unread socket's receive window.
+const PUSH_BYTES: usize = 32 * 1024;
 
 /// The comm the kernel gives this binary's processes: its file name, cut
 /// to TASK_COMM_LEN - 1 bytes.
@@ -160,37 +169,144 @@ fn check_sender(
     Ok(())
 }
 
-/// The kernel's count of records without a sending process equals the
-/// file's.
-fn check_unattributed(ctx: &Ctx, watcher: Watcher, tag: &str) -> Result<Vec<Record>> {
-    let out = ctx.path(&format!("{tag}.jsonl"));
-    let lines = {
-        let mut watcher = watcher;
-        watcher.proc().signal(libc::SIGTERM)?;
-        watcher.proc().wait_success(super::nfwatch::DEADLINE)?;
-        watcher.proc().lines()
-    };
+/// Stops `watcher`: its records, lossless, and how many of them the
+/// kernel knew no sending process of and the CLI wrote with the process
+/// holding their socket. The file's records without a process are the
+/// difference.
+fn check_unattributed(watcher: Watcher, tag: &str) -> Result<(Vec<Record>, [u64; 2])> {
+    let out = watcher.out.clone();
+    let summary = watcher.stop()?;
     let records = read_records(&out)?;
-    let counted: u64 = lines
-        .iter()
-        .find_map(|l| {
-            l.strip_prefix("nfwatch: ")?
-                .strip_suffix(" records with no known sending process")?
-                .parse()
-                .ok()
-        })
+    summary.check_lossless(records.len())?;
+    let [unattributed, by_socket] = summary
+        .unattributed
         .context("no count of records without a sending process")?;
     let in_file = records.iter().filter(|r| r.comm.is_none()).count() as u64;
     ensure!(
-        counted == in_file,
-        "{tag}: kernel counted {counted} records without a sending process, the file has {in_file}"
+        unattributed.checked_sub(by_socket) == Some(in_file),
+        "{tag}: the kernel counted {unattributed} records without a sending process, \
+         {by_socket} written with their socket's holder, the file has {in_file} without"
     );
-    Ok(records)
+    Ok((records, [unattributed, by_socket]))
+}
+
+#[derive(clap::Args)]
+pub struct PushArgs {
+    /// Where to accept the one connection.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// How many bytes to write once SIGUSR1 comes.
+    #[arg(long)]
+    bytes: usize,
+}
+
+/// `guest-push`: accepts one connection, writes `--bytes` to it once
+/// SIGUSR1 comes, says `acked` when the peer has acknowledged them all, and
+/// reads to EOF.
+pub fn push(args: &PushArgs) -> Result<()> {
+    let usr1 = sigusr1_blocked()?;
+    let listener = TcpListener::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    say("ready")?;
+    let (mut conn, _) = listener.accept()?;
+    say("accepted")?;
+    let mut signal = 0;
+    // SAFETY: `usr1` is a set sigemptyset() initialised.
+    ensure!(
+        unsafe { libc::sigwait(&usr1, &mut signal) } == 0,
+        "sigwait failed"
+    );
+    conn.write_all(&vec![0; args.bytes])?;
+    let deadline = Instant::now() + DEADLINE;
+    while unacknowledged(&conn)? > 0 {
+        ensure!(
+            Instant::now() < deadline,
+            "the peer did not acknowledge every byte"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    say("acked")?;
+    std::io::copy(&mut conn, &mut std::io::sink())?;
+    Ok(())
+}
+
+fn say(line: &str) -> Result<()> {
+    let mut out = std::io::stdout();
+    writeln!(out, "{line}")?;
+    Ok(out.flush()?)
+}
+
+/// SIGUSR1 blocked, to be taken by sigwait(): the set holding it.
+fn sigusr1_blocked() -> Result<libc::sigset_t> {
+    // SAFETY: sigset_t is plain data, which sigemptyset() initialises.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        ensure!(
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) == 0,
+            "cannot block SIGUSR1"
+        );
+        Ok(set)
+    }
+}
+
+/// Bytes written on `conn` that the peer has not acknowledged (SIOCOUTQ).
+fn unacknowledged(conn: &TcpStream) -> Result<libc::c_int> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int.
+    let rc = unsafe { libc::ioctl(conn.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    ensure!(rc == 0, "SIOCOUTQ: {}", std::io::Error::last_os_error());
+    Ok(queued)
+}
+
+/// A socket opened before the subscription that only receives: the kernel
+/// never sees a process send on it, so the ACKs it sends from softirq are
+/// written with the process holding its file (this one), found by the
+/// socket's inode. Returns how many records that was.
+fn check_old_socket(ctx: &Ctx, comm: &str) -> Result<usize> {
+    let xtask = std::env::current_exe()?;
+    let listen = format!("{PEER4}:{PUSH_PORT}");
+    let mut cmd = net::in_ns(Some(net::NS), &xtask.to_string_lossy());
+    cmd.args(["guest-push", "--listen", &listen, "--bytes"])
+        .arg(PUSH_BYTES.to_string());
+    let mut pusher = Spawned::start(&mut cmd, &ctx.path("push.log"))?;
+    pusher.wait_line("guest-push's listener", DEADLINE, |l| l == "ready")?;
+    let (old, flow) = tcp_connect(WATCHED4, PEER4, PUSH_PORT)?;
+    pusher.wait_line("guest-push's connection", DEADLINE, |l| l == "accepted")?;
+    let watcher = Watcher::start(ctx, "old", &[WATCHED4])?;
+    pusher.signal(libc::SIGUSR1)?;
+    pusher.wait_line("guest-push's bytes acknowledged", DEADLINE, |l| {
+        l == "acked"
+    })?;
+    let (records, [unattributed, by_socket]) = check_unattributed(watcher, "old")?;
+    // Read before closing: unread bytes would make the close a reset.
+    let mut old = old.take(PUSH_BYTES as u64);
+    std::io::copy(&mut old, &mut std::io::sink())?;
+    drop(old);
+    pusher.wait_success(DEADLINE)?;
+    let pid = std::process::id();
+    for r in &records {
+        ensure!(
+            Flow::of(r)? == flow
+                && r.pid == Some(pid)
+                && r.comm.as_ref().is_some_and(|c| *c == comm),
+            "a record not of the old socket {flow:?} held by pid {pid} ({comm}): {r:?}"
+        );
+    }
+    let count = records.len() as u64;
+    ensure!(
+        count >= 5 && unattributed == count && by_socket == count,
+        "the old socket: {count} records, the kernel knew no process of {unattributed}, \
+         {by_socket} written with their socket's holder; expected at least 5, all of them"
+    );
+    Ok(records.len())
 }
 
 pub fn attribution(ctx: &Ctx) -> Result<()> {
     cgroup2_mounted()?;
     let comm = xtask_comm()?;
+    let old_socket = check_old_socket(ctx, &comm)?;
     let netns = std::fs::metadata("/proc/self/ns/net")?.ino();
     let test = Cgroup::create("/test.slice/app")?;
     let other = Cgroup::create("/other.slice/app")?;
@@ -247,7 +363,7 @@ pub fn attribution(ctx: &Ctx) -> Result<()> {
     ));
 
     let receiver_pid = receiver.pid() as u32;
-    let records = check_unattributed(ctx, all, "all")?;
+    let (records, _) = check_unattributed(all, "all")?;
     drop(receiver);
     let attributed = check_receiver(&records, receiver_pid, &comm)?;
     check_sender(
@@ -289,7 +405,7 @@ pub fn attribution(ctx: &Ctx) -> Result<()> {
         ensure!(r.netns == Some(netns as u32), "netns not {netns}: {r:?}");
     }
 
-    let in_test = check_unattributed(ctx, in_test, "test_slice")?;
+    let (in_test, _) = check_unattributed(in_test, "test_slice")?;
     let test_ids = [test.id()?];
     ensure!(
         in_test
@@ -308,7 +424,7 @@ pub fn attribution(ctx: &Ctx) -> Result<()> {
         test_udp.packets,
         tcp.len()
     );
-    let of_nobody = check_unattributed(ctx, of_nobody, "nobody")?;
+    let (of_nobody, _) = check_unattributed(of_nobody, "nobody")?;
     ensure!(
         of_nobody.len() as u64 == nobody_udp.packets
             && of_nobody
@@ -319,7 +435,8 @@ pub fn attribution(ctx: &Ctx) -> Result<()> {
         nobody_udp.packets
     );
     ctx.log(&format!(
-        "{} records; {attributed} of the receiver's attributed; {} in /test.slice, {} of uid 65534",
+        "{old_socket} records of the old socket; {} records; {attributed} of the receiver's \
+         attributed; {} in /test.slice, {} of uid 65534",
         records.len(),
         in_test.len(),
         of_nobody.len()

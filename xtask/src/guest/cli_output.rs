@@ -592,6 +592,7 @@ fn fake_record(dport: u16) -> Record {
         comm: None,
         cgroup_id: None,
         netns: None,
+        sock_ino: None,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The guest side: runs inside the VM as root.
 
-mod attribution;
+pub mod attribution;
 pub mod bench;
 mod cli_output;
 pub mod fuzz;

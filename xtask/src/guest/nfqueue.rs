@@ -1,12 +1,13 @@
 //! Another program's NFQUEUE: a reader of nfnetlink_queue that holds its
 //! packets' verdicts, as an inline IPS does while it inspects them. Starting
-//! and stopping nfwatch must leave those packets where they are.
+//! and stopping nfwatch must leave those packets where they are, and the
+//! packets its verdicts send on are the sender's, not the reader's.
 
 use super::genl::{self, Message, NlError, NLMSG_ERROR, NLM_F_ACK, NLM_F_REQUEST};
 use super::net::{DEV, ONLINK4, OTHER4, WATCHED4};
-use super::nfwatch::{Watcher, DEADLINE};
+use super::nfwatch::{Record, Watcher, DEADLINE};
+use super::proc::Spawned;
 use super::scenarios::{start_tcpdump, traffic_count, wait_subscribers_parameter};
-use super::traffic::udp_batch;
 use super::Ctx;
 use crate::util::{run, wait_until};
 use anyhow::{ensure, Context, Result};
@@ -30,7 +31,6 @@ const NF_ACCEPT: u32 = 1;
 
 const QUEUE: u16 = 0;
 const PACKETS: u16 = 5;
-const FIRST_PORT: u16 = 29000;
 /// Starts and stops of nfwatch while the packets wait.
 const RUNS: usize = 3;
 
@@ -146,10 +146,9 @@ fn nft(script: &str) -> Result<()> {
 pub fn nfqueue_kept(ctx: &Ctx) -> Result<()> {
     run(Command::new("modprobe").arg("nfnetlink_queue"))?;
     let reader = QueueReader::bind()?;
-    let last = FIRST_PORT + PACKETS - 1;
     nft(&format!(
         "table ip nfwatch_queue {{
-            chain out {{ type filter hook output priority 0; ip daddr {ONLINK4} udp dport {FIRST_PORT}-{last} queue num {QUEUE}; }}
+            chain out {{ type filter hook output priority 0; ip daddr {ONLINK4} icmp type echo-request queue num {QUEUE}; }}
         }}"
     ))?;
     let result = nfqueue_checked(ctx, reader);
@@ -159,12 +158,18 @@ pub fn nfqueue_kept(ctx: &Ctx) -> Result<()> {
 
 fn nfqueue_checked(ctx: &Ctx, mut reader: QueueReader) -> Result<()> {
     let pcap_path = ctx.path("queued.pcap");
-    let filter = format!(
-        "udp and dst host {ONLINK4} and dst portrange {FIRST_PORT}-{}",
-        FIRST_PORT + PACKETS - 1
-    );
+    let filter = format!("icmp[icmptype] == icmp-echo and dst host {ONLINK4}");
     let mut tcpdump = start_tcpdump(ctx, DEV, &filter, &pcap_path)?;
-    udp_batch(OTHER4, ONLINK4, FIRST_PORT, PACKETS, 32)?;
+    // Nobody holds ONLINK4: ping waits for its replies until it is killed,
+    // its socket open.
+    let ping = Spawned::start(
+        Command::new("ping")
+            .args([
+                "-4", "-n", "-i", "0.2", "-W", "600", "-I", OTHER4, ONLINK4, "-c",
+            ])
+            .arg(PACKETS.to_string()),
+        &ctx.path("ping.log"),
+    )?;
     reader.wait_held(PACKETS.into())?;
     let before = queued()?;
     ctx.log(&format!("held {:?}; {before} queued", reader.held));
@@ -182,7 +187,8 @@ fn nfqueue_checked(ctx: &Ctx, mut reader: QueueReader) -> Result<()> {
             "after nfwatch run {run} started and stopped: {now} of {before} packets still queued"
         );
     }
-    let ids = reader.held.clone();
+    let verdicts = Watcher::start(ctx, "verdicts", &[OTHER4])?;
+    let ids = reader.held[..PACKETS.into()].to_vec();
     for id in ids {
         let ack = reader.accept(id)?;
         ensure!(ack.errno == 0, "the late verdict on packet {id}: {ack:?}");
@@ -192,9 +198,33 @@ fn nfqueue_checked(ctx: &Ctx, mut reader: QueueReader) -> Result<()> {
         DEADLINE,
         || Ok((traffic_count(&pcap_path)? >= PACKETS.into()).then_some(())),
     )?;
+    let records = verdicts.collect()?;
+    check_sent_by_ping(&records, ping.pid() as u32)?;
+    drop(ping);
     tcpdump.signal(libc::SIGINT)?;
     tcpdump.wait_success(DEADLINE)?;
     let left = queued()?;
     ensure!(left == 0, "{left} packets still queued after every verdict");
+    Ok(())
+}
+
+/// The packets the verdicts sent on, recorded as they pass nfwatch's hook
+/// in the verdict program's context, are ping's: the kernel never saw ping
+/// send (the queue took its packets first), and ping holds their socket.
+fn check_sent_by_ping(records: &[Record], ping: u32) -> Result<()> {
+    let echoes = records
+        .iter()
+        .filter(|r| r.proto == "icmp" && r.dst == ONLINK4)
+        .count();
+    ensure!(
+        echoes == usize::from(PACKETS),
+        "{echoes} of the {PACKETS} echo requests the verdicts sent on were recorded"
+    );
+    for r in records.iter().filter(|r| r.proto == "icmp") {
+        ensure!(
+            r.pid == Some(ping) && r.comm.as_ref().is_some_and(|c| *c == "ping"),
+            "an echo request the verdicts sent on, not attributed to ping ({ping}): {r:?}"
+        );
+    }
     Ok(())
 }

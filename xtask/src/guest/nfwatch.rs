@@ -107,6 +107,7 @@ pub struct SummaryJson {
     pub overruns: u64,
     pub seq_gaps: u64,
     pub malformed: u64,
+    pub by_socket: u64,
     pub kernel: Option<KernelCounts>,
     pub duration_s: f64,
 }
@@ -159,6 +160,10 @@ pub struct Summary {
     pub gaps: u64,
     /// matched, delivered, lost as counted by the kernel, when received.
     pub kernel: Option<[u64; 3]>,
+    /// The records the kernel knew no sending process of, and how many of
+    /// them were written with the process holding their socket, when the
+    /// kernel's counters were received.
+    pub unattributed: Option<[u64; 2]>,
     /// The summary lines as printed.
     pub text: String,
 }
@@ -184,6 +189,16 @@ impl Summary {
             Some(&[m, d, k]) => Some([m, d, k]),
             Some(_) => bail!("cannot parse the `kernel counted` line"),
         };
+        let unattributed = match lines
+            .iter()
+            .find(|l| l.contains(" records with no known sending process"))
+        {
+            None => None,
+            Some(line) => match numbers(line).as_slice() {
+                &[known, by_socket] => Some([known, by_socket]),
+                _ => bail!("cannot parse the line of records with no known sending process"),
+            },
+        };
         let text = lines
             .iter()
             .filter(|l| {
@@ -200,6 +215,7 @@ impl Summary {
             overruns: e,
             gaps: g,
             kernel,
+            unattributed,
             text,
         })
     }

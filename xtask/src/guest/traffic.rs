@@ -91,7 +91,8 @@ pub fn udp_batch(
 
 /// Connects from `src` to the peer's listener at `dst`, sends `payload`,
 /// closes its side and reads until the peer closes: a complete exchange.
-pub fn tcp_exchange(src: &str, dst: &str, port: u16, payload: &[u8]) -> Result<Flow> {
+/// A TCP connection from `src` to `dst`:`port`, and its flow.
+pub fn tcp_connect(src: &str, dst: &str, port: u16) -> Result<(TcpStream, Flow)> {
     let to = SocketAddr::new(ip(dst)?, port);
     let socket = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
     socket
@@ -105,14 +106,18 @@ pub fn tcp_exchange(src: &str, dst: &str, port: u16, payload: &[u8]) -> Result<F
         .local_addr()?
         .as_socket()
         .context("TCP socket has no IP address")?;
-    let mut stream = TcpStream::from(socket);
+    Ok((TcpStream::from(socket), Flow::between("tcp", local, to)))
+}
+
+pub fn tcp_exchange(src: &str, dst: &str, port: u16, payload: &[u8]) -> Result<Flow> {
+    let (mut stream, flow) = tcp_connect(src, dst, port)?;
     stream.write_all(payload)?;
     stream.shutdown(Shutdown::Write)?;
     let mut rest = Vec::new();
     stream
         .read_to_end(&mut rest)
-        .with_context(|| format!("TCP {local} -> {to}: waiting for the peer to close"))?;
-    Ok(Flow::between("tcp", local, to))
+        .with_context(|| format!("TCP {flow:?}: waiting for the peer to close"))?;
+    Ok(flow)
 }
 
 /// `ping -c count` from `src` to `dst`; all replies must arrive. Returns the
