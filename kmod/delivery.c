@@ -165,7 +165,7 @@ void nfwatch_delivery_init(struct nfwatch_sub *sub)
  * once) and a flow's packets repeat it, so the last one is kept.
  */
 static void fit_to_subscriber(struct nfwatch_sub *sub, const struct nfwatch_packet *pkt,
-			      struct nfwatch_record *rec)
+			      const struct nfwatch_sender *sender, struct nfwatch_record *rec)
 {
 	if (pkt->sk) {
 		kuid_t kuid = nfwatch_sk_uid(pkt->sk);
@@ -177,7 +177,7 @@ static void fit_to_subscriber(struct nfwatch_sub *sub, const struct nfwatch_pack
 		rec->uid = sub->last_uid;
 		rec->flags |= NFWATCH_F_UID;
 	}
-	nfwatch_attribute(sub, pkt, rec);
+	nfwatch_attribute(sub, sender, rec);
 }
 
 /*
@@ -293,6 +293,7 @@ static struct sk_buff *batch_open(struct nfwatch_sub *sub)
  */
 void nfwatch_deliver(struct nfwatch_sub *sub, const struct nfwatch_packet *pkt)
 {
+	const struct nfwatch_sender *sender;
 	struct nfwatch_record *slot = NULL;
 	struct sk_buff *skb;
 
@@ -301,6 +302,9 @@ void nfwatch_deliver(struct nfwatch_sub *sub, const struct nfwatch_packet *pkt)
 		nfwatch_ns_count(sub->nn, lost, 1);
 		goto out;
 	}
+	sender = nfwatch_sender_of(sub, pkt);
+	if (!nfwatch_comm_passes(sub, sender))
+		goto out;
 	sub->stats.matched++;
 	skb = batch_open(sub);
 	if (skb)
@@ -310,7 +314,7 @@ void nfwatch_deliver(struct nfwatch_sub *sub, const struct nfwatch_packet *pkt)
 		goto out;
 	}
 	*slot = pkt->rec;
-	fit_to_subscriber(sub, pkt, slot);
+	fit_to_subscriber(sub, pkt, sender, slot);
 	if (++sub->batch_count >= nfwatch_batch_records)
 		batch_send(sub);
 out:

@@ -31,6 +31,8 @@ static const struct nla_policy nfwatch_policy[NFWATCH_A_MAX + 1] = {
 	[NFWATCH_A_UIDS] = { .type = NLA_NESTED },
 	[NFWATCH_A_CGROUPS] = NLA_POLICY_NESTED_ARRAY(nfwatch_cgroup_policy),
 	[NFWATCH_A_ALL_NETNS] = { .type = NLA_FLAG },
+	/* Entries are strings, not nests: checked by parse_comms(). */
+	[NFWATCH_A_COMMS] = { .type = NLA_NESTED },
 };
 
 /* One NFWATCH_A_PREFIX entry into @out; the policy has checked sizes already. */
@@ -183,17 +185,39 @@ static int parse_cgroups(const struct nlattr *list, struct nfwatch_filter *filte
 	return 0;
 }
 
+/* Command names as the kernel keeps them: 1..TASK_COMM_LEN - 1 bytes and a NUL. */
+static int parse_comms(const struct nlattr *list, struct nfwatch_filter *filter,
+		       struct netlink_ext_ack *extack)
+{
+	const struct nlattr *entry;
+	int rem, n = count_filter_entries(list, NFWATCH_A_COMM, extack);
+
+	if (n < 0)
+		return n;
+	nla_for_each_nested(entry, list, rem) {
+		int len = nla_len(entry);
+
+		if (len < 2 || len > TASK_COMM_LEN || strnlen(nla_data(entry), len) != len - 1) {
+			NL_SET_ERR_MSG_ATTR(extack, entry, "a command name is a NUL-terminated string of 1 to 15 bytes");
+			return -EINVAL;
+		}
+		memcpy(filter->comms[filter->ncomms++], nla_data(entry), len);
+	}
+	return 0;
+}
+
 /* The request's owner filters into *@out: NULL when it has none. */
 static int parse_filter(struct genl_info *info, struct user_namespace *ns,
 			struct nfwatch_filter **out)
 {
 	const struct nlattr *uids = info->attrs[NFWATCH_A_UIDS];
 	const struct nlattr *cgroups = info->attrs[NFWATCH_A_CGROUPS];
+	const struct nlattr *comms = info->attrs[NFWATCH_A_COMMS];
 	struct nfwatch_filter *filter;
 	int err = 0;
 
 	*out = NULL;
-	if (!uids && !cgroups)
+	if (!uids && !cgroups && !comms)
 		return 0;
 	filter = kzalloc(sizeof(*filter), GFP_KERNEL_ACCOUNT);
 	if (!filter)
@@ -202,6 +226,8 @@ static int parse_filter(struct genl_info *info, struct user_namespace *ns,
 		err = parse_uids(uids, ns, filter, info->extack);
 	if (!err && cgroups)
 		err = parse_cgroups(cgroups, filter, info->extack);
+	if (!err && comms)
+		err = parse_comms(comms, filter, info->extack);
 	if (err) {
 		kfree(filter);
 		return err;

@@ -11,6 +11,7 @@
 #include <linux/netfilter.h>
 #include <linux/netlink.h>
 #include <linux/percpu.h>
+#include <linux/sched.h>
 #include <linux/skbuff.h>
 #include <linux/spinlock.h>
 #include <linux/u64_stats_sync.h>
@@ -102,6 +103,8 @@ struct nfwatch_filter {
 		u64 id;
 		u16 level;
 	} cgroups[NFWATCH_MAX_FILTERS];
+	unsigned int ncomms;		/* 0: any process, or none */
+	char comms[NFWATCH_MAX_FILTERS][TASK_COMM_LEN];	/* NUL-padded */
 };
 
 /* Sockets whose sending process one subscriber remembers (owner.c). */
@@ -270,9 +273,12 @@ void nfwatch_notifier_unregister(void);
 int nfwatch_senders_alloc(struct nfwatch_sub *sub);
 void nfwatch_senders_free(struct nfwatch_sub *sub);
 u64 nfwatch_sk_cookie(const struct sock *sk);
-void nfwatch_attribute(struct nfwatch_sub *sub, const struct nfwatch_packet *pkt,
+const struct nfwatch_sender *nfwatch_sender_of(struct nfwatch_sub *sub,
+					       const struct nfwatch_packet *pkt);
+void nfwatch_attribute(struct nfwatch_sub *sub, const struct nfwatch_sender *sender,
 		       struct nfwatch_record *rec);
 bool nfwatch_filter_passes(const struct nfwatch_sub *sub, const struct nfwatch_packet *pkt);
+bool nfwatch_comm_passes(const struct nfwatch_sub *sub, const struct nfwatch_sender *sender);
 
 /* delivery.c */
 void nfwatch_delivery_init(struct nfwatch_sub *sub);

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Who a packet belongs to: the process that sent on its socket, and the
- * filters on a packet's owner (uid, cgroup) a subscriber may set.
+ * filters on a packet's owner (uid, cgroup, command name) a subscriber may
+ * set.
  *
  * Much of what a socket sends leaves in softirq or in another task's
  * context (TCP ACKs, retransmissions, data pushed when a window opens),
@@ -97,30 +98,42 @@ static void sender_take(struct nfwatch_sub *sub, struct nfwatch_sender *sender,
 }
 
 /*
- * Under sub->lock: the sending process of @pkt's socket into @rec, as the
- * subscriber sees it; the current task's when it is the sender.
+ * Under sub->lock: the entry of @pkt's socket in the senders table, which
+ * the current process takes when it is the sender; NULL when the socket's
+ * sending process is not known.
  */
-void nfwatch_attribute(struct nfwatch_sub *sub, const struct nfwatch_packet *pkt,
-		       struct nfwatch_record *rec)
+const struct nfwatch_sender *nfwatch_sender_of(struct nfwatch_sub *sub,
+					       const struct nfwatch_packet *pkt)
 {
 	struct nfwatch_sender *sender;
 
-	BUILD_BUG_ON(sizeof(rec->comm) != TASK_COMM_LEN);
 	if (!pkt->sk)
-		goto unattributed;
+		return NULL;
 	sender = &sub->senders[hash_64(pkt->cookie ^ pkt->rec.netns, NFWATCH_SENDERS_BITS)];
 	if (pkt->in_sender_task)
 		sender_take(sub, sender, pkt);
 	else if (!sender_is(sender, pkt))
-		goto unattributed;
+		return NULL;
+	return sender;
+}
+
+/*
+ * Under sub->lock: the sending process (nfwatch_sender_of()) into @rec, as
+ * the subscriber sees it; without one, @rec is counted as unattributed.
+ */
+void nfwatch_attribute(struct nfwatch_sub *sub, const struct nfwatch_sender *sender,
+		       struct nfwatch_record *rec)
+{
+	BUILD_BUG_ON(sizeof(rec->comm) != TASK_COMM_LEN);
+	if (!sender) {
+		sub->stats.unattributed++;
+		return;
+	}
 	memcpy(rec->comm, sender->comm, sizeof(rec->comm));
 	rec->flags |= NFWATCH_F_COMM;
 	rec->pid = sender->pid;
 	if (rec->pid)
 		rec->flags |= NFWATCH_F_PID;
-	return;
-unattributed:
-	sub->stats.unattributed++;
 }
 
 static bool uid_passes(const struct nfwatch_filter *filter, const struct sock *sk)
@@ -162,4 +175,24 @@ bool nfwatch_filter_passes(const struct nfwatch_sub *sub, const struct nfwatch_p
 	if (filter->nuids && !uid_passes(filter, pkt->sk))
 		return false;
 	return !filter->ncgroups || cgroup_passes(filter, pkt->cgroup);
+}
+
+/*
+ * Under RCU and sub->lock: whether the sending process (nfwatch_sender_of())
+ * passes @sub's command-name filter, if it has one. Checked after the
+ * table lookup, which only recorded packets make.
+ */
+bool nfwatch_comm_passes(const struct nfwatch_sub *sub, const struct nfwatch_sender *sender)
+{
+	const struct nfwatch_filter *filter = rcu_dereference(sub->filter);
+	unsigned int i;
+
+	if (likely(!filter) || !filter->ncomms)
+		return true;
+	if (!sender)
+		return false;
+	for (i = 0; i < filter->ncomms; i++)
+		if (!strncmp(sender->comm, filter->comms[i], TASK_COMM_LEN))
+			return true;
+	return false;
 }

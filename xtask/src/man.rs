@@ -370,6 +370,14 @@ const KEYS: &[Key] = &[
                   (paths under the cgroup2 mount, as `/system.slice/nginx.service`)",
     },
     Key {
+        name: "comms",
+        kind: "list of strings",
+        default: "[]",
+        flag: "--comm",
+        meaning: "when not empty, only packets whose socket's sending process has one of these \
+                  command names (as `/proc/PID/comm` shows it)",
+    },
+    Key {
         name: "all_netns",
         kind: "boolean",
         default: "false",
@@ -436,7 +444,7 @@ const CONFIG_ERRORS: &[(&str, &str)] = &[
     ),
     (
         "sources = [\"10.10.0.5\"]\nsource = \"10.10.0.6\"\n",
-        "nfwatch: /etc/nfwatch/nfwatch.toml:2: source: unknown field `source`, expected one of `sources`, `uids`, `cgroups`, `all_netns`, `output`, `format`, `append`, `flush_interval`, `rcvbuf`",
+        "nfwatch: /etc/nfwatch/nfwatch.toml:2: source: unknown field `source`, expected one of `sources`, `uids`, `cgroups`, `comms`, `all_netns`, `output`, `format`, `append`, `flush_interval`, `rcvbuf`",
     ),
     (
         "sources = [\"10.10.0.5\"]\nformat = \"xml\"\n",

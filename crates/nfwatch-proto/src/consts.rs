@@ -26,11 +26,13 @@ pub const NFWATCH_A_RECORDS: u16 = 8;
 pub const NFWATCH_A_UIDS: u16 = 9;
 pub const NFWATCH_A_CGROUPS: u16 = 10;
 pub const NFWATCH_A_ALL_NETNS: u16 = 11;
-pub const NFWATCH_A_MAX: u16 = 11;
+pub const NFWATCH_A_COMMS: u16 = 12;
+pub const NFWATCH_A_MAX: u16 = 12;
 
 pub const NFWATCH_A_PREFIX: u16 = 1;
 pub const NFWATCH_A_UID: u16 = 1;
 pub const NFWATCH_A_CGROUP: u16 = 1;
+pub const NFWATCH_A_COMM: u16 = 1;
 
 pub const NFWATCH_CGROUP_A_UNSPEC: u16 = 0;
 pub const NFWATCH_CGROUP_A_PAD: u16 = 1;

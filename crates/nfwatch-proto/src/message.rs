@@ -39,6 +39,8 @@ pub enum Scope {
 pub struct OwnerFilter {
     pub uids: Vec<u32>,
     pub cgroups: Vec<CgroupFilter>,
+    /// Command names of 1 to 15 bytes, without NUL.
+    pub comms: Vec<Vec<u8>>,
 }
 
 impl Request {
@@ -55,6 +57,14 @@ impl Request {
         if !owners.cgroups.is_empty() {
             let entries = owners.cgroups.iter().map(cgroup_attr).collect();
             attrs.push(RawAttr::nested(NFWATCH_A_CGROUPS, entries));
+        }
+        if !owners.comms.is_empty() {
+            let entries = owners.comms.iter().map(|comm| {
+                let mut name = comm.clone();
+                name.push(0);
+                RawAttr::bytes(NFWATCH_A_COMM, name)
+            });
+            attrs.push(RawAttr::nested(NFWATCH_A_COMMS, entries.collect()));
         }
         Self {
             cmd: NFWATCH_CMD_SUBSCRIBE,
@@ -343,10 +353,15 @@ mod tests {
         let owners = OwnerFilter {
             uids: vec![0, 1000],
             cgroups: vec![CgroupFilter { id: 77, level: 2 }],
+            comms: vec![b"nginx".to_vec()],
         };
         let bytes = Request::subscribe(&prefixes, &owners, Scope::AllNetns).attr_bytes();
         let attrs: Vec<_> = walk_attrs(&bytes).map(Result::unwrap).collect();
-        assert_eq!(attrs.len(), 4);
+        assert_eq!(attrs.len(), 5);
+        let (kind, comms) = attrs[4];
+        assert_eq!(kind, NFWATCH_A_COMMS);
+        let comms: Vec<_> = walk_attrs(comms).map(Result::unwrap).collect();
+        assert_eq!(comms, [(NFWATCH_A_COMM, &b"nginx\0"[..])]);
         assert_eq!(attrs[1], (NFWATCH_A_ALL_NETNS, &[][..]));
         let (kind, uids) = attrs[2];
         assert_eq!(kind, NFWATCH_A_UIDS);

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use nfwatch_proto::record_layout;
 use nfwatch_proto::{OwnerFilter, Prefix, NFWATCH_MAX_FILTERS, NFWATCH_MAX_PREFIXES};
 
 use crate::cgroup::Cgroups;
@@ -90,6 +91,10 @@ pub struct WatchArgs {
     /// its path under the cgroup2 mount, as /system.slice/nginx.service.
     #[arg(long = "cgroup", value_name = "PATH")]
     pub cgroups: Vec<String>,
+    /// Only packets whose socket's sending process has this command name
+    /// (repeatable), as /proc/PID/comm shows it: 15 bytes at most.
+    #[arg(long = "comm", value_name = "NAME")]
+    pub comms: Vec<String>,
     /// Record the packets of every network namespace, those there are and
     /// those created later (the `netns` field tells them apart). Only from
     /// the initial network namespace, with CAP_NET_ADMIN over the initial
@@ -231,11 +236,14 @@ pub fn parse_owner_filter(args: &WatchArgs, cgroups: &Cgroups) -> Result<OwnerFi
             "{flag}: at most {NFWATCH_MAX_FILTERS} values, got {n}"
         ))
     };
-    if args.uids.len() > NFWATCH_MAX_FILTERS {
-        return Err(too_many("--uid", args.uids.len()));
-    }
-    if args.cgroups.len() > NFWATCH_MAX_FILTERS {
-        return Err(too_many("--cgroup", args.cgroups.len()));
+    for (flag, n) in [
+        ("--uid", args.uids.len()),
+        ("--cgroup", args.cgroups.len()),
+        ("--comm", args.comms.len()),
+    ] {
+        if n > NFWATCH_MAX_FILTERS {
+            return Err(too_many(flag, n));
+        }
     }
     let cgroups = args
         .cgroups
@@ -246,10 +254,32 @@ pub fn parse_owner_filter(args: &WatchArgs, cgroups: &Cgroups) -> Result<OwnerFi
                 .map_err(|e| Error::Usage(format!("--cgroup {path}: {e}")))
         })
         .collect::<Result<_>>()?;
+    let comms = args
+        .comms
+        .iter()
+        .map(|name| comm_name(name).map_err(|e| Error::Usage(format!("--comm {name}: {e}"))))
+        .collect::<Result<_>>()?;
     Ok(OwnerFilter {
         uids: args.uids.clone(),
         cgroups,
+        comms,
     })
+}
+
+/// A command name the kernel can hold: 1 to 15 bytes (TASK_COMM_LEN - 1),
+/// no NUL. A longer name never matches, the kernel having cut it, so it is
+/// refused rather than matched against nothing.
+fn comm_name(name: &str) -> std::result::Result<Vec<u8>, String> {
+    const MAX: usize = record_layout::COMM_LEN - 1;
+    match name.len() {
+        0 => Err("an empty command name".into()),
+        len if len > MAX => Err(format!(
+            "longer than the {MAX} bytes the kernel keeps of a command name (it would be {:?})",
+            String::from_utf8_lossy(&name.as_bytes()[..MAX])
+        )),
+        _ if name.contains('\0') => Err("a command name with a NUL byte".into()),
+        _ => Ok(name.as_bytes().to_vec()),
+    }
 }
 
 #[cfg(test)]
@@ -343,6 +373,34 @@ mod tests {
         assert_eq!(args.duration, Some(Duration::from_millis(1500)));
         assert!(args.append);
         assert_eq!(args.rcvbuf, 65536);
+    }
+
+    #[test]
+    fn comm_filters() {
+        let cgroups = Cgroups::with_root(PathBuf::from("/nonexistent"));
+        let filter = |names: &[&str]| {
+            let mut args = vec!["watch", "--src", "10.0.0.1"];
+            for name in names {
+                args.extend(["--comm", name]);
+            }
+            parse_owner_filter(&watch(&args), &cgroups).map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            filter(&["nginx", "systemd-resolve"]).unwrap().comms,
+            [b"nginx".to_vec(), b"systemd-resolve".to_vec()]
+        );
+        let long = filter(&["systemd-resolved"]).unwrap_err();
+        assert!(
+            long.contains("--comm systemd-resolved: longer than the 15 bytes"),
+            "{long}"
+        );
+        assert!(long.contains("\"systemd-resolve\""), "{long}");
+        assert!(filter(&[""]).unwrap_err().contains("empty"));
+        let many: Vec<String> = (0..=NFWATCH_MAX_FILTERS).map(|i| format!("p{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(filter(&many)
+            .unwrap_err()
+            .contains("--comm: at most 64 values"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ struct ConfigFile {
     sources: Option<Vec<Spanned<String>>>,
     uids: Option<Vec<u32>>,
     cgroups: Option<Vec<String>>,
+    comms: Option<Vec<String>>,
     all_netns: Option<bool>,
     output: Option<PathBuf>,
     format: Option<Spanned<String>>,
@@ -113,6 +114,11 @@ pub fn apply(args: &mut WatchArgs, matches: &ArgMatches) -> Result<()> {
     if from_file("cgroups") {
         if let Some(cgroups) = &file.cgroups {
             args.cgroups = cgroups.clone();
+        }
+    }
+    if from_file("comms") {
+        if let Some(comms) = &file.comms {
+            args.comms = comms.clone();
         }
     }
     if from_file("all_netns") {
@@ -270,6 +276,7 @@ mod tests {
         rcvbuf = 1048576\n\
         uids = [0, 1000]\n\
         cgroups = [\"/system.slice/nginx.service\"]\n\
+        comms = [\"nginx\"]\n\
         all_netns = true\n";
 
     #[test]
@@ -286,6 +293,7 @@ mod tests {
         assert_eq!(args.rcvbuf, 1_048_576);
         assert_eq!(args.uids, [0, 1000]);
         assert_eq!(args.cgroups, ["/system.slice/nginx.service"]);
+        assert_eq!(args.comms, ["nginx"]);
         assert!(args.all_netns);
     }
 

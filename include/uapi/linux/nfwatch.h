@@ -49,7 +49,7 @@ enum nfwatch_cmd {
 	NFWATCH_CMD_UNSPEC,
 	/*
 	 * user -> kernel: NFWATCH_A_PREFIXES (required, 1..NFWATCH_MAX_PREFIXES
-	 * entries), NFWATCH_A_UIDS and NFWATCH_A_CGROUPS (optional: a packet
+	 * entries), NFWATCH_A_UIDS, NFWATCH_A_CGROUPS and NFWATCH_A_COMMS (optional: a packet
 	 * whose source is in the set is recorded only if it passes each filter
 	 * given), NFWATCH_A_ALL_NETNS (optional). Replaces the caller's
 	 * previous set and filters. Acked (NLM_F_ACK).
@@ -115,6 +115,14 @@ enum nfwatch_attr {
 	 * a SUBSCRIBE that would change it is refused (EBUSY).
 	 */
 	NFWATCH_A_ALL_NETNS,
+	/*
+	 * SUBSCRIBE, optional: only packets whose socket's sending process
+	 * (the record's comm) has one of these command names; a packet with
+	 * no known sending process does not match. Nested: NUL-terminated
+	 * strings of 1..15 bytes, entries of type NFWATCH_A_COMM,
+	 * 1..NFWATCH_MAX_FILTERS.
+	 */
+	NFWATCH_A_COMMS,
 	__NFWATCH_A_MAX,
 };
 #define NFWATCH_A_MAX (__NFWATCH_A_MAX - 1)
@@ -122,12 +130,13 @@ enum nfwatch_attr {
 /* The type of every entry nested in NFWATCH_A_PREFIXES. */
 #define NFWATCH_A_PREFIX	1
 
-/* Most entries in NFWATCH_A_UIDS, and in NFWATCH_A_CGROUPS. */
+/* Most entries in NFWATCH_A_UIDS, NFWATCH_A_CGROUPS and NFWATCH_A_COMMS. */
 #define NFWATCH_MAX_FILTERS	64
 
-/* The type of every entry nested in NFWATCH_A_UIDS (u32) and NFWATCH_A_CGROUPS. */
+/* The type of every entry nested in NFWATCH_A_UIDS (u32), NFWATCH_A_CGROUPS and NFWATCH_A_COMMS. */
 #define NFWATCH_A_UID		1
 #define NFWATCH_A_CGROUP	1
+#define NFWATCH_A_COMM		1
 
 /* Inside one NFWATCH_A_CGROUP: both. */
 enum nfwatch_cgroup_attr {

@@ -601,6 +601,18 @@ fn cgroup_entries(rng: &mut Rng, n: u64) -> Vec<RawAttr> {
         .collect()
 }
 
+/// Command names of 1..=15 random bytes other than NUL, NUL-terminated.
+fn comm_entries(rng: &mut Rng, n: u64) -> Vec<RawAttr> {
+    (0..n)
+        .map(|_| {
+            let len = rng.range(1, 15);
+            let mut name: Vec<u8> = (0..len).map(|_| rng.range(1, 255) as u8).collect();
+            name.push(0);
+            RawAttr::bytes(NFWATCH_A_COMM, name)
+        })
+        .collect()
+}
+
 /// A valid subscribe with `filters` after its prefixes.
 fn subscribe_filtered(rng: &mut Rng, filters: Vec<RawAttr>) -> Request {
     let n = rng.range(1, 4);
@@ -609,9 +621,10 @@ fn subscribe_filtered(rng: &mut Rng, filters: Vec<RawAttr>) -> Request {
     Request::new(NFWATCH_CMD_SUBSCRIBE, &attrs)
 }
 
-/// uids, cgroups or both, each 1..=NFWATCH_MAX_FILTERS entries.
+/// Any non-empty mix of uids, cgroups and command names, each
+/// 1..=NFWATCH_MAX_FILTERS entries.
 fn valid_owner_filter(rng: &mut Rng) -> Request {
-    let which = rng.range(1, 3);
+    let which = rng.range(1, 7);
     let mut filters = Vec::new();
     if which & 1 != 0 {
         let n = rng.range(1, NFWATCH_MAX_FILTERS as u64);
@@ -620,6 +633,10 @@ fn valid_owner_filter(rng: &mut Rng) -> Request {
     if which & 2 != 0 {
         let n = rng.range(1, NFWATCH_MAX_FILTERS as u64);
         filters.push(RawAttr::nested(NFWATCH_A_CGROUPS, cgroup_entries(rng, n)));
+    }
+    if which & 4 != 0 {
+        let n = rng.range(1, NFWATCH_MAX_FILTERS as u64);
+        filters.push(RawAttr::nested(NFWATCH_A_COMMS, comm_entries(rng, n)));
     }
     subscribe_filtered(rng, filters)
 }
@@ -636,7 +653,14 @@ fn bad_owner_filter(rng: &mut Rng) -> Request {
         entries.insert(rng.below(n + 1) as usize, bad);
         uids(entries)
     };
-    let filter = match rng.below(11) {
+    let comms = |entries| RawAttr::nested(NFWATCH_A_COMMS, entries);
+    let some_comms = |rng: &mut Rng, bad: RawAttr| {
+        let n = rng.below(3);
+        let mut entries = comm_entries(rng, n);
+        entries.insert(rng.below(n + 1) as usize, bad);
+        comms(entries)
+    };
+    let filter = match rng.below(17) {
         0 => uids(Vec::new()),
         1 => cgroups(Vec::new()),
         2 => uids(uid_entries(rng, NFWATCH_MAX_FILTERS as u64 + 1)),
@@ -650,6 +674,16 @@ fn bad_owner_filter(rng: &mut Rng) -> Request {
             Some(RawAttr::u32(NFWATCH_CGROUP_A_ID, 1)),
             level,
         )]),
+        10 => comms(Vec::new()),
+        11 => comms(comm_entries(rng, NFWATCH_MAX_FILTERS as u64 + 1)),
+        // Unterminated, empty, 16 bytes and a NUL, a NUL inside.
+        12 => some_comms(rng, RawAttr::bytes(NFWATCH_A_COMM, b"nginx".to_vec())),
+        13 => some_comms(rng, RawAttr::bytes(NFWATCH_A_COMM, vec![0])),
+        14 => some_comms(
+            rng,
+            RawAttr::bytes(NFWATCH_A_COMM, [[b'a'; 16].as_slice(), &[0]].concat()),
+        ),
+        15 => some_comms(rng, RawAttr::bytes(NFWATCH_A_COMM, b"ng\0nx\0".to_vec())),
         // Without NLA_F_NESTED.
         _ => RawAttr::bytes(NFWATCH_A_UIDS, emit_attrs(&uid_entries(rng, 1))),
     };
