@@ -265,7 +265,11 @@ const MEMCG: &str = "/sys/fs/cgroup/nfwatch-memcg";
 /// Small, but room for a pile of subscribers with full rings.
 const MEMCG_MAX: u64 = 64 << 20;
 /// Datagrams sent to every subscriber of the pile: enough to fill its ring.
-const PILE_DATAGRAMS: u16 = 2000;
+const PILE_DATAGRAMS: u32 = 2000;
+/// Short-lived sockets sending once each past the pile's subscribers.
+const CHURN_SOCKETS: u32 = 100_000;
+/// What memory.current may gain over them besides the rings' growth.
+const CHURN_SLACK: u64 = 2 << 20;
 
 fn cgroup_file(name: &str) -> std::path::PathBuf {
     Path::new(MEMCG).join(name)
@@ -313,7 +317,9 @@ fn max_subscribers() -> Result<u32> {
 
 /// From a thread inside the network namespace of process `pid` (this
 /// process's memory cgroup, not the subscribers'): UDP on loopback.
-fn udp_in_netns_of(pid: u32, count: u16) -> Result<()> {
+/// `count` datagrams to 127.0.0.1:9 in the network namespace of `pid`,
+/// from one socket or (`fresh_sockets`) each from a socket of its own.
+fn udp_in_netns_of(pid: u32, count: u32, fresh_sockets: bool) -> Result<()> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| -> Result<()> {
@@ -322,8 +328,11 @@ fn udp_in_netns_of(pid: u32, count: u16) -> Result<()> {
                 if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                     return Err(std::io::Error::last_os_error()).context("setns");
                 }
-                let socket = UdpSocket::bind("127.0.0.1:0")?;
+                let mut socket = UdpSocket::bind("127.0.0.1:0")?;
                 for _ in 0..count {
+                    if fresh_sockets {
+                        socket = UdpSocket::bind("127.0.0.1:0")?;
+                    }
                     socket.send_to(&[0u8; 16], "127.0.0.1:9")?;
                 }
                 Ok(())
@@ -406,7 +415,7 @@ fn memcg_pile(ctx: &Ctx) -> Result<()> {
         "subscriber {} refused with {refused:?}, expected ENOSPC naming max_subscribers",
         max + 1
     );
-    udp_in_netns_of(pile.child.id(), PILE_DATAGRAMS)?;
+    udp_in_netns_of(pile.child.id(), PILE_DATAGRAMS, false)?;
     let full = u64::from(max) * 30;
     let live = wait_until("the pile's rings to fill", DEADLINE, || {
         let live = stats(ctx)?.live.context("no live counters")?;
@@ -424,6 +433,7 @@ fn memcg_pile(ctx: &Ctx) -> Result<()> {
         peak.saturating_sub(base),
         pages + tables
     );
+    check_churn(ctx, pile.child.id(), peak, live.pages)?;
     pile.say("close")?;
     pile.expect("closed")?;
     wait_until("the module's live objects back to before", DEADLINE, || {
@@ -435,6 +445,27 @@ fn memcg_pile(ctx: &Ctx) -> Result<()> {
         Ok((now.saturating_sub(base) <= rise / 5).then_some(now))
     })?;
     ctx.log(&format!("memory.current {after} once they are gone"));
+    Ok(())
+}
+
+/// CHURN_SOCKETS sockets, each sending once past every subscriber of the
+/// pile: the senders tables take them in place, so the cgroup's memory
+/// grows by no more than the rings' pages (bounded) and a little slack.
+fn check_churn(ctx: &Ctx, pile: u32, peak: u64, peak_pages: u64) -> Result<()> {
+    let start = Instant::now();
+    udp_in_netns_of(pile, CHURN_SOCKETS, true)?;
+    let after = memory_current()?;
+    let pages = stats(ctx)?.live.context("no live counters")?.pages;
+    let ring_growth = pages.saturating_sub(peak_pages) * 4096;
+    ctx.log(&format!(
+        "{CHURN_SOCKETS} short-lived sockets in {:.1} s: memory.current {peak} -> {after}, the rings grew by {ring_growth} bytes",
+        start.elapsed().as_secs_f64()
+    ));
+    ensure!(
+        after <= peak + ring_growth + CHURN_SLACK,
+        "memory.current rose by {} bytes over {CHURN_SOCKETS} short-lived sockets, the rings by {ring_growth}",
+        after.saturating_sub(peak)
+    );
     Ok(())
 }
 
