@@ -28,6 +28,10 @@ append = true\n";
 const INSTANCE: &str = "nfwatch@extra.service";
 const INSTANCE_CONFIG: &str = "/etc/nfwatch/extra.toml";
 const INSTANCE_OUTPUT: &str = "/var/log/nfwatch/extra.jsonl";
+/// The instance that records every namespace's ping.
+const OWNERS: &str = "nfwatch@owners.service";
+const OWNERS_CONFIG: &str = "/etc/nfwatch/owners.toml";
+const OWNERS_OUTPUT: &str = "/var/log/nfwatch/owners.jsonl";
 const LOG_DIR: &str = "/var/log/nfwatch";
 const OUTPUT: &str = "/var/log/nfwatch/nfwatch.jsonl";
 /// Generous: everything here runs under TCG, beside other guests' hosts.
@@ -122,7 +126,7 @@ pub fn system(args: &SystemArgs) -> Result<()> {
             report.check("an nfwatch@ instance records", instance_records);
             report.check("traffic recorded as sent", traffic_recorded);
             report.check(
-                "a unit's and a container's packets carry them (--all-netns)",
+                "a unit's and a container's packets carry them (all_netns, comms)",
                 owners_recorded,
             );
             report.check("reload reopens, restart and stop summarise", lifecycle);
@@ -538,31 +542,22 @@ fn container_tree() -> Result<PathBuf> {
     Ok(root)
 }
 
-/// One `--all-netns` watcher: ping run as the transient unit probe.service
-/// is recorded with that unit, and ping in a systemd-nspawn container
-/// with a network namespace of its own with the container's name and that
-/// namespace.
+/// The instance nfwatch@owners, configured with `all_netns` and `comms`:
+/// ping run as the transient unit probe.service is recorded with that unit,
+/// and ping in a systemd-nspawn container with a network namespace of its
+/// own with the container's name and that namespace; nothing but ping's
+/// packets is recorded.
 fn owners_recorded() -> Result<()> {
-    const OUT: &str = "/tmp/owners.jsonl";
     let host_netns = std::fs::metadata("/proc/self/ns/net")?.ino();
-    let mut watcher = super::proc::Spawned::start(
-        Command::new("nfwatch").args([
-            "watch",
-            "--all-netns",
-            "--format",
-            "jsonl",
-            "-o",
-            OUT,
-            "--src",
-            WATCHED4,
-            "--src",
-            "127.0.0.1",
-        ]),
-        Path::new("/tmp/owners.stderr"),
+    std::fs::write(
+        OWNERS_CONFIG,
+        format!(
+            "sources = [\"{WATCHED4}\", \"127.0.0.1\"]\nall_netns = true\ncomms = [\"ping\"]\n\
+             output = \"{OWNERS_OUTPUT}\"\nformat = \"jsonl\"\n"
+        ),
     )?;
-    watcher.wait_line("the `subscribed to` line", DEADLINE, |l| {
-        l.starts_with(super::nfwatch::SUBSCRIBED)
-    })?;
+    // Type=notify: started once subscribed.
+    systemctl(&["start", OWNERS])?;
     run(Command::new("systemd-run").args([
         "--unit=probe",
         "--wait",
@@ -585,9 +580,16 @@ fn owners_recorded() -> Result<()> {
         .arg("--directory")
         .arg(&root)
         .args(["/usr/bin/ping", "-c", "2", "127.0.0.1"]))?;
-    watcher.signal(libc::SIGTERM)?;
-    watcher.wait_success(DEADLINE)?;
-    let records = read_records(Path::new(OUT))?;
+    systemctl(&["stop", OWNERS])?;
+    let records = read_records(Path::new(OWNERS_OUTPUT))?;
+    let strays: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.comm.as_ref().is_none_or(|c| *c != "ping"))
+        .collect();
+    ensure!(
+        strays.is_empty(),
+        "comms = [\"ping\"] recorded others: {strays:?}"
+    );
     let echoes = |src: &str| -> Vec<&Record> {
         records
             .iter()
