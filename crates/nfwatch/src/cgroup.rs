@@ -125,6 +125,14 @@ impl Cgroups {
     }
 }
 
+#[cfg(test)]
+impl Cgroups {
+    /// As if the last walk of the tree were a second older.
+    pub fn backdate(&mut self) {
+        self.entries.backdate();
+    }
+}
+
 impl Default for Cgroups {
     fn default() -> Self {
         Self::new()
@@ -593,7 +601,7 @@ mod tests {
         fs::create_dir(&late).unwrap();
         assert_eq!(cgroups.resolve(ino(&late)), None);
 
-        cgroups.entries.backdate();
+        cgroups.backdate();
         let info = cgroups.resolve(ino(&late)).unwrap();
         assert_eq!(info.container.as_deref(), Some(ID));
     }

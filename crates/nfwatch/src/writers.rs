@@ -126,6 +126,11 @@ impl<K: Copy + PartialEq> Memo<K> {
         Ok(())
     }
 
+    /// The next push renders again.
+    fn forget(&mut self) {
+        self.key = None;
+    }
+
     fn push_ip(&mut self, out: &mut Vec<u8>, addr: K) -> io::Result<()>
     where
         K: Into<IpAddr>,
@@ -291,6 +296,10 @@ impl FlowText {
     }
 }
 
+/// What the owner part of a line is written from: comm, pid, cgroup id,
+/// network namespace.
+type OwnerKey = (Option<PaddedName>, Option<u32>, Option<u64>, Option<u32>);
+
 /// Formats records as lines of one format, remembering the text of what
 /// repeats from one record to the next: a flow's whole line, and within a
 /// new flow's line each field.
@@ -304,6 +313,9 @@ pub struct LineFormatter {
     dst: Memo<IpAddr>,
     nexthop: Memo<IpAddr>,
     ifname: Memo<PaddedName>,
+    owner: Memo<OwnerKey>,
+    /// The line just written has a cgroup id not found: not to be reused.
+    cgroup_missed: bool,
     cgroups: Cgroups,
     sockets: SocketHolders,
     by_socket: u64,
@@ -322,6 +334,8 @@ impl LineFormatter {
             dst: Memo::new(),
             nexthop: Memo::new(),
             ifname: Memo::new(),
+            owner: Memo::new(),
+            cgroup_missed: false,
             cgroups,
             sockets: SocketHolders::new(),
             by_socket: 0,
@@ -353,6 +367,9 @@ impl LineFormatter {
                 Format::Legacy => self.legacy(out, &parsed)?,
             }
             self.flow.learn(record, out, start, &self.spans);
+            if std::mem::take(&mut self.cgroup_missed) {
+                self.flow.record.clear();
+            }
         }
         self.by_socket += u64::from(self.flow.by_socket);
         out.push(b'\n');
@@ -401,78 +418,26 @@ impl LineFormatter {
         })
     }
 
-    /// Text: `comm[pid]`, then the container, else the unit, else the
-    /// cgroup's path (or its id, if it is gone), none for the root.
-    fn text_owner(&mut self, out: &mut Vec<u8>, r: &Record) {
-        if let Some(comm) = r.comm {
-            out.push(b' ');
-            push_escaped_name(out, comm.as_bytes());
-            if let Some(pid) = r.pid {
-                out.push(b'[');
-                push_num(out, pid);
-                out.push(b']');
-            }
-        }
-        let Some(id) = r.cgroup_id else { return };
-        match self.cgroups.resolve(id) {
-            Some(CgroupInfo {
-                container: Some(container),
-                ..
-            }) => {
-                out.extend_from_slice(b" container ");
-                push_escaped_name(out, container.as_bytes());
-            }
-            Some(CgroupInfo {
-                unit: Some(unit), ..
-            }) => {
-                out.extend_from_slice(b" unit ");
-                push_escaped_name(out, unit.as_bytes());
-            }
-            Some(CgroupInfo { path, .. }) if path == "/" => {}
-            Some(CgroupInfo { path, .. }) => {
-                out.extend_from_slice(b" cgroup ");
-                push_escaped_name(out, path.as_bytes());
-            }
-            None => {
-                out.extend_from_slice(b" cgroup ");
-                push_num(out, id);
-            }
-        }
-    }
-
-    /// JSON and CSV, after `segs`: comm, cgroup_id, cgroup, unit,
-    /// container, netns, each preceded by its key or comma.
-    fn owner_fields(&mut self, out: &mut Vec<u8>, r: &Record) {
+    /// The part of the line that says who sent the packet, remembered as
+    /// the other fields are: the records of a process's sockets (a TCP
+    /// connection's data and ACKs) alternate flows but not owners.
+    fn owner(&mut self, out: &mut Vec<u8>, r: &Record) {
         let format = self.format;
-        let json = format == Format::Jsonl;
-        let separator = |out: &mut Vec<u8>, key: &[u8]| {
-            if json {
-                out.extend_from_slice(b",\"");
-                out.extend_from_slice(key);
-                out.extend_from_slice(b"\":");
-            } else {
-                out.push(b',');
-            }
-        };
-        let none: &[u8] = if json { b"null" } else { b"" };
-        separator(out, b"comm");
-        render_opt_name(out, format, r.comm.as_ref().map(PaddedName::as_bytes));
-        separator(out, b"cgroup_id");
-        push_opt_num(out, r.cgroup_id, none);
-        let info = r.cgroup_id.and_then(|id| self.cgroups.resolve(id));
-        separator(out, b"cgroup");
-        render_opt_name(out, format, info.map(|i| i.path.as_bytes()));
-        separator(out, b"unit");
-        render_opt_name(
-            out,
-            format,
-            info.and_then(|i| i.unit.as_deref()).map(str::as_bytes),
-        );
-        separator(out, b"container");
-        let container = info.and_then(|i| i.container.as_deref());
-        render_opt_name(out, format, container.map(str::as_bytes));
-        separator(out, b"netns");
-        push_opt_num(out, r.netns, none);
+        let cgroups = &mut self.cgroups;
+        let mut resolved = true;
+        let key = (r.comm, r.pid, r.cgroup_id, r.netns);
+        let _ = self.owner.push(out, key, |text, _| {
+            resolved = match format {
+                Format::Text => text_owner(text, cgroups, r),
+                _ => owner_fields(text, format, cgroups, r),
+            };
+            Ok(())
+        });
+        // A cgroup too new for the last walk of the tree: look again next time.
+        if !resolved {
+            self.owner.forget();
+            self.cgroup_missed = true;
+        }
     }
 
     /// After the timestamp.
@@ -504,7 +469,7 @@ impl LineFormatter {
             out.extend_from_slice(b" uid ");
             push_num(out, uid);
         }
-        self.text_owner(out, r);
+        self.owner(out, r);
         Ok(())
     }
 
@@ -565,7 +530,7 @@ impl LineFormatter {
         push_bool(out, r.frag);
         out.extend_from_slice(b",\"segs\":");
         self.varying(out, Varying::Segs, r);
-        self.owner_fields(out, r);
+        self.owner(out, r);
         out.push(b'}');
         Ok(())
     }
@@ -607,9 +572,88 @@ impl LineFormatter {
         push_bool(out, r.frag);
         out.push(b',');
         self.varying(out, Varying::Segs, r);
-        self.owner_fields(out, r);
+        self.owner(out, r);
         Ok(())
     }
+}
+
+/// Text: `comm[pid]`, then the container, else the unit, else the
+/// cgroup's path (or its id, if it is not found), none for the root. False
+/// when the cgroup was not found.
+fn text_owner(out: &mut Vec<u8>, cgroups: &mut Cgroups, r: &Record) -> bool {
+    if let Some(comm) = r.comm {
+        out.push(b' ');
+        push_escaped_name(out, comm.as_bytes());
+        if let Some(pid) = r.pid {
+            out.push(b'[');
+            push_num(out, pid);
+            out.push(b']');
+        }
+    }
+    let Some(id) = r.cgroup_id else { return true };
+    match cgroups.resolve(id) {
+        Some(CgroupInfo {
+            container: Some(container),
+            ..
+        }) => {
+            out.extend_from_slice(b" container ");
+            push_escaped_name(out, container.as_bytes());
+        }
+        Some(CgroupInfo {
+            unit: Some(unit), ..
+        }) => {
+            out.extend_from_slice(b" unit ");
+            push_escaped_name(out, unit.as_bytes());
+        }
+        Some(CgroupInfo { path, .. }) if path == "/" => {}
+        Some(CgroupInfo { path, .. }) => {
+            out.extend_from_slice(b" cgroup ");
+            push_escaped_name(out, path.as_bytes());
+        }
+        None => {
+            out.extend_from_slice(b" cgroup ");
+            push_num(out, id);
+            return false;
+        }
+    }
+    true
+}
+
+/// JSON and CSV, after `segs`: comm, cgroup_id, cgroup, unit, container,
+/// netns, each preceded by its key or comma. False when the cgroup was not
+/// found.
+fn owner_fields(out: &mut Vec<u8>, format: Format, cgroups: &mut Cgroups, r: &Record) -> bool {
+    let json = format == Format::Jsonl;
+    let separator = |out: &mut Vec<u8>, key: &[u8]| {
+        if json {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(key);
+            out.extend_from_slice(b"\":");
+        } else {
+            out.push(b',');
+        }
+    };
+    let none: &[u8] = if json { b"null" } else { b"" };
+    separator(out, b"comm");
+    render_opt_name(out, format, r.comm.as_ref().map(PaddedName::as_bytes));
+    separator(out, b"cgroup_id");
+    push_opt_num(out, r.cgroup_id, none);
+    let info = r.cgroup_id.and_then(|id| cgroups.resolve(id));
+    let resolved = r.cgroup_id.is_none() || info.is_some();
+    separator(out, b"cgroup");
+    render_opt_name(out, format, info.map(|i| i.path.as_bytes()));
+    separator(out, b"unit");
+    render_opt_name(
+        out,
+        format,
+        info.and_then(|i| i.unit.as_deref()).map(str::as_bytes),
+    );
+    separator(out, b"container");
+    let container = info.and_then(|i| i.container.as_deref());
+    render_opt_name(out, format, container.map(str::as_bytes));
+    separator(out, b"netns");
+    push_opt_num(out, r.netns, none);
+    resolved
 }
 
 /// `addr`, or `addr:port` (`[addr]:port` for IPv6).
@@ -1304,6 +1348,24 @@ mod tests {
         assert!(write(&mut csv, &with(libpod, b"=calc")).ends_with(&format!(
             ",\"'=calc\",{libpod},/machine.slice/libpod-{container}.scope/container,libpod-{container}.scope,{container},4026531840\n"
         )));
+    }
+
+    #[test]
+    fn a_cgroup_not_found_is_looked_up_again() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let mut text = LineFormatter::new(Format::Text, Cgroups::with_root(root.path().into()));
+        write(&mut text, &tcp_v4());
+        let late = root.path().join("late.slice/app");
+        std::fs::create_dir_all(&late).unwrap();
+        let id = late.metadata().unwrap().ino();
+        let record = Record {
+            cgroup_id: Some(id),
+            ..tcp_v4()
+        };
+        assert!(write(&mut text, &record).ends_with(&format!(" cgroup {id}\n")));
+        text.cgroups.backdate();
+        assert!(write(&mut text, &record).ends_with(" cgroup /late.slice/app\n"));
     }
 
     #[test]
