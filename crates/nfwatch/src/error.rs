@@ -1,42 +1,68 @@
 //! Every way nfwatch can fail, each rendered as one line after "nfwatch: ".
 
-use std::fmt;
 use std::io;
 
 use nfwatch_proto::ProtoError;
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error(
+        "the nfwatch kernel module is not loaded (load it with `sudo modprobe nfwatch` \
+         where it is installed, or `sudo insmod kmod/nfwatch.ko` in a build tree)"
+    )]
     ModuleNotLoaded,
     /// The module was unloaded while we were subscribed.
+    #[error(
+        "the nfwatch kernel module was unloaded: recording stopped \
+         (every record received was written)"
+    )]
     ModuleUnloaded,
     /// The module's Generic Netlink family speaks another protocol version.
+    #[error(
+        "the loaded nfwatch module (version {}, protocol {module}) does not speak this \
+         nfwatch's protocol {} (nfwatch {}): install the nfwatch CLI and module of \
+         one release, then `sudo rmmod nfwatch` and load the matching module",
+        module_version.as_deref().unwrap_or("unknown"),
+        nfwatch_proto::PROTOCOL_VERSION,
+        env!("CARGO_PKG_VERSION")
+    )]
     ProtocolMismatch {
         module: u32,
         module_version: Option<String>,
     },
     /// EPERM for `request` (SUBSCRIBE, GET_STATS, ...).
     /// `reason`: the kernel's, when it gave one (else the capability is missing).
+    #[error("{}", not_permitted(request, reason.as_deref()))]
     NotPermitted {
         request: &'static str,
         reason: Option<String>,
     },
     /// A request the kernel rejected; `extack` is its explanation, if any.
+    #[error("{request} failed: {}{}", io::Error::from_raw_os_error(*errno),
+        extack.as_deref().map(|text| format!(": {text}")).unwrap_or_default())]
     Kernel {
         request: &'static str,
         errno: i32,
         extack: Option<String>,
     },
     /// The kernel did not answer a request in time.
+    #[error("no reply from the kernel to {0}")]
     NoReply(&'static str),
-    /// An I/O failure; `context` names what was being done.
+    /// Writing records to the output failed.
+    #[error("write failed: {0}")]
+    Write(#[source] io::Error),
+    /// Any other I/O failure; `context` names what was being done.
+    #[error("{context}: {source}")]
     Io {
         context: String,
+        #[source]
         source: io::Error,
     },
     /// Bytes from the kernel that do not follow the contract.
-    Malformed(ProtoError),
+    #[error("malformed message from the kernel: {0}")]
+    Malformed(#[from] ProtoError),
     /// A bad command-line value; the message names the argument.
+    #[error("{0}")]
     Usage(String),
 }
 
@@ -57,62 +83,12 @@ impl Error {
     }
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::ModuleUnloaded => f.write_str(
-                "the nfwatch kernel module was unloaded: recording stopped \
-                 (every record received was written)",
-            ),
-            Self::ModuleNotLoaded => f.write_str(
-                "the nfwatch kernel module is not loaded (load it with `sudo modprobe nfwatch` \
-                 where it is installed, or `sudo insmod kmod/nfwatch.ko` in a build tree)",
-            ),
-            Self::ProtocolMismatch {
-                module,
-                module_version,
-            } => write!(
-                f,
-                "the loaded nfwatch module (version {}, protocol {module}) does not speak this \
-                 nfwatch's protocol {} (nfwatch {}): install the nfwatch CLI and module of \
-                 one release, then `sudo rmmod nfwatch` and load the matching module",
-                module_version.as_deref().unwrap_or("unknown"),
-                nfwatch_proto::PROTOCOL_VERSION,
-                env!("CARGO_PKG_VERSION"),
-            ),
-            Self::NotPermitted {
-                request,
-                reason: Some(reason),
-            } => write!(f, "not permitted: {request}: {reason}"),
-            Self::NotPermitted {
-                request,
-                reason: None,
-            } => write!(
-                f,
-                "not permitted: {request} needs root or CAP_NET_ADMIN in this network namespace"
-            ),
-            Self::Kernel {
-                request,
-                errno,
-                extack,
-            } => {
-                let cause = io::Error::from_raw_os_error(*errno);
-                match extack {
-                    Some(text) => write!(f, "{request} failed: {cause}: {text}"),
-                    None => write!(f, "{request} failed: {cause}"),
-                }
-            }
-            Self::NoReply(request) => write!(f, "no reply from the kernel to {request}"),
-            Self::Io { context, source } => write!(f, "{context}: {source}"),
-            Self::Malformed(cause) => write!(f, "malformed message from the kernel: {cause}"),
-            Self::Usage(message) => f.write_str(message),
-        }
-    }
-}
-
-impl From<ProtoError> for Error {
-    fn from(cause: ProtoError) -> Self {
-        Self::Malformed(cause)
+fn not_permitted(request: &str, reason: Option<&str>) -> String {
+    match reason {
+        Some(reason) => format!("not permitted: {request}: {reason}"),
+        None => format!(
+            "not permitted: {request} needs root or CAP_NET_ADMIN in this network namespace"
+        ),
     }
 }
 

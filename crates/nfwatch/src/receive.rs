@@ -362,7 +362,7 @@ impl Session {
                 }
             }
             self.counters.written += 1;
-            sink.line_added().map_err(WriteFailed)?;
+            sink.line_added().map_err(Error::Write)?;
             if self
                 .count
                 .is_some_and(|limit| self.counters.written >= limit)
@@ -375,7 +375,7 @@ impl Session {
 
     fn flush(&mut self) -> Result<()> {
         match self.sink.as_mut() {
-            Some(sink) => Ok(sink.flush().map_err(WriteFailed)?),
+            Some(sink) => sink.flush().map_err(Error::Write),
             None => Ok(()),
         }
     }
@@ -387,11 +387,11 @@ impl Session {
             return Ok(());
         };
         if self.output.file.is_none() {
-            return Ok(sink.flush().map_err(WriteFailed)?);
+            return sink.flush().map_err(Error::Write);
         }
         // Everything to the old file before FILE is opened again: when it
         // was not moved, the new length must count those lines.
-        sink.sync().map_err(WriteFailed)?;
+        sink.sync().map_err(Error::Write)?;
         sink.switch_to(self.output.open(true)?);
         Ok(())
     }
@@ -460,7 +460,7 @@ impl Session {
             // Never subscribed: nothing was opened, nothing to sum up.
             return outcome.map(|()| ExitCode::FAILURE);
         };
-        let flushed = sink.finish().map_err(|e| Error::from(WriteFailed(e)));
+        let flushed = sink.finish().map_err(Error::Write);
         // The first error wins; a later flush failure still needs the cut.
         let outcome = outcome.and(flushed);
         if outcome.is_err() {
@@ -471,7 +471,7 @@ impl Session {
             // must see a failure (and restart the service).
             Ok(()) if self.unloaded => Some(Error::ModuleUnloaded.to_string()),
             Ok(()) => None,
-            Err(Error::Io { context, source }) if context == WRITE_FAILED => {
+            Err(Error::Write(source)) => {
                 if source.kind() == io::ErrorKind::BrokenPipe && self.output.file.is_none() {
                     // The reader went away (`| head`): a normal way to stop.
                     self.status
@@ -512,17 +512,6 @@ fn skip_malformed(counters: &mut Counters, status: &mut Status, cause: &ProtoErr
         ));
     }
     counters.malformed += 1;
-}
-
-const WRITE_FAILED: &str = "write failed";
-
-/// A failed write to the output, told apart from other I/O errors.
-struct WriteFailed(io::Error);
-
-impl From<WriteFailed> for Error {
-    fn from(WriteFailed(source): WriteFailed) -> Self {
-        Error::io(WRITE_FAILED, source)
-    }
 }
 
 #[cfg(test)]
