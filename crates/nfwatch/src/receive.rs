@@ -17,7 +17,7 @@ use crate::signals::Signals;
 use crate::status::{progress_line, summary, terminal_of, Counters, Status};
 use crate::subscribe::{self, kernel_error, wait_readable, REPLY_TIMEOUT};
 use crate::summary_json;
-use crate::writers::{Destination, Format, LineError, LineFormatter, LineSink, CSV_HEADER};
+use crate::writers::{Destination, Format, LineError, LineFormatter, Sink, CSV_HEADER};
 
 /// Datagrams read per wakeup before timers and signals are looked at again.
 const DATAGRAMS_PER_WAKEUP: usize = 64;
@@ -63,7 +63,7 @@ struct Session {
     count: Option<u64>,
     output: Output,
     /// Opened once SUBSCRIBE is acknowledged: a failed start leaves FILE alone.
-    sink: Option<LineSink>,
+    sink: Option<Sink>,
     /// How long a record may wait in the sink's buffer.
     max_age: Duration,
     /// Also write the buffer out whenever the socket is drained.
@@ -321,7 +321,7 @@ impl Session {
                 self.max_age = self.max_age.min(LIVE_FLUSH);
                 self.flush_when_idle = true;
             }
-            self.sink = Some(LineSink::new(destination));
+            self.sink = Some(Sink::new(destination));
             let line = std::mem::take(&mut self.subscribed_line);
             self.status.note(&line);
             crate::notify::ready(&line);
@@ -347,7 +347,7 @@ impl Session {
                 self.counters.not_written += 1;
                 continue;
             }
-            let line = sink.line_buffer();
+            let line = sink.buffer();
             let start = line.len();
             match self.formatter.line(line, record) {
                 Ok(()) => {}
@@ -362,7 +362,7 @@ impl Session {
                 }
             }
             self.counters.written += 1;
-            sink.line_added().map_err(Error::Write)?;
+            sink.unit_added(1).map_err(Error::Write)?;
             if self
                 .count
                 .is_some_and(|limit| self.counters.written >= limit)
@@ -486,7 +486,7 @@ impl Session {
         if let Some(failure) = &failure {
             self.status.say(&format!("nfwatch: {failure}"));
         }
-        self.counters.written = sink.lines_written();
+        self.counters.written = sink.records_written();
         self.counters.by_socket = self.formatter.by_socket();
         let elapsed = self.started.elapsed();
         for line in summary(&self.counters, &self.output.name, elapsed) {

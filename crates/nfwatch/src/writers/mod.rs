@@ -25,7 +25,7 @@ use crate::cgroup::Cgroups;
 use crate::sockets::SocketHolders;
 
 pub use self::csv::CSV_HEADER;
-pub use self::sink::{Destination, LineSink};
+pub use self::sink::{Destination, Sink};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {

@@ -1,5 +1,6 @@
-//! Where lines go: stdout or a file, written in large writes, and after a
-//! failed write cut back to the last whole line.
+//! Where records go: stdout or a file, in units (a line, an IPFIX message)
+//! written in large writes, and after a failed write cut back to the last
+//! whole unit.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -47,64 +48,66 @@ impl Write for Destination {
     }
 }
 
-/// Buffers whole lines and writes them out; after a failed write it knows
-/// where the last complete line ends so a file can be cut back to it.
-pub struct LineSink {
+/// Buffers whole units and writes them out; after a failed write it knows
+/// where the last complete unit ends so a file can be cut back to it.
+pub struct Sink {
     destination: Destination,
     pending: Vec<u8>,
-    pending_lines: u64,
-    /// When the oldest line in `pending` was added.
+    /// Where each unit in `pending` ends, and how many records it holds.
+    units: Vec<(usize, u64)>,
+    /// When the oldest unit in `pending` was added.
     pending_since: Option<Instant>,
-    /// Bytes of complete lines that reached the current destination.
+    /// Bytes of complete units that reached the current destination.
     committed_bytes: u64,
-    /// Lines that reached any destination (headers are not lines).
-    committed_lines: u64,
+    /// Records that reached any destination (headers hold none).
+    committed_records: u64,
 }
 
 const SINK_BUFFER_BYTES: usize = 256 * 1024;
 
-impl LineSink {
+impl Sink {
     pub fn new(destination: Destination) -> Self {
         Self {
             destination,
             pending: Vec::with_capacity(SINK_BUFFER_BYTES + 4096),
-            pending_lines: 0,
+            units: Vec::new(),
             pending_since: None,
             committed_bytes: 0,
-            committed_lines: 0,
+            committed_records: 0,
         }
     }
 
-    /// The buffer to append exactly one complete line to, then `line_added`.
-    pub fn line_buffer(&mut self) -> &mut Vec<u8> {
+    /// The buffer to append exactly one complete unit to, then `unit_added`.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
         &mut self.pending
     }
 
-    /// Counts the line just appended and writes out a full buffer.
-    pub fn line_added(&mut self) -> io::Result<()> {
-        if self.pending_lines == 0 {
+    /// Counts the unit just appended, holding `records`, and writes out a
+    /// full buffer.
+    pub fn unit_added(&mut self, records: u64) -> io::Result<()> {
+        if self.units.is_empty() {
             self.pending_since = Some(Instant::now());
         }
-        self.pending_lines += 1;
+        self.units.push((self.pending.len(), records));
         if self.pending.len() >= SINK_BUFFER_BYTES {
             self.flush()?;
         }
         Ok(())
     }
 
-    /// When the oldest buffered line will have waited `max_age`.
+    /// When the oldest buffered unit will have waited `max_age`.
     pub fn flush_due(&self, max_age: Duration) -> Option<Instant> {
         self.pending_since.map(|since| since + max_age)
     }
 
-    /// Drops a partially formatted line (after a formatting error).
+    /// Drops a partially formatted unit (after a formatting error).
     pub fn discard_partial(&mut self, keep: usize) {
         self.pending.truncate(keep);
     }
 
-    /// Lines that reached the destination.
-    pub fn lines_written(&self) -> u64 {
-        self.committed_lines
+    /// Records that reached the destination.
+    pub fn records_written(&self) -> u64 {
+        self.committed_records
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
@@ -120,22 +123,14 @@ impl LineSink {
                 Err(e) => break Err(e),
             }
         };
-        let (bytes, lines) = if result.is_ok() {
-            (self.pending.len(), self.pending_lines)
-        } else {
-            // Keep the complete lines that made it; forget the rest.
-            let written = &self.pending[..done];
-            let whole = written
-                .iter()
-                .rposition(|&b| b == b'\n')
-                .map_or(0, |i| i + 1);
-            let lines = written[..whole].iter().filter(|&&b| b == b'\n').count();
-            (whole, lines as u64)
-        };
+        // Keep the complete units that made it; forget the rest.
+        let whole = self.units.partition_point(|&(end, _)| end <= done);
+        let bytes = whole.checked_sub(1).map_or(0, |last| self.units[last].0);
+        let records: u64 = self.units[..whole].iter().map(|&(_, n)| n).sum();
         self.committed_bytes += bytes as u64;
-        self.committed_lines += lines;
+        self.committed_records += records;
         self.pending.clear();
-        self.pending_lines = 0;
+        self.units.clear();
         self.pending_since = None;
         result.and_then(|()| self.destination.flush())
     }
@@ -151,7 +146,7 @@ impl LineSink {
     }
 
     /// Goes on with `destination` (log rotation); `sync` first, so that no
-    /// line is left for the old one.
+    /// unit is left for the old one.
     pub fn switch_to(&mut self, destination: Destination) {
         self.destination = destination;
         self.committed_bytes = 0;
@@ -172,7 +167,7 @@ impl LineSink {
     }
 
     /// After a write error: cut a regular file back to its last complete
-    /// line so it never ends in half a record.
+    /// unit so it never ends in half a record.
     pub fn truncate_to_committed(&mut self) -> io::Result<()> {
         match &self.destination {
             Destination::File { file, start } if file.metadata()?.is_file() => {
@@ -193,10 +188,10 @@ mod tests {
             .write(true)
             .open("/dev/null")
             .unwrap();
-        let mut sink = LineSink::new(Destination::File { file, start: 0 });
-        sink.line_buffer().extend_from_slice(b"line\n");
-        sink.line_added().unwrap();
+        let mut sink = Sink::new(Destination::File { file, start: 0 });
+        sink.buffer().extend_from_slice(b"line\n");
+        sink.unit_added(1).unwrap();
         sink.finish().unwrap();
-        assert_eq!(sink.lines_written(), 1);
+        assert_eq!(sink.records_written(), 1);
     }
 }
