@@ -19,6 +19,7 @@ const PACKAGES: &[&str] = &[
     "iputils-ping",
     "jq",
     "kmod",
+    "libfixbuf-tools",
     "make",
     "nftables",
     "python3-venv",

@@ -197,7 +197,7 @@ fn crate_licenses() -> Result<String> {
             .as_str()
             .unwrap_or("see its license files");
         text += &format!("\n{}\n{name} {version}: {license}\n", "=".repeat(72));
-        if name == "nfwatch-proto" {
+        if ["nfwatch-proto", "ipfix"].contains(&name) {
             continue; // this package's own code, under GPL-2
         }
         let dir = Path::new(package["manifest_path"].as_str().unwrap_or(""))

@@ -33,11 +33,12 @@ const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 
 /// A time in nanoseconds since the Unix epoch as dateTimeNanoseconds
 /// encodes it (RFC 7011 6.1.10): NTP seconds since 1900 in the high 32
-/// bits, the fraction of a second in units of 2^-32 s in the low 32.
+/// bits, the fraction of a second in units of 2^-32 s in the low 32
+/// (rounded up: a reader's (fraction * 10^9) >> 32 is the nanoseconds).
 pub fn ntp_time(unix_ns: u64) -> u64 {
     let seconds = unix_ns / 1_000_000_000 + NTP_UNIX_OFFSET;
     let nanos = unix_ns % 1_000_000_000;
-    let fraction = (nanos << 32) / 1_000_000_000;
+    let fraction = ((nanos << 32) + 999_999_999) / 1_000_000_000;
     (seconds << 32) | fraction
 }
 
@@ -52,5 +53,9 @@ mod tests {
         // Half a second is half of 2^32.
         assert_eq!(ntp_time(500_000_000) & 0xffff_ffff, 1 << 31);
         assert_eq!(ntp_time(1_000_000_001) >> 32, 2_208_988_801);
+        for nanos in [1, 123_456_789, 999_999_999] {
+            let fraction = ntp_time(nanos) & 0xffff_ffff;
+            assert_eq!((fraction * 1_000_000_000) >> 32, nanos, "{nanos}");
+        }
     }
 }

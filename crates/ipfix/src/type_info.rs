@@ -51,8 +51,9 @@ pub struct ElementInfo {
 }
 
 /// The options template of type records: scope privateEnterpriseNumber and
-/// informationElementId, then data type, semantics, units, name and
-/// description.
+/// informationElementId, then data type, semantics, units, range (begin and
+/// end, 0 and 0: none), name and description, the fields of RFC 5610's
+/// example and of what libfixbuf reads.
 pub fn template(id: u16) -> Template {
     let iana = |id, len| FieldSpec::new(Element::iana(id), len);
     Template::options(
@@ -64,6 +65,8 @@ pub fn template(id: u16) -> Template {
             iana(iana::INFORMATION_ELEMENT_DATA_TYPE, 1),
             iana(iana::INFORMATION_ELEMENT_SEMANTICS, 1),
             iana(iana::INFORMATION_ELEMENT_UNITS, 2),
+            iana(iana::INFORMATION_ELEMENT_RANGE_BEGIN, 8),
+            iana(iana::INFORMATION_ELEMENT_RANGE_END, 8),
             iana(iana::INFORMATION_ELEMENT_NAME, VARIABLE_LENGTH),
             iana(iana::INFORMATION_ELEMENT_DESCRIPTION, VARIABLE_LENGTH),
         ],
@@ -79,6 +82,8 @@ impl ElementInfo {
             .u8(self.data_type as u8)
             .u8(self.semantics as u8)
             .u16(self.units)
+            .u64(0)
+            .u64(0)
             .variable(self.name.as_bytes())
             .variable(self.description.as_bytes());
     }
@@ -102,7 +107,12 @@ mod tests {
         info.encode(&mut out);
         assert_eq!(
             out,
-            [0, 0, 0x7e, 0xd9, 0, 1, 3, 4, 0, 0, 3, b'u', b'i', b'd', 0]
+            [
+                [0, 0, 0x7e, 0xd9, 0, 1, 3, 4, 0, 0].as_slice(),
+                &[0; 16],
+                &[3, b'u', b'i', b'd', 0]
+            ]
+            .concat()
         );
         let template = template(258);
         assert_eq!(template.scope_fields, 2);

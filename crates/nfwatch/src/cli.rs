@@ -108,10 +108,20 @@ pub struct WatchArgs {
     /// only once the module has accepted the subscription.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Line format (its fields: RECORD FIELDS in the nfwatch-watch(8) man
-    /// page, and docs/output-formats.md).
+    /// Output format (its fields: RECORD FIELDS in the nfwatch-watch(8) man
+    /// page, and docs/output-formats.md); ipfix writes an IPFIX file
+    /// (RFC 5655), not lines.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// IPFIX: the Private Enterprise Number nfwatch's own elements (uid,
+    /// pid, comm, cgroup, netns) are sent under. The default, 32473, is the
+    /// one RFC 5612 sets aside for documentation: register your own
+    /// (free, at IANA) to keep these fields apart from others'.
+    #[arg(long, value_name = "PEN", default_value_t = 32473)]
+    pub ipfix_pen: u32,
+    /// IPFIX: the Observation Domain ID of every message.
+    #[arg(long, value_name = "ID", default_value_t = 0)]
+    pub odid: u32,
     /// Stop after writing N records.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
@@ -445,7 +455,7 @@ mod tests {
             (
                 &["watch", "--src", "10.0.0.1", "--format", "xml"],
                 "invalid value 'xml' for '--format <FORMAT>' \
-                 [possible values: text, csv, jsonl, legacy]",
+                 [possible values: text, csv, jsonl, legacy, ipfix]",
             ),
             (
                 &["watch"],

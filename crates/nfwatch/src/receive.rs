@@ -17,7 +17,7 @@ use crate::signals::Signals;
 use crate::status::{progress_line, summary, terminal_of, Counters, Status};
 use crate::subscribe::{self, kernel_error, wait_readable, REPLY_TIMEOUT};
 use crate::summary_json;
-use crate::writers::{Destination, Format, LineError, LineFormatter, Sink, CSV_HEADER};
+use crate::writers::{Destination, Format, Formatter, IpfixSettings, LineError, Sink};
 
 /// Datagrams read per wakeup before timers and signals are looked at again.
 const DATAGRAMS_PER_WAKEUP: usize = 64;
@@ -59,7 +59,7 @@ struct Session {
     /// The module went away (DELFAMILY or SHUTDOWN) before we asked to stop.
     unloaded: bool,
     counters: Counters,
-    formatter: LineFormatter,
+    formatter: Formatter,
     count: Option<u64>,
     output: Output,
     /// Opened once SUBSCRIBE is acknowledged: a failed start leaves FILE alone.
@@ -123,7 +123,14 @@ pub fn watch(args: WatchArgs) -> Result<ExitCode> {
         stop_requested: false,
         unloaded: false,
         counters: Counters::default(),
-        formatter: LineFormatter::new(args.format, cgroups),
+        formatter: Formatter::new(
+            args.format,
+            cgroups,
+            IpfixSettings {
+                pen: args.ipfix_pen,
+                domain: args.odid,
+            },
+        ),
         count: args.count,
         output,
         sink: None,
@@ -162,9 +169,10 @@ struct Output {
 }
 
 impl Output {
-    /// Opens the output (the file truncated unless `append`), with a CSV
-    /// header where it starts empty.
-    fn open(&self, append: bool) -> Result<Destination> {
+    /// Opens the output (the file truncated unless `append`), starting
+    /// with what the format starts a file with (a CSV header, IPFIX
+    /// templates).
+    fn open(&self, append: bool, formatter: &mut Formatter) -> Result<Destination> {
         let mut destination = match &self.file {
             None => Destination::Stdout(io::stdout()),
             Some(file_path) => OpenOptions::new()
@@ -185,20 +193,20 @@ impl Output {
             Destination::File { start, .. } => *start == 0,
             Destination::Stdout(_) => true,
         };
-        if self.format == Format::Csv && starts_empty {
-            write_header(&mut destination)
+        if let Some(preamble) = formatter.preamble(self.format, starts_empty) {
+            write_preamble(&mut destination, &preamble)
                 .map_err(|e| Error::io(format!("cannot write to {}", self.name), e))?;
         }
         Ok(destination)
     }
 }
 
-fn write_header(destination: &mut Destination) -> io::Result<()> {
+fn write_preamble(destination: &mut Destination, preamble: &[u8]) -> io::Result<()> {
     use io::Write;
-    destination.write_all(format!("{CSV_HEADER}\n").as_bytes())?;
+    destination.write_all(preamble)?;
     if let Destination::File { start, .. } = destination {
-        // The header is kept when a failed write cuts the file back.
-        *start += CSV_HEADER.len() as u64 + 1;
+        // The preamble is kept when a failed write cuts the file back.
+        *start += preamble.len() as u64;
     }
     Ok(())
 }
@@ -316,7 +324,7 @@ impl Session {
             self.phase = Phase::Running;
         }
         if self.sink.is_none() {
-            let destination = self.output.open(self.output.append)?;
+            let destination = self.output.open(self.output.append, &mut self.formatter)?;
             if !destination.is_regular_file() {
                 self.max_age = self.max_age.min(LIVE_FLUSH);
                 self.flush_when_idle = true;
@@ -347,22 +355,18 @@ impl Session {
                 self.counters.not_written += 1;
                 continue;
             }
-            let line = sink.buffer();
-            let start = line.len();
-            match self.formatter.line(line, record) {
+            match self.formatter.write(sink, record) {
                 Ok(()) => {}
                 Err(LineError::Malformed(cause)) => {
-                    sink.discard_partial(start);
                     skip_malformed(&mut self.counters, &mut self.status, &cause);
                     continue;
                 }
                 Err(LineError::Format(cause)) => {
-                    sink.discard_partial(start);
                     return Err(Error::io("cannot format a record", cause));
                 }
+                Err(LineError::Write(cause)) => return Err(Error::Write(cause)),
             }
             self.counters.written += 1;
-            sink.unit_added(1).map_err(Error::Write)?;
             if self
                 .count
                 .is_some_and(|limit| self.counters.written >= limit)
@@ -370,7 +374,9 @@ impl Session {
                 self.stop_requested = true;
             }
         }
-        Ok(())
+        // A batch's records go to the sink whole: its flush timer then
+        // counts for them as for lines.
+        self.formatter.release(sink).map_err(Error::Write)
     }
 
     fn flush(&mut self) -> Result<()> {
@@ -392,7 +398,7 @@ impl Session {
         // Everything to the old file before FILE is opened again: when it
         // was not moved, the new length must count those lines.
         sink.sync().map_err(Error::Write)?;
-        sink.switch_to(self.output.open(true)?);
+        sink.switch_to(self.output.open(true, &mut self.formatter)?);
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fs;
 
-use nfwatch_proto::PaddedName;
+use nfwatch_proto::{PaddedName, Record};
 use procfs::process::{all_processes, FDTarget};
 
 use crate::rebuilt::RebuiltMap;
@@ -34,6 +34,20 @@ impl SocketHolders {
     /// most once a second.
     pub fn holder(&mut self, ino: u32) -> Option<Holder> {
         self.holders.get(&ino, scan).copied()
+    }
+
+    /// A record without a sending process gets the process holding its
+    /// socket, if any: true when it did.
+    pub fn fill(&mut self, r: &mut Record) -> bool {
+        if r.comm.is_some() {
+            return false;
+        }
+        let Some(holder) = r.sock_ino.and_then(|ino| self.holder(ino)) else {
+            return false;
+        };
+        r.pid = Some(holder.pid);
+        r.comm = Some(holder.comm);
+        true
     }
 }
 

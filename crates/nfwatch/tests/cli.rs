@@ -96,7 +96,7 @@ fn clap_errors_are_one_line_exit_2() {
     assert!(missing.contains("--src"), "{missing}");
     let format = one_error_line(&["watch", "--src", "10.0.0.1", "--format", "xml"]);
     assert!(
-        format.contains("possible values: text, csv, jsonl, legacy"),
+        format.contains("possible values: text, csv, jsonl, legacy, ipfix"),
         "{format}"
     );
     one_error_line(&["frobnicate"]);

@@ -23,6 +23,7 @@ const ALL: &[(&str, Scenario)] = &[
     ("sender_identity", sender_identity),
     ("attribution", super::attribution::attribution),
     ("all_netns", super::attribution::all_netns),
+    ("ipfix_file", super::ipfix::ipfix_file),
     ("prefix", prefix),
     ("two_subscribers", two_subscribers),
     ("tcpdump_oracle", tcpdump_oracle),

@@ -5,6 +5,7 @@
 
 mod csv;
 mod fields;
+mod ipfix;
 mod jsonl;
 mod legacy;
 mod sink;
@@ -25,6 +26,8 @@ use crate::cgroup::Cgroups;
 use crate::sockets::SocketHolders;
 
 pub use self::csv::CSV_HEADER;
+use self::ipfix::IpfixFile;
+pub use self::ipfix::IpfixSettings;
 pub use self::sink::{Destination, Sink};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -33,6 +36,68 @@ pub enum Format {
     Csv,
     Jsonl,
     Legacy,
+    // IPFIX messages back to back (RFC 5655), one data record per packet.
+    Ipfix,
+}
+
+/// Records into a sink, in the format asked for.
+pub enum Formatter {
+    Lines(Box<LineFormatter>),
+    Ipfix(Box<IpfixFile>),
+}
+
+impl Formatter {
+    pub fn new(format: Format, cgroups: Cgroups, ipfix: IpfixSettings) -> Self {
+        match format {
+            Format::Ipfix => Self::Ipfix(Box::new(IpfixFile::new(ipfix, cgroups))),
+            lines => Self::Lines(Box::new(LineFormatter::new(lines, cgroups))),
+        }
+    }
+
+    /// Writes `record` to `sink` (an IPFIX record may wait in a message
+    /// being filled: see `release`).
+    pub fn write(&mut self, sink: &mut Sink, record: RecordBytes) -> Result<(), LineError> {
+        match self {
+            Self::Lines(lines) => {
+                let start = sink.buffer().len();
+                if let Err(e) = lines.line(sink.buffer(), record) {
+                    sink.discard_partial(start);
+                    return Err(e);
+                }
+                sink.unit_added(1).map_err(LineError::Write)
+            }
+            Self::Ipfix(file) => file.write(sink, record),
+        }
+    }
+
+    /// What waits to be written (an IPFIX message being filled) to `sink`:
+    /// before it flushes.
+    pub fn release(&mut self, sink: &mut Sink) -> io::Result<()> {
+        match self {
+            Self::Lines(_) => Ok(()),
+            Self::Ipfix(file) => file.release(sink),
+        }
+    }
+
+    /// What a file starts with: the CSV header when it starts empty, the
+    /// IPFIX templates always (a file appended to may be read from there).
+    pub fn preamble(&mut self, format: Format, starts_empty: bool) -> Option<Vec<u8>> {
+        match self {
+            Self::Lines(_) if format == Format::Csv && starts_empty => {
+                Some(format!("{CSV_HEADER}\n").into_bytes())
+            }
+            Self::Lines(_) => None,
+            Self::Ipfix(file) => Some(file.preamble()),
+        }
+    }
+
+    /// Records whose process was found by the socket's file.
+    pub fn by_socket(&self) -> u64 {
+        match self {
+            Self::Lines(lines) => lines.by_socket(),
+            Self::Ipfix(file) => file.by_socket(),
+        }
+    }
 }
 
 /// One output format: what its lines start with, how it writes a record's
@@ -92,13 +157,15 @@ fn owner_columns<F: Columns>(out: &mut Vec<u8>, cgroups: &mut Cgroups, r: &Recor
     resolved
 }
 
-/// Why a record could not be written as a line.
+/// Why a record could not be written.
 #[derive(Debug)]
 pub enum LineError {
     /// Its bytes break the contract.
     Malformed(ProtoError),
     /// A field could not be rendered.
     Format(io::Error),
+    /// The sink could not write.
+    Write(io::Error),
 }
 
 impl From<ProtoError> for LineError {
@@ -281,6 +348,7 @@ impl LineFormatter {
             Format::Csv => self.line_as::<Csv>(out, record),
             Format::Jsonl => self.line_as::<Jsonl>(out, record),
             Format::Legacy => self.line_as::<Legacy>(out, record),
+            Format::Ipfix => unreachable!("IPFIX is written by IpfixFile"),
         }
     }
 
@@ -298,7 +366,7 @@ impl LineFormatter {
         } else {
             self.flow.record.clear();
             let mut parsed = record.parse()?;
-            self.flow.by_socket = self.held_by(&mut parsed);
+            self.flow.by_socket = self.sockets.fill(&mut parsed);
             self.fields.spans.clear();
             let start = out.len();
             F::fields(&mut self.fields, out, &parsed)?;
@@ -312,23 +380,9 @@ impl LineFormatter {
         Ok(())
     }
 
-    /// Lines whose process was found by the socket's file (see `held_by`).
+    /// Lines whose process was found by the socket's file.
     pub fn by_socket(&self) -> u64 {
         self.by_socket
-    }
-
-    /// A record without a sending process gets the process holding its
-    /// socket, if any: true when it did.
-    fn held_by(&mut self, r: &mut Record) -> bool {
-        if r.comm.is_some() {
-            return false;
-        }
-        let Some(holder) = r.sock_ino.and_then(|ino| self.sockets.holder(ino)) else {
-            return false;
-        };
-        r.pid = Some(holder.pid);
-        r.comm = Some(holder.comm);
-        true
     }
 
     /// RFC 3339 in UTC with exactly nine fractional digits.
@@ -631,6 +685,7 @@ mod tests {
             Format::Csv => Csv::name(&mut out, name),
             Format::Jsonl => Jsonl::name(&mut out, name),
             Format::Legacy => Legacy::name(&mut out, name),
+            Format::Ipfix => unreachable!(),
         }
         out
     }

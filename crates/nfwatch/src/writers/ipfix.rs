@@ -1,0 +1,453 @@
+//! `ipfix`: IPFIX messages (RFC 7011) back to back, an IPFIX file
+//! (RFC 5655). Every file nfwatch opens starts with a message of the
+//! templates and the type records (RFC 5610) of nfwatch's enterprise
+//! elements; then one data record per packet, in messages of up to
+//! MESSAGE_BYTES.
+//!
+//! A field a record does not have is sent as 0 (numbers, addresses) or
+//! empty (strings), but for the uid, whose absence is 4294967295 (the
+//! kernel's invalid uid: 0 is root's).
+
+use std::io;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ipfix::element::{iana, Element, FLOW_DIRECTION_EGRESS};
+use ipfix::type_info::{self, DataType, ElementInfo, Semantics};
+use ipfix::{ntp_time, FieldSpec, Message, RecordWriter, Template, VARIABLE_LENGTH};
+use nfwatch_proto::{Family, PaddedName, Record, RecordBytes};
+
+use super::{LineError, Sink};
+use crate::cgroup::Cgroups;
+use crate::sockets::SocketHolders;
+
+/// What each message may hold: below the 65,535 an IPFIX message's length
+/// field allows, and a size readers buffer whole.
+const MESSAGE_BYTES: usize = 32 * 1024;
+
+const V4_TEMPLATE: u16 = 256;
+const V6_TEMPLATE: u16 = 257;
+const TYPE_TEMPLATE: u16 = 258;
+
+/// The uid of a packet no socket owns.
+const NO_UID: u32 = u32::MAX;
+
+/// nfwatch's elements under the enterprise number given (`--ipfix-pen`).
+const ENTERPRISE_ELEMENTS: [(u16, u16, DataType, Semantics, &str, &str); 9] = [
+    (
+        1,
+        4,
+        DataType::Unsigned32,
+        Semantics::Identifier,
+        "nfwatchUid",
+        "the uid owning the sending socket, in nfwatch's user namespace; 4294967295: no socket",
+    ),
+    (
+        2,
+        4,
+        DataType::Unsigned32,
+        Semantics::Identifier,
+        "nfwatchPid",
+        "the socket's sending process (thread group id), in nfwatch's pid namespace; 0: not known",
+    ),
+    (
+        3,
+        VARIABLE_LENGTH,
+        DataType::String,
+        Semantics::Default,
+        "nfwatchComm",
+        "that process's command name; empty: not known",
+    ),
+    (
+        4,
+        8,
+        DataType::Unsigned64,
+        Semantics::Identifier,
+        "nfwatchCgroupId",
+        "the sending socket's cgroup v2 id; 0: not known",
+    ),
+    (
+        5,
+        VARIABLE_LENGTH,
+        DataType::String,
+        Semantics::Default,
+        "nfwatchCgroup",
+        "that cgroup's path under the cgroup2 mount; empty: not known",
+    ),
+    (
+        6,
+        VARIABLE_LENGTH,
+        DataType::String,
+        Semantics::Default,
+        "nfwatchUnit",
+        "the systemd unit holding that cgroup; empty: none",
+    ),
+    (
+        7,
+        VARIABLE_LENGTH,
+        DataType::String,
+        Semantics::Default,
+        "nfwatchContainer",
+        "the container id in that cgroup's path; empty: none",
+    ),
+    (
+        8,
+        4,
+        DataType::Unsigned32,
+        Semantics::Identifier,
+        "nfwatchNetns",
+        "the inode of the network namespace the packet was sent in",
+    ),
+    (
+        9,
+        2,
+        DataType::Unsigned16,
+        Semantics::Quantity,
+        "nfwatchSegments",
+        "GSO segments of the packet; 1 when not GSO",
+    ),
+];
+
+/// IPFIX settings from the command line.
+#[derive(Debug, Clone, Copy)]
+pub struct IpfixSettings {
+    /// The Private Enterprise Number nfwatch's own elements are under.
+    pub pen: u32,
+    /// The Observation Domain ID of every message.
+    pub domain: u32,
+}
+
+pub struct IpfixFile {
+    settings: IpfixSettings,
+    message: Message,
+    /// Data records in the stream before the message being filled.
+    sequence: u32,
+    v4: Template,
+    v6: Template,
+    cgroups: Cgroups,
+    /// The three variable-length fields of the last cgroup id, when it
+    /// was found.
+    cgroup: (Option<Option<u64>>, Vec<u8>),
+    sockets: SocketHolders,
+    by_socket: u64,
+}
+
+fn template(id: u16, family: Family, pen: u32) -> Template {
+    let iana = |id, len| FieldSpec::new(Element::iana(id), len);
+    let (src, dst, nexthop, icmp, addr) = match family {
+        Family::V4 => (
+            iana::SOURCE_IPV4_ADDRESS,
+            iana::DESTINATION_IPV4_ADDRESS,
+            iana::IP_NEXT_HOP_IPV4_ADDRESS,
+            iana::ICMP_TYPE_CODE_IPV4,
+            4,
+        ),
+        Family::V6 => (
+            iana::SOURCE_IPV6_ADDRESS,
+            iana::DESTINATION_IPV6_ADDRESS,
+            iana::IP_NEXT_HOP_IPV6_ADDRESS,
+            iana::ICMP_TYPE_CODE_IPV6,
+            16,
+        ),
+    };
+    let mut fields = vec![
+        iana(iana::OBSERVATION_TIME_NANOSECONDS, 8),
+        iana(src, addr),
+        iana(dst, addr),
+        iana(iana::PROTOCOL_IDENTIFIER, 1),
+        iana(iana::SOURCE_TRANSPORT_PORT, 2),
+        iana(iana::DESTINATION_TRANSPORT_PORT, 2),
+        iana(icmp, 2),
+        iana(iana::IP_TOTAL_LENGTH, 8),
+        iana(iana::OCTET_DELTA_COUNT, 8),
+        iana(iana::PACKET_DELTA_COUNT, 8),
+        iana(iana::EGRESS_INTERFACE, 4),
+        iana(iana::INTERFACE_NAME, VARIABLE_LENGTH),
+        iana(nexthop, addr),
+        iana(iana::FLOW_DIRECTION, 1),
+    ];
+    fields.extend(
+        ENTERPRISE_ELEMENTS
+            .iter()
+            .map(|&(id, len, ..)| FieldSpec::new(Element::enterprise(pen, id), len)),
+    );
+    Template::data(id, fields)
+}
+
+fn address(out: &mut RecordWriter, addr: Option<std::net::IpAddr>, family: Family) {
+    match (addr, family) {
+        (Some(std::net::IpAddr::V4(v4)), _) => out.bytes(&v4.octets()),
+        (Some(std::net::IpAddr::V6(v6)), _) => out.bytes(&v6.octets()),
+        (None, Family::V4) => out.bytes(&[0; 4]),
+        (None, Family::V6) => out.bytes(&[0; 16]),
+    };
+}
+
+impl IpfixFile {
+    pub fn new(settings: IpfixSettings, cgroups: Cgroups) -> Self {
+        Self {
+            settings,
+            message: Message::new(MESSAGE_BYTES),
+            sequence: 0,
+            v4: template(V4_TEMPLATE, Family::V4, settings.pen),
+            v6: template(V6_TEMPLATE, Family::V6, settings.pen),
+            cgroups,
+            cgroup: (None, Vec::new()),
+            sockets: SocketHolders::new(),
+            by_socket: 0,
+        }
+    }
+
+    /// The message a file starts with: the templates and the type records.
+    pub fn preamble(&mut self) -> Vec<u8> {
+        // The type records first: a reader then knows the elements before
+        // it reads the templates that use them.
+        let mut message = Message::new(MESSAGE_BYTES);
+        let fits = message.add_template(&type_info::template(TYPE_TEMPLATE));
+        for (id, _, data_type, semantics, name, description) in ENTERPRISE_ELEMENTS {
+            let info = ElementInfo {
+                element: Element::enterprise(self.settings.pen, id),
+                data_type,
+                semantics,
+                units: type_info::units::NONE,
+                name,
+                description,
+            };
+            assert!(message.add_record(TYPE_TEMPLATE, |out| info.encode(out)));
+        }
+        let fits = fits && message.add_template(&self.v4) && message.add_template(&self.v6);
+        assert!(fits, "the templates and type records fit a message");
+        finish(&mut message, &mut self.sequence, self.settings.domain).to_vec()
+    }
+
+    /// Adds `record` to the message being filled; a full message goes to
+    /// `sink`.
+    pub fn write(&mut self, sink: &mut Sink, record: RecordBytes) -> Result<(), LineError> {
+        let mut r = record.parse()?;
+        self.by_socket += u64::from(self.sockets.fill(&mut r));
+        if self.add(&r) {
+            return Ok(());
+        }
+        self.release(sink).map_err(LineError::Write)?;
+        assert!(self.add(&r), "a record fits an empty message");
+        Ok(())
+    }
+
+    /// Records whose process was found by the socket's file.
+    pub fn by_socket(&self) -> u64 {
+        self.by_socket
+    }
+
+    /// The message being filled, if any, to `sink`.
+    pub fn release(&mut self, sink: &mut Sink) -> io::Result<()> {
+        if self.message.is_empty() {
+            return Ok(());
+        }
+        let records = u64::from(self.message.data_records());
+        let bytes = finish(&mut self.message, &mut self.sequence, self.settings.domain);
+        sink.buffer().extend_from_slice(bytes);
+        self.message.clear();
+        sink.unit_added(records)
+    }
+
+    /// The cgroup's path, unit and container as the record's three
+    /// variable-length fields, in `self.cgroup`, kept for the next record
+    /// of that cgroup (unless it was not found: it is looked up again).
+    fn remember_cgroup(&mut self, id: Option<u64>) {
+        let (cached, fields) = &mut self.cgroup;
+        if *cached == Some(id) {
+            return;
+        }
+        let info = id.and_then(|id| self.cgroups.resolve(id));
+        fields.clear();
+        let mut w = RecordWriter::new(fields);
+        w.variable(text(info.map(|i| i.path.as_str())));
+        w.variable(text(info.and_then(|i| i.unit.as_deref())));
+        w.variable(text(info.and_then(|i| i.container.as_deref())));
+        let found = id.is_none() || info.is_some();
+        *cached = found.then_some(id);
+    }
+
+    fn add(&mut self, r: &Record) -> bool {
+        let (template, family) = match r.family {
+            Family::V4 => (V4_TEMPLATE, Family::V4),
+            Family::V6 => (V6_TEMPLATE, Family::V6),
+        };
+        self.remember_cgroup(r.cgroup_id);
+        let cgroup = &self.cgroup.1;
+        self.message.add_record(template, |out| {
+            let mut w = RecordWriter::new(out);
+            let (sport, dport) = r.ports.unwrap_or_default();
+            let icmp = r.icmp.map_or(0, |(t, c)| u16::from(t) << 8 | u16::from(c));
+            w.u64(ntp_time(r.ts_ns));
+            address(&mut w, Some(r.src), family);
+            address(&mut w, Some(r.dst), family);
+            w.u8(r.proto).u16(sport).u16(dport).u16(icmp);
+            w.u64(r.len.into()).u64(r.len.into()).u64(1);
+            w.u32(r.ifindex).variable(r.ifname.as_bytes());
+            address(&mut w, r.nexthop, family);
+            w.u8(FLOW_DIRECTION_EGRESS);
+            w.u32(r.uid.unwrap_or(NO_UID)).u32(r.pid.unwrap_or(0));
+            w.variable(r.comm.as_ref().map_or(&[][..], PaddedName::as_bytes));
+            w.u64(r.cgroup_id.unwrap_or(0));
+            w.bytes(cgroup);
+            w.u32(r.netns.unwrap_or(0)).u16(r.segs);
+        })
+    }
+}
+
+/// A string field's bytes; empty when there is none.
+fn text(s: Option<&str>) -> &[u8] {
+    s.unwrap_or("").as_bytes()
+}
+
+/// Closes `message` with the header's fields; counts its data records
+/// into `sequence` (RFC 7011: records sent before a message).
+fn finish<'a>(message: &'a mut Message, sequence: &mut u32, domain: u32) -> &'a [u8] {
+    let export_time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32);
+    let before = *sequence;
+    *sequence = before.wrapping_add(message.data_records());
+    message.finish(export_time, before, domain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::writers::Destination;
+    use netflow_parser::variable_versions::ipfix::lookup::IPFixField;
+    use netflow_parser::variable_versions::ipfix::FlowSetBody;
+    use netflow_parser::{NetflowPacket, NetflowParser};
+
+    fn record(family: Family, cgroup_id: u64) -> Record {
+        let (src, dst, nexthop) = match family {
+            Family::V4 => ("10.0.0.1", "10.0.0.2", "10.0.0.254"),
+            Family::V6 => ("fd00::1", "fd00::2", "fe80::1"),
+        };
+        Record {
+            ts_ns: 1_795_660_556_123_456_789,
+            family,
+            proto: 17,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            nexthop: Some(nexthop.parse().unwrap()),
+            ifname: PaddedName::from_bytes(b"eth0"),
+            len: 60,
+            ifindex: 2,
+            uid: Some(1000),
+            pid: Some(4321),
+            ports: Some((4242, 53)),
+            icmp: None,
+            frag: false,
+            segs: 1,
+            comm: Some(PaddedName::from_bytes(b"dig")),
+            cgroup_id: Some(cgroup_id),
+            netns: Some(4026531840),
+            sock_ino: None,
+        }
+    }
+
+    /// A file of the preamble and a v4 and a v6 record, read back by an
+    /// independent decoder: the type records name nfwatch's elements, and
+    /// the data records hold the packets' fields. (That decoder refuses
+    /// empty strings, which RFC 7011 allows and libfixbuf reads: every
+    /// string here has a value.)
+    #[test]
+    fn a_file_reads_back() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.ipfix");
+        let scope = dir.path().join(format!(
+            "system.slice/docker-{}.scope",
+            "0123456789abcdef".repeat(4)
+        ));
+        std::fs::create_dir_all(&scope).unwrap();
+        let cgroup_id = scope.metadata().unwrap().ino();
+        let settings = IpfixSettings {
+            pen: 32473,
+            domain: 9,
+        };
+        let mut file = IpfixFile::new(settings, Cgroups::with_root(dir.path().into()));
+        let mut bytes = file.preamble();
+        let mut sink = Sink::new(Destination::File {
+            file: std::fs::File::create(&path).unwrap(),
+            start: 0,
+        });
+        for family in [Family::V4, Family::V6] {
+            let wire = record(family, cgroup_id).to_bytes();
+            file.write(&mut sink, RecordBytes::new(&wire).unwrap())
+                .unwrap();
+        }
+        file.release(&mut sink).unwrap();
+        sink.finish().unwrap();
+        assert_eq!(sink.records_written(), 2);
+        bytes.extend(std::fs::read(&path).unwrap());
+        if let Ok(keep) = std::env::var("NFWATCH_KEEP_IPFIX") {
+            std::fs::write(keep, &bytes).unwrap();
+        }
+
+        let result = NetflowParser::default().parse_bytes(&bytes);
+        assert!(result.error.is_none(), "{:?}", result.error);
+        let messages: Vec<_> = result
+            .packets
+            .iter()
+            .map(|p| match p {
+                NetflowPacket::IPFix(message) => message,
+                other => panic!("not IPFIX: {other:?}"),
+            })
+            .collect();
+        assert_eq!(messages.len(), 2);
+        assert!(messages.iter().all(|m| m.header.observation_domain_id == 9));
+        // The second message's sequence number counts the nine type records.
+        assert_eq!(messages[1].header.sequence_number, 9);
+        let types = format!("{:?}", messages[0].flowsets);
+        for (_, _, _, _, name, _) in ENTERPRISE_ELEMENTS {
+            assert!(types.contains(name), "{name} missing from {types}");
+        }
+        let data: Vec<_> = messages[1]
+            .flowsets
+            .iter()
+            .filter_map(|set| match &set.body {
+                FlowSetBody::Data(data) => Some(data.fields.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(data.len(), 2, "{:?}", messages[1].flowsets);
+        let field = |record: &[(IPFixField, _)], id: u16, pen: Option<u32>| {
+            let wanted = IPFixField::new(id, pen);
+            let (_, value) = record.iter().find(|(f, _)| *f == wanted).unwrap();
+            format!("{value:?}")
+        };
+        assert_eq!(
+            field(&data[0], iana::SOURCE_IPV4_ADDRESS, None),
+            "Ip4Addr(10.0.0.1)"
+        );
+        assert_eq!(
+            field(&data[1], iana::SOURCE_IPV6_ADDRESS, None),
+            "Ip6Addr(fd00::1)"
+        );
+        for record in &data {
+            assert_eq!(
+                field(record, iana::DESTINATION_TRANSPORT_PORT, None),
+                "DataNumber(U16(53))"
+            );
+            assert_eq!(
+                field(record, iana::PACKET_DELTA_COUNT, None),
+                "DataNumber(U64(1))"
+            );
+            assert_eq!(
+                field(record, iana::OCTET_DELTA_COUNT, None),
+                "DataNumber(U64(60))"
+            );
+            assert!(field(record, iana::INTERFACE_NAME, None).contains("eth0"));
+            assert_eq!(field(record, 1, Some(32473)), "Vec([0, 0, 3, 232])");
+            assert!(
+                field(record, 3, Some(32473)).contains("100, 105, 103"),
+                "comm dig"
+            );
+            let unit = field(record, 6, Some(32473));
+            assert!(unit.contains("100, 111, 99, 107, 101, 114, 45"), "{unit}");
+        }
+    }
+}
