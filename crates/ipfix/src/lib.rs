@@ -38,7 +38,7 @@ const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 pub fn ntp_time(unix_ns: u64) -> u64 {
     let seconds = unix_ns / 1_000_000_000 + NTP_UNIX_OFFSET;
     let nanos = unix_ns % 1_000_000_000;
-    let fraction = ((nanos << 32) + 999_999_999) / 1_000_000_000;
+    let fraction = (nanos << 32).div_ceil(1_000_000_000);
     (seconds << 32) | fraction
 }
 
