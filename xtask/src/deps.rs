@@ -21,11 +21,14 @@ const PACKAGES: &[&str] = &[
     "kmod",
     "libfixbuf-tools",
     "make",
+    "nfdump",
     "nftables",
+    "pmacct",
     "python3-venv",
     "qemu-system-x86",
     "sparse",
     "tcpdump",
+    "tshark",
     "util-linux",
 ];
 

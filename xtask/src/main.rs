@@ -142,6 +142,9 @@ enum Cmd {
     /// (in the VM, peer namespace) Accepts one connection and writes to it on SIGUSR1.
     #[command(hide = true)]
     GuestPush(guest::attribution::PushArgs),
+    /// (in the VM) An IPFIX collector over TCP: one connection's messages.
+    #[command(hide = true)]
+    GuestCollect(guest::ipfix::CollectArgs),
     /// (in the VM) One netlink fuzzing client; prints its tally as JSON.
     #[command(hide = true)]
     GuestFuzzClient(guest::fuzz::ClientArgs),
@@ -225,6 +228,7 @@ fn dispatch(command: Cmd) -> Result<bool> {
         Cmd::GuestDemo(args) => guest::demo(&args).map(|()| true),
         Cmd::GuestPeer(args) => guest::peer(&args).map(|()| true),
         Cmd::GuestPush(args) => guest::attribution::push(&args).map(|()| true),
+        Cmd::GuestCollect(args) => guest::ipfix::collect(&args).map(|()| true),
         Cmd::GuestFuzzClient(args) => guest::fuzz::client(&args).map(|()| true),
         Cmd::Bench {
             docs_only: true, ..

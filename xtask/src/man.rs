@@ -396,7 +396,15 @@ const KEYS: &[Key] = &[
         kind: "string",
         default: "\"jsonl\"",
         flag: "--format",
-        meaning: "`text`, `csv`, `jsonl` or `legacy`",
+        meaning: "`text`, `csv`, `jsonl`, `legacy` or `ipfix`",
+    },
+    Key {
+        name: "export",
+        kind: "list of strings",
+        default: "[]",
+        flag: "--export",
+        meaning: "IPFIX collectors every record is also sent to, as `udp://HOST:PORT` or \
+                  `tcp://HOST:PORT`",
     },
     Key {
         name: "append",
@@ -444,11 +452,11 @@ const CONFIG_ERRORS: &[(&str, &str)] = &[
     ),
     (
         "sources = [\"10.10.0.5\"]\nsource = \"10.10.0.6\"\n",
-        "nfwatch: /etc/nfwatch/nfwatch.toml:2: source: unknown field `source`, expected one of `sources`, `uids`, `cgroups`, `comms`, `all_netns`, `output`, `format`, `append`, `flush_interval`, `rcvbuf`",
+        "nfwatch: /etc/nfwatch/nfwatch.toml:2: source: unknown field `source`, expected one of `sources`, `uids`, `cgroups`, `comms`, `all_netns`, `output`, `format`, `export`, `append`, `flush_interval`, `rcvbuf`",
     ),
     (
         "sources = [\"10.10.0.5\"]\nformat = \"xml\"\n",
-        "nfwatch: /etc/nfwatch/nfwatch.toml:2: format: unknown format \"xml\" (text, csv, jsonl or legacy)",
+        "nfwatch: /etc/nfwatch/nfwatch.toml:2: format: unknown format \"xml\" (text, csv, jsonl, legacy or ipfix)",
     ),
 ];
 

@@ -264,6 +264,7 @@ fn stage_tree(root: &Path, stage: &Path, version: &str, program: &Path) -> Resul
         &stage.join("conf/nfwatch.toml"),
     )?;
     copy(&packaging.join("load-module"), &stage.join("load-module"))?;
+    util::copy_dir(&packaging.join("examples"), &stage.join("examples"))?;
     copy(program, &stage.join("nfwatch"))?;
     std::fs::write(stage.join("crates-licenses.txt"), crate_licenses()?)?;
     stage_docs(stage)?;

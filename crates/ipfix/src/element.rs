@@ -87,6 +87,7 @@ pub mod iana {
     pub const INTERFACE_NAME: u16 = 82;
     pub const ICMP_TYPE_CODE_IPV6: u16 = 139;
     pub const OBSERVATION_DOMAIN_ID: u16 = 149;
+    pub const IGNORED_PACKET_TOTAL_COUNT: u16 = 164;
     pub const NOT_SENT_FLOW_TOTAL_COUNT: u16 = 166;
     pub const IP_TOTAL_LENGTH: u16 = 224;
     pub const INFORMATION_ELEMENT_ID: u16 = 303;

@@ -9,6 +9,7 @@ use nfwatch_proto::{OwnerFilter, Prefix, NFWATCH_MAX_FILTERS, NFWATCH_MAX_PREFIX
 
 use crate::cgroup::Cgroups;
 use crate::error::{Error, Result};
+use crate::export::ExportUrl;
 use crate::writers::Format;
 
 /// The smallest --rcvbuf: the kernel doubles it to 128 KiB, which holds
@@ -122,6 +123,21 @@ pub struct WatchArgs {
     /// IPFIX: the Observation Domain ID of every message.
     #[arg(long, value_name = "ID", default_value_t = 0)]
     pub odid: u32,
+    /// Also send every record as IPFIX to a collector (repeatable):
+    /// udp://HOST:PORT or tcp://HOST:PORT (an IPv6 address in brackets).
+    /// Without -o, records go to the collectors only.
+    #[arg(long = "export", value_name = "URL")]
+    pub exports: Vec<ExportUrl>,
+    /// IPFIX over UDP: the largest IP packet a message makes (headers
+    /// included).
+    #[arg(long, value_name = "BYTES", default_value_t = 1400,
+          value_parser = clap::value_parser!(u16).range(576..))]
+    pub export_mtu: u16,
+    /// IPFIX over TCP: bytes of messages kept while a collector is away;
+    /// what does not fit is counted as lost in export.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(65536..=1 << 30))]
+    pub export_queue: u64,
     /// Stop after writing N records.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,

@@ -26,6 +26,7 @@ struct ConfigFile {
     all_netns: Option<bool>,
     output: Option<PathBuf>,
     format: Option<Spanned<String>>,
+    export: Option<Vec<Spanned<String>>>,
     append: Option<bool>,
     flush_interval: Option<Spanned<f64>>,
     rcvbuf: Option<Spanned<i64>>,
@@ -138,11 +139,23 @@ pub fn apply(args: &mut WatchArgs, matches: &ArgMatches) -> Result<()> {
                     format.span(),
                     "format",
                     &format!(
-                        "unknown format {:?} (text, csv, jsonl or legacy)",
+                        "unknown format {:?} (text, csv, jsonl, legacy or ipfix)",
                         format.get_ref()
                     ),
                 )
             })?;
+        }
+    }
+    if from_file("exports") {
+        if let Some(urls) = &file.export {
+            args.exports = urls
+                .iter()
+                .map(|url| {
+                    url.get_ref().parse().map_err(|e| {
+                        source.error(url.span(), "export", &format!("{}: {e}", url.get_ref()))
+                    })
+                })
+                .collect::<Result<_>>()?;
         }
     }
     if from_file("append") {
@@ -277,7 +290,8 @@ mod tests {
         uids = [0, 1000]\n\
         cgroups = [\"/system.slice/nginx.service\"]\n\
         comms = [\"nginx\"]\n\
-        all_netns = true\n";
+        all_netns = true\n\
+        export = [\"udp://192.0.2.9:4739\", \"tcp://[2001:db8::9]:4739\"]\n";
 
     #[test]
     fn file_sets_every_key() {
@@ -295,6 +309,11 @@ mod tests {
         assert_eq!(args.cgroups, ["/system.slice/nginx.service"]);
         assert_eq!(args.comms, ["nginx"]);
         assert!(args.all_netns);
+        let exports: Vec<String> = args.exports.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            exports,
+            ["udp://192.0.2.9:4739", "tcp://[2001:db8::9]:4739"]
+        );
     }
 
     #[test]
@@ -357,6 +376,10 @@ mod tests {
                 "2: append: invalid type",
             ),
             ("sources = \"10.0.0.1\"\n", "1: sources: invalid type"),
+            (
+                "sources = [\"10.0.0.1\"]\nexport = [\"sctp://c:4739\"]\n",
+                "2: export: sctp://c:4739: unknown transport \"sctp\"",
+            ),
         ];
         for (text, expected) in cases {
             let got = message(text);

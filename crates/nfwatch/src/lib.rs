@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod config;
 mod error;
+pub mod export;
 mod netlink;
 mod notify;
 mod rebuilt;

@@ -12,6 +12,7 @@ use nfwatch_proto::{Batch, KernelMessage, Prefix, ProtoError, Request, Scope, NF
 use crate::cgroup::Cgroups;
 use crate::cli::{parse_owner_filter, parse_prefixes, WatchArgs};
 use crate::error::{Error, Result};
+use crate::export::{ExportSettings, Exports};
 use crate::netlink::{messages, CtrlFamily, GenlSocket, Message, Received};
 use crate::signals::Signals;
 use crate::status::{progress_line, summary, terminal_of, Counters, Status};
@@ -61,9 +62,15 @@ struct Session {
     counters: Counters,
     formatter: Formatter,
     count: Option<u64>,
-    output: Output,
+    /// None: records go to the collectors only.
+    output: Option<Output>,
+    /// SUBSCRIBE was acknowledged: records are written from now on.
+    recording: bool,
     /// Opened once SUBSCRIBE is acknowledged: a failed start leaves FILE alone.
     sink: Option<Sink>,
+    exports: Option<Exports>,
+    /// What the summary calls where records went: the file, or the collectors.
+    written_to: String,
     /// How long a record may wait in the sink's buffer.
     max_age: Duration,
     /// Also write the buffer out whenever the socket is drained.
@@ -83,18 +90,38 @@ pub fn watch(args: WatchArgs) -> Result<ExitCode> {
     } else {
         Scope::OwnNetns
     };
-    let output = Output {
+    let output = (args.output.is_some() || args.exports.is_empty()).then(|| Output {
         file: args.output_file().map(PathBuf::from),
         name: args
             .output_file()
             .map_or_else(|| "stdout".to_string(), |p| p.display().to_string()),
         append: args.append,
         format: args.format,
+    });
+    let records_to = match output.as_ref().map(|o| &o.file) {
+        Some(None) => terminal_of(io::stdout()),
+        _ => None,
     };
-    let records_to = match output.file {
-        None => terminal_of(io::stdout()),
-        Some(_) => None,
+    let written_to = match &output {
+        Some(output) => output.name.clone(),
+        None => args
+            .exports
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
     };
+    let exports = (!args.exports.is_empty())
+        .then(|| {
+            let settings = ExportSettings {
+                pen: args.ipfix_pen,
+                domain: args.odid,
+                mtu: args.export_mtu,
+                queue: usize::try_from(args.export_queue).unwrap_or(usize::MAX),
+            };
+            Exports::start(&args.exports, settings, Cgroups::new())
+        })
+        .transpose()?;
     let mut signals =
         Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
     let mut socket =
@@ -133,7 +160,10 @@ pub fn watch(args: WatchArgs) -> Result<ExitCode> {
         ),
         count: args.count,
         output,
+        recording: false,
         sink: None,
+        exports,
+        written_to,
         max_age: args.flush_interval,
         flush_when_idle: false,
         summary_json: args.summary_json,
@@ -323,13 +353,16 @@ impl Session {
         if matches!(self.phase, Phase::Subscribing { .. }) {
             self.phase = Phase::Running;
         }
-        if self.sink.is_none() {
-            let destination = self.output.open(self.output.append, &mut self.formatter)?;
-            if !destination.is_regular_file() {
-                self.max_age = self.max_age.min(LIVE_FLUSH);
-                self.flush_when_idle = true;
+        if !self.recording {
+            if let Some(output) = &self.output {
+                let destination = output.open(output.append, &mut self.formatter)?;
+                if !destination.is_regular_file() {
+                    self.max_age = self.max_age.min(LIVE_FLUSH);
+                    self.flush_when_idle = true;
+                }
+                self.sink = Some(Sink::new(destination));
             }
-            self.sink = Some(Sink::new(destination));
+            self.recording = true;
             let line = std::mem::take(&mut self.subscribed_line);
             self.status.note(&line);
             crate::notify::ready(&line);
@@ -342,10 +375,10 @@ impl Session {
         // Records only come to a subscriber: this confirms a subscription
         // whose ack may have been lost to an overrun.
         self.confirm_subscribed()?;
-        let Some(sink) = self.sink.as_mut() else {
-            return Ok(());
-        };
         self.counters.batch_seen(batch.seq, batch.lost);
+        if let Some(exports) = self.exports.as_mut() {
+            exports.begin_batch(self.counters.lost());
+        }
         for record in batch.records() {
             self.counters.received += 1;
             if self
@@ -355,6 +388,16 @@ impl Session {
                 self.counters.not_written += 1;
                 continue;
             }
+            if let Some(exports) = self.exports.as_mut() {
+                if let Err(cause) = exports.write(record) {
+                    skip_malformed(&mut self.counters, &mut self.status, &cause);
+                    continue;
+                }
+            }
+            let Some(sink) = self.sink.as_mut() else {
+                self.counters.written += 1;
+                continue;
+            };
             match self.formatter.write(sink, record) {
                 Ok(()) => {}
                 Err(LineError::Malformed(cause)) => {
@@ -374,9 +417,15 @@ impl Session {
                 self.stop_requested = true;
             }
         }
+        if let Some(exports) = self.exports.as_mut() {
+            exports.release();
+        }
         // A batch's records go to the sink whole: its flush timer then
         // counts for them as for lines.
-        self.formatter.release(sink).map_err(Error::Write)
+        match self.sink.as_mut() {
+            Some(sink) => self.formatter.release(sink).map_err(Error::Write),
+            None => Ok(()),
+        }
     }
 
     fn flush(&mut self) -> Result<()> {
@@ -389,16 +438,16 @@ impl Session {
     /// SIGHUP: every record so far to the old file, then FILE again by
     /// path (created when it was moved away); on stdout only the flush.
     fn reopen(&mut self) -> Result<()> {
-        let Some(sink) = self.sink.as_mut() else {
+        let (Some(sink), Some(output)) = (self.sink.as_mut(), &self.output) else {
             return Ok(());
         };
-        if self.output.file.is_none() {
+        if output.file.is_none() {
             return sink.flush().map_err(Error::Write);
         }
         // Everything to the old file before FILE is opened again: when it
         // was not moved, the new length must count those lines.
         sink.sync().map_err(Error::Write)?;
-        sink.switch_to(self.output.open(true, &mut self.formatter)?);
+        sink.switch_to(output.open(true, &mut self.formatter)?);
         Ok(())
     }
 
@@ -462,15 +511,20 @@ impl Session {
 
     /// Flushes, syncs, reports; the exit code for `outcome`.
     fn finish(mut self, outcome: Result<()>) -> Result<ExitCode> {
-        let Some(mut sink) = self.sink.take() else {
+        if !self.recording {
             // Never subscribed: nothing was opened, nothing to sum up.
             return outcome.map(|()| ExitCode::FAILURE);
-        };
-        let flushed = sink.finish().map_err(Error::Write);
+        }
+        let mut sink = self.sink.take();
+        let flushed = sink
+            .as_mut()
+            .map_or(Ok(()), |s| s.finish().map_err(Error::Write));
         // The first error wins; a later flush failure still needs the cut.
         let outcome = outcome.and(flushed);
         if outcome.is_err() {
-            let _ = sink.truncate_to_committed();
+            if let Some(sink) = sink.as_mut() {
+                let _ = sink.truncate_to_committed();
+            }
         }
         let failure = match outcome {
             // Recording ended without being asked to: a service manager
@@ -478,13 +532,14 @@ impl Session {
             Ok(()) if self.unloaded => Some(Error::ModuleUnloaded.to_string()),
             Ok(()) => None,
             Err(Error::Write(source)) => {
-                if source.kind() == io::ErrorKind::BrokenPipe && self.output.file.is_none() {
+                let to_stdout = self.output.as_ref().is_some_and(|o| o.file.is_none());
+                if source.kind() == io::ErrorKind::BrokenPipe && to_stdout {
                     // The reader went away (`| head`): a normal way to stop.
                     self.status
                         .note("nfwatch: stopped: the reader of stdout went away");
                     None
                 } else {
-                    Some(format!("cannot write to {}: {source}", self.output.name))
+                    Some(format!("cannot write to {}: {source}", self.written_to))
                 }
             }
             Err(other) => Some(other.to_string()),
@@ -492,14 +547,25 @@ impl Session {
         if let Some(failure) = &failure {
             self.status.say(&format!("nfwatch: {failure}"));
         }
-        self.counters.written = sink.records_written();
-        self.counters.by_socket = self.formatter.by_socket();
+        match &sink {
+            Some(sink) => {
+                self.counters.written = sink.records_written();
+                self.counters.by_socket = self.formatter.by_socket();
+            }
+            None => {
+                let exports = self.exports.as_ref();
+                self.counters.by_socket = exports.map_or(0, Exports::by_socket);
+            }
+        }
+        if let Some(exports) = self.exports.take() {
+            self.counters.exports = exports.finish(self.counters.lost());
+        }
         let elapsed = self.started.elapsed();
-        for line in summary(&self.counters, &self.output.name, elapsed) {
+        for line in summary(&self.counters, &self.written_to, elapsed) {
             self.status.note(&line);
         }
         if let Some(path) = &self.summary_json {
-            let object = summary_json::summary_object(&self.counters, &self.output.name, elapsed);
+            let object = summary_json::summary_object(&self.counters, &self.written_to, elapsed);
             summary_json::write(path, &object)?;
         }
         Ok(if failure.is_some() {

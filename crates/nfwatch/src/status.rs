@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use nfwatch_proto::Stats;
 
+use crate::export::ExportReport;
+
 /// Everything counted while watching.
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
@@ -28,6 +30,8 @@ pub struct Counters {
     pub last_seq: Option<u64>,
     /// Our subscription's final counters (UNSUBSCRIBE reply or SHUTDOWN).
     pub final_own: Option<Stats>,
+    /// What each `--export` destination sent and lost.
+    pub exports: Vec<ExportReport>,
 }
 
 impl Counters {
@@ -68,6 +72,12 @@ pub fn summary(counters: &Counters, path: &str, elapsed: Duration) -> Vec<String
         lines.push(format!(
             "nfwatch: {} records with no known sending process in the kernel, {} of them written with the process holding their socket",
             own.unattributed, counters.by_socket
+        ));
+    }
+    for export in &counters.exports {
+        lines.push(format!(
+            "nfwatch: exported {} records in {} IPFIX messages to {}, lost {} in export",
+            export.records, export.messages, export.to, export.lost
         ));
     }
     if counters.malformed > 0 {

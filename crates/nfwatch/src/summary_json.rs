@@ -27,6 +27,12 @@ pub fn summary_object(counters: &Counters, output: &str, elapsed: Duration) -> V
             "lost": own.lost,
             "unattributed": own.unattributed,
         })),
+        "exports": counters.exports.iter().map(|e| json!({
+            "to": e.to,
+            "messages": e.messages,
+            "records": e.records,
+            "lost": e.lost,
+        })).collect::<Vec<_>>(),
         "duration_s": elapsed.as_secs_f64(),
     })
 }
@@ -63,12 +69,18 @@ mod tests {
                 unattributed: 6,
                 ..Stats::default()
             }),
+            exports: vec![crate::export::ExportReport {
+                to: "udp://192.0.2.9:4739".into(),
+                messages: 2,
+                records: 9,
+                lost: 1,
+            }],
             ..Counters::default()
         };
         let object = summary_object(&counters, "out.jsonl", Duration::from_millis(1500));
         assert_eq!(
             object.to_string(),
-            r#"{"by_socket":5,"duration_s":1.5,"kernel":{"delivered":11,"lost":1,"matched":12,"unattributed":6},"lost_in_kernel":1,"malformed":4,"not_written":1,"output":"out.jsonl","overruns":2,"seq_gaps":3,"written":10}"#
+            r#"{"by_socket":5,"duration_s":1.5,"exports":[{"lost":1,"messages":2,"records":9,"to":"udp://192.0.2.9:4739"}],"kernel":{"delivered":11,"lost":1,"matched":12,"unattributed":6},"lost_in_kernel":1,"malformed":4,"not_written":1,"output":"out.jsonl","overruns":2,"seq_gaps":3,"written":10}"#
         );
         let without = summary_object(&Counters::default(), "stdout", Duration::ZERO);
         assert_eq!(without["kernel"], Value::Null);

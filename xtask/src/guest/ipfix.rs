@@ -3,13 +3,17 @@
 //! packets.
 
 use super::net::{PEER4, PEER6, TCP_PORT, WATCHED4, WATCHED6};
-use super::nfwatch::{PaddedName, Record, Watcher};
+use super::nfwatch::{read_records, PaddedName, Record, SummaryJson, Watcher, DEADLINE};
+use super::proc::Spawned;
+use super::scenarios::start_capture;
 use super::traffic::{ping, tcp_exchange, udp_batch};
 use super::Ctx;
+use crate::util::wait_until;
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::BTreeMap;
-use std::net::IpAddr;
-use std::path::Path;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// nfwatch's enterprise elements are named from the file's RFC 5610
@@ -21,6 +25,14 @@ const NETNS: &str = "nfwatchNetns";
 /// The uid of a packet no socket owns.
 const NO_UID: &str = "4294967295";
 
+/// The template of the exporter's statistics (an options template).
+const STATS_TEMPLATE: u16 = 259;
+
+/// A packet's record: of template 256 (IPv4) or 257 (IPv6).
+fn is_packet(d: &Dumped) -> bool {
+    d.template == 256 || d.template == 257
+}
+
 /// One data record as ipfixDump prints it: its template, and each field's
 /// value by element name.
 struct Dumped {
@@ -31,6 +43,12 @@ struct Dumped {
 /// The data records of `path`, in order, from `ipfixDump --rfc5610 -d`,
 /// which must read the whole file without a complaint.
 fn ipfix_dump(path: &Path) -> Result<Vec<Dumped>> {
+    ipfix_dump_allowing(path, None)
+}
+
+/// Like `ipfix_dump`, where ipfixDump may warn with `allowed` (and nothing
+/// else).
+fn ipfix_dump_allowing(path: &Path, allowed: Option<&str>) -> Result<Vec<Dumped>> {
     let out = Command::new("ipfixDump")
         .arg("--rfc5610")
         .arg("--data")
@@ -39,8 +57,12 @@ fn ipfix_dump(path: &Path) -> Result<Vec<Dumped>> {
         .output()
         .context("cannot run ipfixDump (Debian package libfixbuf-tools)")?;
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let unexpected = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .any(|l| allowed.is_none_or(|a| !l.contains(a)));
     ensure!(
-        out.status.success() && stderr.trim().is_empty(),
+        out.status.success() && !unexpected,
         "ipfixDump {}: {}: {stderr}",
         path.display(),
         out.status
@@ -189,6 +211,18 @@ fn check_same(r: &Record, dumped: &Dumped) -> Result<()> {
     Ok(())
 }
 
+/// The fixed mix: UDP to 10 ports, a TCP exchange and 2 pings, over IPv4
+/// and IPv6, from the two watched sources.
+fn send_mix() -> Result<()> {
+    udp_batch(WATCHED4, PEER4, 7000, 10, 64)?;
+    udp_batch(WATCHED6, PEER6, 7000, 10, 64)?;
+    tcp_exchange(WATCHED4, PEER4, TCP_PORT, &[7; 5000])?;
+    tcp_exchange(WATCHED6, PEER6, TCP_PORT, &[7; 5000])?;
+    ping(WATCHED4, PEER4, 2)?;
+    ping(WATCHED6, PEER6, 2)?;
+    Ok(())
+}
+
 /// UDP, TCP and ICMP over IPv4 and IPv6 from two watched sources, recorded
 /// by a JSON Lines watcher and an IPFIX one: ipfixDump reads the IPFIX file
 /// without a complaint, names nfwatch's elements from its RFC 5610 records,
@@ -198,20 +232,12 @@ pub fn ipfix_file(ctx: &Ctx) -> Result<()> {
     let jsonl = Watcher::start(ctx, "jsonl", &srcs)?;
     let path = ctx.path("records.ipfix");
     let ipfix = Watcher::start_args(ctx, "ipfix", &srcs, "ipfix", &path, &["--odid", "7"])?;
-    udp_batch(WATCHED4, PEER4, 7000, 10, 64)?;
-    udp_batch(WATCHED6, PEER6, 7000, 10, 64)?;
-    tcp_exchange(WATCHED4, PEER4, TCP_PORT, &[7; 5000])?;
-    tcp_exchange(WATCHED6, PEER6, TCP_PORT, &[7; 5000])?;
-    ping(WATCHED4, PEER4, 2)?;
-    ping(WATCHED6, PEER6, 2)?;
+    send_mix()?;
     let records = jsonl.collect()?;
     let summary = ipfix.stop()?;
     summary.check_lossless(records.len())?;
     let dumped = ipfix_dump(&path)?;
-    let data: Vec<&Dumped> = dumped
-        .iter()
-        .filter(|d| d.template >= 256 && d.template != 258)
-        .collect();
+    let data: Vec<&Dumped> = dumped.iter().filter(|d| is_packet(d)).collect();
     ensure!(
         data.len() == records.len(),
         "ipfixDump read {} packet records, the JSON Lines file has {}",
@@ -232,4 +258,509 @@ pub fn ipfix_file(ctx: &Ctx) -> Result<()> {
         dumped.len()
     ));
     Ok(())
+}
+
+/// Where the scenario's collectors listen, on the guest's loopback.
+const TCP_COLLECTOR: &str = "127.0.0.1:4741";
+
+/// `guest-collect` on TCP_COLLECTOR: one connection's messages.
+struct TcpCollector {
+    proc: Spawned,
+    out: PathBuf,
+}
+
+impl TcpCollector {
+    fn start(ctx: &Ctx, tag: &str) -> Result<Self> {
+        let out = ctx.path(&format!("{tag}.ipfix"));
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["guest-collect", "--listen", TCP_COLLECTOR, "--out"])
+            .arg(&out);
+        let mut proc = Spawned::start(&mut cmd, &ctx.path(&format!("{tag}.log")))?;
+        proc.wait_line("the TCP collector listening", DEADLINE, |l| l == "ready")?;
+        Ok(Self { proc, out })
+    }
+
+    /// Its messages' data records, as ipfixDump reads them. The records
+    /// lost in export leave gaps in the sequence numbers, which ipfixDump
+    /// warns of, as a collector should.
+    fn records(&self) -> Result<Vec<Dumped>> {
+        if !self.out.exists() {
+            return Ok(Vec::new());
+        }
+        ipfix_dump_allowing(&self.out, Some("IPFIX Message out of sequence"))
+    }
+
+    fn packets(&self) -> Result<u64> {
+        Ok(self.records()?.iter().filter(|d| is_packet(d)).count() as u64)
+    }
+
+    /// Waits until it holds `packets` packet records.
+    fn wait_packets(&self, packets: u64) -> Result<()> {
+        wait_until(
+            &format!("{packets} records at the TCP collector"),
+            DEADLINE,
+            // A message may be half written: a failed read is "not yet".
+            || Ok(self.packets().ok().filter(|&n| n >= packets).map(|_| ())),
+        )
+    }
+}
+
+/// No established connection to TCP_COLLECTOR: the collector's end closed
+/// it (with a FIN: CLOSE-WAIT here; with a reset: gone).
+fn export_connection_closed() -> Result<bool> {
+    let out = Command::new("ss")
+        .args(["-Htn", "state", "established", "dst", TCP_COLLECTOR])
+        .output()
+        .context("ss")?;
+    ensure!(out.status.success(), "ss: {}", out.status);
+    Ok(String::from_utf8_lossy(&out.stdout).trim().is_empty())
+}
+
+/// `--export tcp://` to a collector stopped and started again mid-run: the
+/// exporter connects again with the templates first, the records that did
+/// not fit its queue while the collector was away are counted, and the
+/// records the collectors got plus those reported lost are every record
+/// made. The last statistics record says the same.
+pub fn ipfix_tcp_export(ctx: &Ctx) -> Result<()> {
+    let srcs = [WATCHED4, WATCHED6];
+    let first = TcpCollector::start(ctx, "collector1")?;
+    let summary_path = ctx.path("export-summary.json");
+    let url = format!("tcp://{TCP_COLLECTOR}");
+    let watcher = Watcher::start_args(
+        ctx,
+        "export",
+        &srcs,
+        "jsonl",
+        &ctx.path("export.jsonl"),
+        &[
+            "--export",
+            &url,
+            "--export-queue",
+            "65536",
+            "--summary-json",
+            &summary_path.to_string_lossy(),
+        ],
+    )?;
+    let lines = || read_records(&watcher.out).map(|r| r.len() as u64);
+    udp_batch(WATCHED4, PEER4, 7000, 20, 64)?;
+    ping(WATCHED6, PEER6, 2)?;
+    let before = wait_until("the first records written", DEADLINE, || {
+        lines().map(|n| (n >= 22).then_some(n))
+    })?;
+    first.wait_packets(before)?;
+    first.proc.signal(libc::SIGTERM)?;
+    let mut first = first;
+    let _ = first.proc.wait_exit(DEADLINE)?;
+    wait_until("the exporter to see its collector gone", DEADLINE, || {
+        Ok(export_connection_closed()?.then_some(()))
+    })?;
+    // ~200 KiB of records for a 64 KiB queue, while nobody listens.
+    for round in 0..6 {
+        udp_batch(WATCHED4, PEER4, 8000 + round * 250, 250, 64)?;
+    }
+    let mut second = TcpCollector::start(ctx, "collector2")?;
+    second
+        .proc
+        .wait_line("the exporter connecting again", DEADLINE, |l| {
+            l == "accepted"
+        })?;
+    ping(WATCHED4, PEER4, 2)?;
+    let summary = watcher.stop()?;
+    second.proc.wait_success(DEADLINE)?;
+    let made = read_records(&ctx.path("export.jsonl"))?.len() as u64;
+    summary.check_lossless(made as usize)?;
+    let json = SummaryJson::read(&summary_path)?;
+    let [report] = &json.exports[..] else {
+        bail!("one export in {:?}", json.exports);
+    };
+    let received = first.packets()? + second.packets()?;
+    ctx.log(&format!(
+        "{made} records made; collectors got {received}; exporter: {report:?}"
+    ));
+    ensure!(report.to == url, "{report:?}");
+    ensure!(
+        report.records + report.lost == made,
+        "exported {} + lost {} != {made} records made",
+        report.records,
+        report.lost
+    );
+    ensure!(
+        received == report.records,
+        "the collectors got {received}, the exporter says it sent {}",
+        report.records
+    );
+    ensure!(report.lost > 0, "a 64 KiB queue kept every record");
+    let records = second.records()?;
+    let stats = records
+        .iter()
+        .rev()
+        .find(|d| d.template == STATS_TEMPLATE)
+        .context("no statistics record at the second collector")?;
+    let lost_in_kernel = stats.get("ignoredPacketTotalCount")?;
+    let lost_in_export = stats.get("notSentFlowTotalCount")?;
+    ensure!(
+        lost_in_kernel == json.lost_in_kernel.to_string() && lost_in_export == report.lost.to_string(),
+        "the last statistics record says {lost_in_kernel} lost in the kernel, {lost_in_export} in export; the summary {} and {}",
+        json.lost_in_kernel,
+        report.lost
+    );
+    Ok(())
+}
+
+/// The UDP collectors' ports on the guest's loopback.
+const NFCAPD_PORT: u16 = 4739;
+const NFACCTD_PORT: u16 = 4740;
+/// The largest IP packet an export datagram may make (the default).
+const EXPORT_MTU: usize = 1400;
+
+/// The configuration and primitives nfwatch ships for nfacctd.
+const NFACCTD_CONF: &str = include_str!("../../../packaging/examples/pmacct/nfacctd.conf");
+const PRIMITIVES: &str = include_str!("../../../packaging/examples/pmacct/primitives.lst");
+
+/// A flow as the collectors aggregate: source, destination, ports (ICMP's
+/// type and code as nfdump keeps them, in the destination port), protocol.
+type FlowKey = (IpAddr, IpAddr, u16, u16, u8);
+
+/// Packets and bytes.
+type Counts = (u64, u64);
+
+fn add(map: &mut BTreeMap<FlowKey, Counts>, key: FlowKey, bytes: u64) {
+    let counts = map.entry(key).or_default();
+    counts.0 += 1;
+    counts.1 += bytes;
+}
+
+/// The records aggregated as `nfdump -A srcip,dstip,srcport,dstport,proto`.
+fn by_flow(records: &[Record]) -> Result<BTreeMap<FlowKey, Counts>> {
+    let mut flows = BTreeMap::new();
+    for r in records {
+        let icmp = r
+            .icmp_type
+            .map(|t| u16::from(t) << 8 | u16::from(r.icmp_code.unwrap_or(0)));
+        let key = (
+            r.src.parse()?,
+            r.dst.parse()?,
+            r.sport.unwrap_or(0),
+            icmp.or(r.dport).unwrap_or(0),
+            proto_number(&r.proto)?,
+        );
+        add(&mut flows, key, r.len.into());
+    }
+    Ok(flows)
+}
+
+/// The records aggregated by nfacctd's 5-tuple and uid (ICMP has ports 0
+/// there; no socket is uid 4294967295).
+fn by_flow_and_uid(records: &[Record]) -> Result<BTreeMap<(FlowKey, u32), Counts>> {
+    let mut flows = BTreeMap::new();
+    for r in records {
+        let key = (
+            r.src.parse()?,
+            r.dst.parse()?,
+            r.sport.unwrap_or(0),
+            r.dport.unwrap_or(0),
+            proto_number(&r.proto)?,
+        );
+        let counts: &mut Counts = flows.entry((key, r.uid.unwrap_or(u32::MAX))).or_default();
+        counts.0 += 1;
+        counts.1 += u64::from(r.len);
+    }
+    Ok(flows)
+}
+
+/// Something is bound to UDP `port`, and its receive queue is `empty`
+/// (or anything, when None).
+fn udp_bound(port: u16, empty: bool) -> Result<bool> {
+    let out = Command::new("ss")
+        .args(["-Hlun", "sport", "=", &format!(":{port}")])
+        .output()
+        .context("ss")?;
+    ensure!(out.status.success(), "ss: {}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let queue = text.split_whitespace().nth(1);
+    Ok(queue.is_some_and(|q| !empty || q == "0"))
+}
+
+fn wait_udp(port: u16, empty: bool, what: &str) -> Result<()> {
+    wait_until(what, DEADLINE, || Ok(udp_bound(port, empty)?.then_some(())))
+}
+
+/// nfacctd with the shipped configuration and primitives, its paths and
+/// port the scenario's, writing only at exit.
+fn start_nfacctd(ctx: &Ctx) -> Result<(Spawned, PathBuf)> {
+    let primitives = ctx.path("primitives.lst");
+    std::fs::write(&primitives, PRIMITIVES)?;
+    let csv = ctx.path("nfacctd.csv");
+    let mut conf = NFACCTD_CONF.to_string();
+    for (key, value) in [
+        ("nfacctd_ip", "127.0.0.1".to_string()),
+        ("nfacctd_port", NFACCTD_PORT.to_string()),
+        ("aggregate_primitives", primitives.display().to_string()),
+        ("print_output_file", csv.display().to_string()),
+        ("print_refresh_time", "3600".to_string()),
+    ] {
+        let line = conf
+            .lines()
+            .find(|l| l.starts_with(&format!("{key}:")))
+            .with_context(|| format!("no {key} in the shipped nfacctd.conf"))?
+            .to_string();
+        conf = conf.replace(&line, &format!("{key}: {value}"));
+    }
+    conf.push_str(&format!("logfile: {}\n", ctx.path("nfacctd.log").display()));
+    let path = ctx.path("nfacctd.conf");
+    std::fs::write(&path, conf)?;
+    let mut cmd = Command::new("nfacctd");
+    cmd.arg("-f").arg(&path);
+    let nfacctd = Spawned::start(&mut cmd, &ctx.path("nfacctd.out"))?;
+    Ok((nfacctd, csv))
+}
+
+/// nfdump's 5-tuple aggregation of what nfcapd wrote in `dir`.
+fn nfdump_flows(dir: &Path) -> Result<BTreeMap<FlowKey, Counts>> {
+    let out = Command::new("nfdump")
+        .arg("-R")
+        .arg(dir)
+        .args([
+            "-A",
+            "srcip,dstip,srcport,dstport,proto",
+            "-o",
+            "csv",
+            "-q",
+            "-N",
+        ])
+        .output()
+        .context("nfdump")?;
+    ensure!(
+        out.status.success(),
+        "nfdump: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut flows = BTreeMap::new();
+    for line in String::from_utf8(out.stdout)?
+        .lines()
+        .filter(|l| !l.is_empty())
+    {
+        let cols: Vec<&str> = line.split(',').collect();
+        ensure!(cols.len() > 12, "nfdump csv line: {line}");
+        let proto = match cols[7] {
+            "ICMP" => 1,
+            "TCP" => 6,
+            "UDP" => 17,
+            "ICMP6" => 58,
+            other => bail!("nfdump protocol {other}: {line}"),
+        };
+        let key = (
+            cols[3].parse()?,
+            cols[4].parse()?,
+            cols[5].parse()?,
+            cols[6].parse()?,
+            proto,
+        );
+        let counts = (cols[11].parse()?, cols[12].parse()?);
+        ensure!(flows.insert(key, counts).is_none(), "nfdump twice: {line}");
+    }
+    Ok(flows)
+}
+
+/// nfacctd's CSV: packets and bytes by 5-tuple and uid.
+fn nfacctd_flows(csv: &Path) -> Result<BTreeMap<(FlowKey, u32), Counts>> {
+    let text = std::fs::read_to_string(csv).with_context(|| format!("{}", csv.display()))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .context("an empty nfacctd CSV")?
+        .split(',')
+        .collect();
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| *h == name)
+            .with_context(|| format!("no {name} in {header:?}"))
+    };
+    let cols = [
+        col("SRC_IP")?,
+        col("DST_IP")?,
+        col("SRC_PORT")?,
+        col("DST_PORT")?,
+        col("PROTOCOL")?,
+        col("uid")?,
+        col("PACKETS")?,
+        col("BYTES")?,
+    ];
+    let mut flows = BTreeMap::new();
+    for line in lines.filter(|l| !l.is_empty()) {
+        let v: Vec<&str> = line.split(',').collect();
+        let get = |i: usize| {
+            v.get(cols[i])
+                .copied()
+                .with_context(|| format!("short line {line}"))
+        };
+        let key = (
+            get(0)?.parse()?,
+            get(1)?.parse()?,
+            get(2)?.parse()?,
+            get(3)?.parse()?,
+            get(4)?.parse()?,
+        );
+        let counts: &mut Counts = flows.entry((key, get(5)?.parse()?)).or_default();
+        counts.0 += get(6)?.parse::<u64>()?;
+        counts.1 += get(7)?.parse::<u64>()?;
+    }
+    Ok(flows)
+}
+
+/// tshark decodes every captured export datagram as IPFIX with no
+/// malformed packet and no expert warning or error, and none is larger
+/// than the MTU.
+fn tshark_clean(pcap: &Path, port: u16) -> Result<usize> {
+    let tshark = |args: &[&str]| -> Result<String> {
+        let out = Command::new("tshark")
+            .arg("-r")
+            .arg(pcap)
+            .args(["-d", &format!("udp.port=={port},cflow")])
+            .args(args)
+            .output()
+            .context("cannot run tshark")?;
+        ensure!(
+            out.status.success(),
+            "tshark: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let problems = tshark(&[
+        "-Y",
+        "_ws.malformed || _ws.expert.severity >= warning || !cflow || cflow.version != 10",
+        "-T",
+        "fields",
+        "-e",
+        "frame.number",
+        "-e",
+        "_ws.expert.message",
+    ])?;
+    ensure!(
+        problems.trim().is_empty(),
+        "tshark finds problems:\n{problems}"
+    );
+    let oversized = tshark(&["-Y", &format!("ip.len > {EXPORT_MTU}")])?;
+    ensure!(
+        oversized.trim().is_empty(),
+        "datagrams over the MTU:\n{oversized}"
+    );
+    let frames = tshark(&["-T", "fields", "-e", "frame.number"])?;
+    Ok(frames.lines().count())
+}
+
+/// `--export udp://` to nfcapd and nfacctd at once, beside `-o` JSON Lines
+/// of the same records: nfdump's 5-tuple aggregation of what nfcapd got,
+/// and nfacctd's by 5-tuple and the enterprise uid (through the shipped
+/// primitives), equal the JSON Lines aggregated the same way, packets and
+/// bytes; tshark decodes a capture of the export with no malformed packet
+/// and no expert warning; every datagram fits the MTU.
+pub fn ipfix_udp_export(ctx: &Ctx) -> Result<()> {
+    let srcs = [WATCHED4, WATCHED6];
+    let nfcapd_dir = ctx.path("nfcapd");
+    std::fs::create_dir_all(&nfcapd_dir)?;
+    let mut cmd = Command::new("nfcapd");
+    cmd.args(["-b", "127.0.0.1", "-p", &NFCAPD_PORT.to_string(), "-w"])
+        .arg(&nfcapd_dir);
+    let mut nfcapd = Spawned::start(&mut cmd, &ctx.path("nfcapd.log"))?;
+    let (mut nfacctd, nfacctd_csv) = start_nfacctd(ctx)?;
+    wait_udp(NFCAPD_PORT, false, "nfcapd listening")?;
+    wait_udp(NFACCTD_PORT, false, "nfacctd listening")?;
+    let pcap = ctx.path("export.pcap");
+    let capture = start_capture(ctx, "lo", &format!("udp port {NFCAPD_PORT}"), &pcap, 0)?;
+    let summary_path = ctx.path("export-summary.json");
+    let urls = [NFCAPD_PORT, NFACCTD_PORT].map(|port| format!("udp://127.0.0.1:{port}"));
+    let watcher = Watcher::start_args(
+        ctx,
+        "export",
+        &srcs,
+        "jsonl",
+        &ctx.path("export.jsonl"),
+        &[
+            "--export",
+            &urls[0],
+            "--export",
+            &urls[1],
+            "--summary-json",
+            &summary_path.to_string_lossy(),
+        ],
+    )?;
+    send_mix()?;
+    let records = watcher.collect()?;
+    let json = SummaryJson::read(&summary_path)?;
+    for (report, url) in json.exports.iter().zip(&urls) {
+        ensure!(
+            report.to == *url && report.records == records.len() as u64 && report.lost == 0,
+            "{report:?}, for {} records",
+            records.len()
+        );
+    }
+    ensure!(json.exports.len() == 2, "{:?}", json.exports);
+    wait_udp(NFCAPD_PORT, true, "nfcapd to read every datagram")?;
+    wait_udp(NFACCTD_PORT, true, "nfacctd to read every datagram")?;
+    nfcapd.signal(libc::SIGTERM)?;
+    nfcapd.wait_exit(DEADLINE)?;
+    // SIGINT: nfacctd writes its cache and exits (SIGTERM waits for a datagram).
+    nfacctd.signal(libc::SIGINT)?;
+    nfacctd.wait_exit(DEADLINE)?;
+    capture.signal(libc::SIGINT)?;
+    let mut capture = capture;
+    capture.wait_exit(DEADLINE)?;
+
+    let want = by_flow(&records)?;
+    let got = nfdump_flows(&nfcapd_dir)?;
+    ensure!(got == want, "nfdump's flows {got:?}\nJSON Lines' {want:?}");
+    let want = by_flow_and_uid(&records)?;
+    let got = nfacctd_flows(&nfacctd_csv)?;
+    ensure!(got == want, "nfacctd's flows {got:?}\nJSON Lines' {want:?}");
+    let frames = tshark_clean(&pcap, NFCAPD_PORT)?;
+    ctx.log(&format!(
+        "{} records, {} flows: nfdump and nfacctd agree; tshark decoded {frames} datagrams cleanly",
+        records.len(),
+        by_flow(&records)?.len()
+    ));
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CollectArgs {
+    /// Where to accept the one connection.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// The messages received, back to back: an IPFIX file.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `guest-collect`: an IPFIX collector over TCP for one connection. Says
+/// `ready` and `accepted`, appends each whole message to `--out` (which
+/// ipfixDump then reads), and ends at EOF.
+pub fn collect(args: &CollectArgs) -> Result<()> {
+    let listener = TcpListener::bind(args.listen)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    say("ready")?;
+    let (mut conn, _) = listener.accept()?;
+    say("accepted")?;
+    let mut out = std::fs::File::create(&args.out)?;
+    loop {
+        let mut message = vec![0u8; 16];
+        match conn.read_exact(&mut message) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        let len = usize::from(u16::from_be_bytes([message[2], message[3]]));
+        ensure!(len >= 16, "a message of {len} bytes");
+        message.resize(len, 0);
+        conn.read_exact(&mut message[16..])?;
+        out.write_all(&message)?;
+    }
+}
+
+fn say(line: &str) -> Result<()> {
+    let mut out = std::io::stdout();
+    writeln!(out, "{line}")?;
+    Ok(out.flush()?)
 }

@@ -6,7 +6,7 @@ mod cli_output;
 pub mod fuzz;
 pub mod generator;
 mod genl;
-mod ipfix;
+pub mod ipfix;
 mod ipsec;
 pub mod isolation;
 mod kprobe;

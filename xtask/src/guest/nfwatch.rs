@@ -109,7 +109,19 @@ pub struct SummaryJson {
     pub malformed: u64,
     pub by_socket: u64,
     pub kernel: Option<KernelCounts>,
+    pub exports: Vec<ExportCounts>,
     pub duration_s: f64,
+}
+
+/// One `--export` destination's counts in `--summary-json`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // shown in the scenarios' logs
+pub struct ExportCounts {
+    pub to: String,
+    pub messages: u64,
+    pub records: u64,
+    pub lost: u64,
 }
 
 #[derive(Debug, Deserialize)]

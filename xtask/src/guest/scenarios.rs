@@ -24,6 +24,8 @@ const ALL: &[(&str, Scenario)] = &[
     ("attribution", super::attribution::attribution),
     ("all_netns", super::attribution::all_netns),
     ("ipfix_file", super::ipfix::ipfix_file),
+    ("ipfix_udp_export", super::ipfix::ipfix_udp_export),
+    ("ipfix_tcp_export", super::ipfix::ipfix_tcp_export),
     ("prefix", prefix),
     ("two_subscribers", two_subscribers),
     ("tcpdump_oracle", tcpdump_oracle),
@@ -409,8 +411,20 @@ fn multiset<K: Ord>(items: Vec<K>) -> BTreeMap<K, usize> {
 }
 
 /// tcpdump capturing what `dev` sends that matches `filter` into `pcap`,
-/// once it says it listens.
+/// once it says it listens. A small snap length keeps the capture ring
+/// from overflowing.
 pub(super) fn start_tcpdump(ctx: &Ctx, dev: &str, filter: &str, pcap: &Path) -> Result<Spawned> {
+    start_capture(ctx, dev, filter, pcap, 256)
+}
+
+/// Like `start_tcpdump`, keeping `snaplen` bytes of each packet (0: all).
+pub(super) fn start_capture(
+    ctx: &Ctx,
+    dev: &str,
+    filter: &str,
+    pcap: &Path,
+    snaplen: u32,
+) -> Result<Spawned> {
     let mut tcpdump = Command::new("tcpdump");
     tcpdump
         .args([
@@ -421,11 +435,10 @@ pub(super) fn start_tcpdump(ctx: &Ctx, dev: &str, filter: &str, pcap: &Path) -> 
             "--immediate-mode",
             "-Z",
             "root",
-            // A small snap length keeps the capture ring from overflowing.
-            "-s",
-            "256",
             "-B",
             "8192",
+            "-s",
+            &snaplen.to_string(),
             "-w",
         ])
         .arg(pcap)

@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ipfix::element::{iana, Element, FLOW_DIRECTION_EGRESS};
 use ipfix::type_info::{self, DataType, ElementInfo, Semantics};
 use ipfix::{ntp_time, FieldSpec, Message, RecordWriter, Template, VARIABLE_LENGTH};
-use nfwatch_proto::{Family, PaddedName, Record, RecordBytes};
+use nfwatch_proto::{Family, PaddedName, ProtoError, Record, RecordBytes};
 
 use super::{LineError, Sink};
 use crate::cgroup::Cgroups;
@@ -22,7 +22,7 @@ use crate::sockets::SocketHolders;
 
 /// What each message may hold: below the 65,535 an IPFIX message's length
 /// field allows, and a size readers buffer whole.
-const MESSAGE_BYTES: usize = 32 * 1024;
+pub const MESSAGE_BYTES: usize = 32 * 1024;
 
 const V4_TEMPLATE: u16 = 256;
 const V6_TEMPLATE: u16 = 257;
@@ -116,21 +116,6 @@ pub struct IpfixSettings {
     pub domain: u32,
 }
 
-pub struct IpfixFile {
-    settings: IpfixSettings,
-    message: Message,
-    /// Data records in the stream before the message being filled.
-    sequence: u32,
-    v4: Template,
-    v6: Template,
-    cgroups: Cgroups,
-    /// The three variable-length fields of the last cgroup id, when it
-    /// was found.
-    cgroup: (Option<Option<u64>>, Vec<u8>),
-    sockets: SocketHolders,
-    by_socket: u64,
-}
-
 fn template(id: u16, family: Family, pen: u32) -> Template {
     let iana = |id, len| FieldSpec::new(Element::iana(id), len);
     let (src, dst, nexthop, icmp, addr) = match family {
@@ -182,14 +167,118 @@ fn address(out: &mut RecordWriter, addr: Option<std::net::IpAddr>, family: Famil
     };
 }
 
-impl IpfixFile {
-    pub fn new(settings: IpfixSettings, cgroups: Cgroups) -> Self {
+/// Where finished messages go: a file's sink, a buffer, an exporter.
+pub trait MessageSink {
+    /// A whole message, holding `records` data records.
+    fn message(&mut self, bytes: &[u8], records: u32) -> io::Result<()>;
+}
+
+impl MessageSink for Sink {
+    fn message(&mut self, bytes: &[u8], records: u32) -> io::Result<()> {
+        self.buffer().extend_from_slice(bytes);
+        self.unit_added(records.into())
+    }
+}
+
+impl MessageSink for Vec<u8> {
+    fn message(&mut self, bytes: &[u8], _records: u32) -> io::Result<()> {
+        self.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// The messages of one observation domain to one place, each at most a
+/// size, numbered as RFC 7011 says: a message's sequence number counts the
+/// data records sent before it.
+pub struct MessageStream {
+    message: Message,
+    sequence: u32,
+    domain: u32,
+}
+
+impl MessageStream {
+    pub fn new(max_len: usize, domain: u32) -> Self {
         Self {
-            settings,
-            message: Message::new(MESSAGE_BYTES),
+            message: Message::new(max_len),
             sequence: 0,
-            v4: template(V4_TEMPLATE, Family::V4, settings.pen),
-            v6: template(V6_TEMPLATE, Family::V6, settings.pen),
+            domain,
+        }
+    }
+
+    pub fn add_template(
+        &mut self,
+        template: &Template,
+        to: &mut impl MessageSink,
+    ) -> io::Result<()> {
+        self.add(to, |m| m.add_template(template))
+    }
+
+    /// One data record of `template`, its fields written by `fill`.
+    pub fn add_record(
+        &mut self,
+        template: u16,
+        fill: &impl Fn(&mut Vec<u8>),
+        to: &mut impl MessageSink,
+    ) -> io::Result<()> {
+        self.add(to, |m| m.add_record(template, fill))
+    }
+
+    /// Adds by `add` to the message being filled; when it is full, it
+    /// goes to `to` and `add` tries an empty one.
+    fn add(
+        &mut self,
+        to: &mut impl MessageSink,
+        add: impl Fn(&mut Message) -> bool,
+    ) -> io::Result<()> {
+        if add(&mut self.message) {
+            return Ok(());
+        }
+        self.release(to)?;
+        assert!(add(&mut self.message), "a set fits an empty message");
+        Ok(())
+    }
+
+    /// The message being filled, if any, to `to`.
+    pub fn release(&mut self, to: &mut impl MessageSink) -> io::Result<()> {
+        if self.message.is_empty() {
+            return Ok(());
+        }
+        let records = self.message.data_records();
+        let export_time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as u32);
+        let before = self.sequence;
+        self.sequence = before.wrapping_add(records);
+        let sent = to.message(
+            self.message.finish(export_time, before, self.domain),
+            records,
+        );
+        self.message.clear();
+        sent
+    }
+}
+
+/// Packet records as IPFIX data records of templates 256 (IPv4) and 257
+/// (IPv6), with what a record does not carry (the socket's holder, the
+/// cgroup's path, unit and container) looked up.
+pub struct Encoder {
+    pen: u32,
+    v4: Template,
+    v6: Template,
+    cgroups: Cgroups,
+    /// The three variable-length fields of the last cgroup id, when it
+    /// was found.
+    cgroup: (Option<Option<u64>>, Vec<u8>),
+    sockets: SocketHolders,
+    by_socket: u64,
+}
+
+impl Encoder {
+    pub fn new(pen: u32, cgroups: Cgroups) -> Self {
+        Self {
+            pen,
+            v4: template(V4_TEMPLATE, Family::V4, pen),
+            v6: template(V6_TEMPLATE, Family::V6, pen),
             cgroups,
             cgroup: (None, Vec::new()),
             sockets: SocketHolders::new(),
@@ -197,56 +286,70 @@ impl IpfixFile {
         }
     }
 
-    /// The message a file starts with: the templates and the type records.
-    pub fn preamble(&mut self) -> Vec<u8> {
-        // The type records first: a reader then knows the elements before
-        // it reads the templates that use them.
-        let mut message = Message::new(MESSAGE_BYTES);
-        let fits = message.add_template(&type_info::template(TYPE_TEMPLATE));
+    /// What a stream starts with: the type records first (a reader then
+    /// knows the elements before it reads the templates that use them),
+    /// then the templates.
+    pub fn preamble(
+        &self,
+        stream: &mut MessageStream,
+        to: &mut impl MessageSink,
+    ) -> io::Result<()> {
+        stream.add_template(&type_info::template(TYPE_TEMPLATE), to)?;
         for (id, _, data_type, semantics, name, description) in ENTERPRISE_ELEMENTS {
             let info = ElementInfo {
-                element: Element::enterprise(self.settings.pen, id),
+                element: Element::enterprise(self.pen, id),
                 data_type,
                 semantics,
                 units: type_info::units::NONE,
                 name,
                 description,
             };
-            assert!(message.add_record(TYPE_TEMPLATE, |out| info.encode(out)));
+            stream.add_record(TYPE_TEMPLATE, &|out: &mut Vec<u8>| info.encode(out), to)?;
         }
-        let fits = fits && message.add_template(&self.v4) && message.add_template(&self.v6);
-        assert!(fits, "the templates and type records fit a message");
-        finish(&mut message, &mut self.sequence, self.settings.domain).to_vec()
+        stream.add_template(&self.v4, to)?;
+        stream.add_template(&self.v6, to)
     }
 
-    /// Adds `record` to the message being filled; a full message goes to
-    /// `sink`.
-    pub fn write(&mut self, sink: &mut Sink, record: RecordBytes) -> Result<(), LineError> {
-        let mut r = record.parse()?;
+    /// The record of `bytes`, its process filled in from the socket's
+    /// holder when the kernel knew none, its cgroup's fields looked up.
+    pub fn prepare(&mut self, bytes: RecordBytes) -> Result<Record, ProtoError> {
+        let mut r = bytes.parse()?;
         self.by_socket += u64::from(self.sockets.fill(&mut r));
-        if self.add(&r) {
-            return Ok(());
-        }
-        self.release(sink).map_err(LineError::Write)?;
-        assert!(self.add(&r), "a record fits an empty message");
-        Ok(())
+        self.remember_cgroup(r.cgroup_id);
+        Ok(r)
+    }
+
+    /// The template of `r` (after `prepare`), and what writes its fields.
+    pub fn fields<'a>(&'a self, r: &'a Record) -> (u16, impl Fn(&mut Vec<u8>) + 'a) {
+        let (template, family) = match r.family {
+            Family::V4 => (V4_TEMPLATE, Family::V4),
+            Family::V6 => (V6_TEMPLATE, Family::V6),
+        };
+        let cgroup = &self.cgroup.1;
+        let fill = move |out: &mut Vec<u8>| {
+            let mut w = RecordWriter::new(out);
+            let (sport, dport) = r.ports.unwrap_or_default();
+            let icmp = r.icmp.map_or(0, |(t, c)| u16::from(t) << 8 | u16::from(c));
+            w.u64(ntp_time(r.ts_ns));
+            address(&mut w, Some(r.src), family);
+            address(&mut w, Some(r.dst), family);
+            w.u8(r.proto).u16(sport).u16(dport).u16(icmp);
+            w.u64(r.len.into()).u64(r.len.into()).u64(1);
+            w.u32(r.ifindex).variable(r.ifname.as_bytes());
+            address(&mut w, r.nexthop, family);
+            w.u8(FLOW_DIRECTION_EGRESS);
+            w.u32(r.uid.unwrap_or(NO_UID)).u32(r.pid.unwrap_or(0));
+            w.variable(r.comm.as_ref().map_or(&[][..], PaddedName::as_bytes));
+            w.u64(r.cgroup_id.unwrap_or(0));
+            w.bytes(cgroup);
+            w.u32(r.netns.unwrap_or(0)).u16(r.segs);
+        };
+        (template, fill)
     }
 
     /// Records whose process was found by the socket's file.
     pub fn by_socket(&self) -> u64 {
         self.by_socket
-    }
-
-    /// The message being filled, if any, to `sink`.
-    pub fn release(&mut self, sink: &mut Sink) -> io::Result<()> {
-        if self.message.is_empty() {
-            return Ok(());
-        }
-        let records = u64::from(self.message.data_records());
-        let bytes = finish(&mut self.message, &mut self.sequence, self.settings.domain);
-        sink.buffer().extend_from_slice(bytes);
-        self.message.clear();
-        sink.unit_added(records)
     }
 
     /// The cgroup's path, unit and container as the record's three
@@ -266,32 +369,50 @@ impl IpfixFile {
         let found = id.is_none() || info.is_some();
         *cached = found.then_some(id);
     }
+}
 
-    fn add(&mut self, r: &Record) -> bool {
-        let (template, family) = match r.family {
-            Family::V4 => (V4_TEMPLATE, Family::V4),
-            Family::V6 => (V6_TEMPLATE, Family::V6),
-        };
-        self.remember_cgroup(r.cgroup_id);
-        let cgroup = &self.cgroup.1;
-        self.message.add_record(template, |out| {
-            let mut w = RecordWriter::new(out);
-            let (sport, dport) = r.ports.unwrap_or_default();
-            let icmp = r.icmp.map_or(0, |(t, c)| u16::from(t) << 8 | u16::from(c));
-            w.u64(ntp_time(r.ts_ns));
-            address(&mut w, Some(r.src), family);
-            address(&mut w, Some(r.dst), family);
-            w.u8(r.proto).u16(sport).u16(dport).u16(icmp);
-            w.u64(r.len.into()).u64(r.len.into()).u64(1);
-            w.u32(r.ifindex).variable(r.ifname.as_bytes());
-            address(&mut w, r.nexthop, family);
-            w.u8(FLOW_DIRECTION_EGRESS);
-            w.u32(r.uid.unwrap_or(NO_UID)).u32(r.pid.unwrap_or(0));
-            w.variable(r.comm.as_ref().map_or(&[][..], PaddedName::as_bytes));
-            w.u64(r.cgroup_id.unwrap_or(0));
-            w.bytes(cgroup);
-            w.u32(r.netns.unwrap_or(0)).u16(r.segs);
-        })
+/// `--format ipfix`: an IPFIX file.
+pub struct IpfixFile {
+    encoder: Encoder,
+    stream: MessageStream,
+}
+
+impl IpfixFile {
+    pub fn new(settings: IpfixSettings, cgroups: Cgroups) -> Self {
+        Self {
+            encoder: Encoder::new(settings.pen, cgroups),
+            stream: MessageStream::new(MESSAGE_BYTES, settings.domain),
+        }
+    }
+
+    /// The message a file starts with: the type records and the templates.
+    pub fn preamble(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encoder
+            .preamble(&mut self.stream, &mut out)
+            .and_then(|()| self.stream.release(&mut out))
+            .expect("a buffer takes every message");
+        out
+    }
+
+    /// Adds `record` to the message being filled; a full message goes to
+    /// `sink`.
+    pub fn write(&mut self, sink: &mut Sink, record: RecordBytes) -> Result<(), LineError> {
+        let r = self.encoder.prepare(record)?;
+        let (template, fill) = self.encoder.fields(&r);
+        self.stream
+            .add_record(template, &fill, sink)
+            .map_err(LineError::Write)
+    }
+
+    /// Records whose process was found by the socket's file.
+    pub fn by_socket(&self) -> u64 {
+        self.encoder.by_socket()
+    }
+
+    /// The message being filled, if any, to `sink`.
+    pub fn release(&mut self, sink: &mut Sink) -> io::Result<()> {
+        self.stream.release(sink)
     }
 }
 
@@ -300,24 +421,33 @@ fn text(s: Option<&str>) -> &[u8] {
     s.unwrap_or("").as_bytes()
 }
 
-/// Closes `message` with the header's fields; counts its data records
-/// into `sequence` (RFC 7011: records sent before a message).
-fn finish<'a>(message: &'a mut Message, sequence: &mut u32, domain: u32) -> &'a [u8] {
-    let export_time = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as u32);
-    let before = *sequence;
-    *sequence = before.wrapping_add(message.data_records());
-    message.finish(export_time, before, domain)
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::writers::Destination;
     use netflow_parser::variable_versions::ipfix::lookup::IPFixField;
     use netflow_parser::variable_versions::ipfix::FlowSetBody;
     use netflow_parser::{NetflowPacket, NetflowParser};
+
+    /// A cgroup tree under `dir` with a container's scope, and its
+    /// records, IPv4 and IPv6, every string field with a value.
+    pub(crate) fn fixture(dir: &std::path::Path) -> (Cgroups, [RecordBytes<'static>; 2]) {
+        use std::os::unix::fs::MetadataExt;
+        let scope = dir.join(format!(
+            "system.slice/docker-{}.scope",
+            "0123456789abcdef".repeat(4)
+        ));
+        std::fs::create_dir_all(&scope).unwrap();
+        let cgroup_id = scope.metadata().unwrap().ino();
+        let wire = |family| {
+            let bytes: &'static [u8] = record(family, cgroup_id).to_bytes().to_vec().leak();
+            RecordBytes::new(bytes).unwrap()
+        };
+        (
+            Cgroups::with_root(dir.into()),
+            [wire(Family::V4), wire(Family::V6)],
+        )
+    }
 
     fn record(family: Family, cgroup_id: u64) -> Record {
         let (src, dst, nexthop) = match family {
@@ -354,29 +484,21 @@ mod tests {
     /// string here has a value.)
     #[test]
     fn a_file_reads_back() {
-        use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.ipfix");
-        let scope = dir.path().join(format!(
-            "system.slice/docker-{}.scope",
-            "0123456789abcdef".repeat(4)
-        ));
-        std::fs::create_dir_all(&scope).unwrap();
-        let cgroup_id = scope.metadata().unwrap().ino();
+        let (cgroups, records) = fixture(dir.path());
         let settings = IpfixSettings {
             pen: 32473,
             domain: 9,
         };
-        let mut file = IpfixFile::new(settings, Cgroups::with_root(dir.path().into()));
+        let mut file = IpfixFile::new(settings, cgroups);
         let mut bytes = file.preamble();
         let mut sink = Sink::new(Destination::File {
             file: std::fs::File::create(&path).unwrap(),
             start: 0,
         });
-        for family in [Family::V4, Family::V6] {
-            let wire = record(family, cgroup_id).to_bytes();
-            file.write(&mut sink, RecordBytes::new(&wire).unwrap())
-                .unwrap();
+        for record in records {
+            file.write(&mut sink, record).unwrap();
         }
         file.release(&mut sink).unwrap();
         sink.finish().unwrap();

@@ -27,8 +27,11 @@ use crate::sockets::SocketHolders;
 
 pub use self::csv::CSV_HEADER;
 use self::ipfix::IpfixFile;
-pub use self::ipfix::IpfixSettings;
+pub use self::ipfix::{Encoder, IpfixSettings, MessageSink, MessageStream, MESSAGE_BYTES};
 pub use self::sink::{Destination, Sink};
+
+#[cfg(test)]
+pub(crate) use self::ipfix::tests::fixture as ipfix_fixture;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
