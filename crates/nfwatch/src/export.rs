@@ -184,8 +184,8 @@ impl Exports {
     }
 
     pub fn write(&mut self, record: RecordBytes) -> std::result::Result<(), ProtoError> {
-        let r = self.encoder.prepare(record)?;
-        let (template, fill) = self.encoder.fields(&r);
+        let (template, fields) = self.encoder.encode(record)?;
+        let fill = |out: &mut Vec<u8>| out.extend_from_slice(fields);
         for exporter in &mut self.exporters {
             exporter.add(template, &fill);
         }

@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ipfix::element::{iana, Element, FLOW_DIRECTION_EGRESS};
 use ipfix::type_info::{self, DataType, ElementInfo, Semantics};
 use ipfix::{ntp_time, FieldSpec, Message, RecordWriter, Template, VARIABLE_LENGTH};
-use nfwatch_proto::{Family, PaddedName, ProtoError, Record, RecordBytes};
+use nfwatch_proto::{Family, PaddedName, ProtoError, RecordBytes};
 
 use super::{LineError, Sink};
 use crate::cgroup::Cgroups;
@@ -271,6 +271,22 @@ pub struct Encoder {
     cgroup: (Option<Option<u64>>, Vec<u8>),
     sockets: SocketHolders,
     by_socket: u64,
+    flow: FlowRecord,
+}
+
+/// The last flow's data record. A flow's packets come in runs (a batch
+/// holds what one socket sent), and parsing and encoding a record whole
+/// was most of its cost: the next packet of the flow takes these bytes
+/// with its time, length and segments written over them.
+struct FlowRecord {
+    /// The bytes of the packet `fields` were encoded for (empty: none).
+    record: Vec<u8>,
+    template: u16,
+    fields: Vec<u8>,
+    /// Where ipTotalLength is in `fields` (octetDeltaCount follows).
+    len_at: usize,
+    /// The process in `fields` was found by the socket's file.
+    by_socket: bool,
 }
 
 impl Encoder {
@@ -283,6 +299,13 @@ impl Encoder {
             cgroup: (None, Vec::new()),
             sockets: SocketHolders::new(),
             by_socket: 0,
+            flow: FlowRecord {
+                record: Vec::new(),
+                template: V4_TEMPLATE,
+                fields: Vec::new(),
+                len_at: 0,
+                by_socket: false,
+            },
         }
     }
 
@@ -310,41 +333,61 @@ impl Encoder {
         stream.add_template(&self.v6, to)
     }
 
-    /// The record of `bytes`, its process filled in from the socket's
-    /// holder when the kernel knew none, its cgroup's fields looked up.
-    pub fn prepare(&mut self, bytes: RecordBytes) -> Result<Record, ProtoError> {
-        let mut r = bytes.parse()?;
-        self.by_socket += u64::from(self.sockets.fill(&mut r));
-        self.remember_cgroup(r.cgroup_id);
-        Ok(r)
+    /// The data record of `bytes`: its template and fields, its process
+    /// filled in from the socket's holder when the kernel knew none.
+    pub fn encode(&mut self, bytes: RecordBytes) -> Result<(u16, &[u8]), ProtoError> {
+        let flow = &mut self.flow;
+        if bytes.same_flow(&flow.record) {
+            let fields = &mut flow.fields;
+            let len = u64::from(bytes.ip_len()).to_be_bytes();
+            fields[..8].copy_from_slice(&ntp_time(bytes.ts_ns()).to_be_bytes());
+            fields[flow.len_at..flow.len_at + 8].copy_from_slice(&len);
+            fields[flow.len_at + 8..flow.len_at + 16].copy_from_slice(&len);
+            let segs_at = fields.len() - 2;
+            fields[segs_at..].copy_from_slice(&bytes.segs().to_be_bytes());
+        } else {
+            self.learn(bytes)?;
+        }
+        self.by_socket += u64::from(self.flow.by_socket);
+        Ok((self.flow.template, &self.flow.fields))
     }
 
-    /// The template of `r` (after `prepare`), and what writes its fields.
-    pub fn fields<'a>(&'a self, r: &'a Record) -> (u16, impl Fn(&mut Vec<u8>) + 'a) {
-        let (template, family) = match r.family {
-            Family::V4 => (V4_TEMPLATE, Family::V4),
-            Family::V6 => (V6_TEMPLATE, Family::V6),
+    /// Encodes `bytes` whole into `self.flow`, kept for its flow's next
+    /// packet unless its cgroup was not found (then looked up again).
+    fn learn(&mut self, bytes: RecordBytes) -> Result<(), ProtoError> {
+        self.flow.record.clear();
+        let mut r = bytes.parse()?;
+        self.flow.by_socket = self.sockets.fill(&mut r);
+        let found = self.remember_cgroup(r.cgroup_id);
+        let (template, family, addr) = match r.family {
+            Family::V4 => (V4_TEMPLATE, Family::V4, 4),
+            Family::V6 => (V6_TEMPLATE, Family::V6, 16),
         };
-        let cgroup = &self.cgroup.1;
-        let fill = move |out: &mut Vec<u8>| {
-            let mut w = RecordWriter::new(out);
-            let (sport, dport) = r.ports.unwrap_or_default();
-            let icmp = r.icmp.map_or(0, |(t, c)| u16::from(t) << 8 | u16::from(c));
-            w.u64(ntp_time(r.ts_ns));
-            address(&mut w, Some(r.src), family);
-            address(&mut w, Some(r.dst), family);
-            w.u8(r.proto).u16(sport).u16(dport).u16(icmp);
-            w.u64(r.len.into()).u64(r.len.into()).u64(1);
-            w.u32(r.ifindex).variable(r.ifname.as_bytes());
-            address(&mut w, r.nexthop, family);
-            w.u8(FLOW_DIRECTION_EGRESS);
-            w.u32(r.uid.unwrap_or(NO_UID)).u32(r.pid.unwrap_or(0));
-            w.variable(r.comm.as_ref().map_or(&[][..], PaddedName::as_bytes));
-            w.u64(r.cgroup_id.unwrap_or(0));
-            w.bytes(cgroup);
-            w.u32(r.netns.unwrap_or(0)).u16(r.segs);
-        };
-        (template, fill)
+        let flow = &mut self.flow;
+        flow.template = template;
+        // The time, two addresses, protocol, two ports, ICMP type and code.
+        flow.len_at = 8 + 2 * addr + 1 + 2 + 2 + 2;
+        flow.fields.clear();
+        let mut w = RecordWriter::new(&mut flow.fields);
+        let (sport, dport) = r.ports.unwrap_or_default();
+        let icmp = r.icmp.map_or(0, |(t, c)| u16::from(t) << 8 | u16::from(c));
+        w.u64(ntp_time(r.ts_ns));
+        address(&mut w, Some(r.src), family);
+        address(&mut w, Some(r.dst), family);
+        w.u8(r.proto).u16(sport).u16(dport).u16(icmp);
+        w.u64(r.len.into()).u64(r.len.into()).u64(1);
+        w.u32(r.ifindex).variable(r.ifname.as_bytes());
+        address(&mut w, r.nexthop, family);
+        w.u8(FLOW_DIRECTION_EGRESS);
+        w.u32(r.uid.unwrap_or(NO_UID)).u32(r.pid.unwrap_or(0));
+        w.variable(r.comm.as_ref().map_or(&[][..], PaddedName::as_bytes));
+        w.u64(r.cgroup_id.unwrap_or(0));
+        w.bytes(&self.cgroup.1);
+        w.u32(r.netns.unwrap_or(0)).u16(r.segs);
+        if found {
+            flow.record.extend_from_slice(bytes.bytes());
+        }
+        Ok(())
     }
 
     /// Records whose process was found by the socket's file.
@@ -355,10 +398,11 @@ impl Encoder {
     /// The cgroup's path, unit and container as the record's three
     /// variable-length fields, in `self.cgroup`, kept for the next record
     /// of that cgroup (unless it was not found: it is looked up again).
-    fn remember_cgroup(&mut self, id: Option<u64>) {
+    /// Whether it was found (or there is none).
+    fn remember_cgroup(&mut self, id: Option<u64>) -> bool {
         let (cached, fields) = &mut self.cgroup;
         if *cached == Some(id) {
-            return;
+            return true;
         }
         let info = id.and_then(|id| self.cgroups.resolve(id));
         fields.clear();
@@ -368,6 +412,7 @@ impl Encoder {
         w.variable(text(info.and_then(|i| i.container.as_deref())));
         let found = id.is_none() || info.is_some();
         *cached = found.then_some(id);
+        found
     }
 }
 
@@ -398,8 +443,8 @@ impl IpfixFile {
     /// Adds `record` to the message being filled; a full message goes to
     /// `sink`.
     pub fn write(&mut self, sink: &mut Sink, record: RecordBytes) -> Result<(), LineError> {
-        let r = self.encoder.prepare(record)?;
-        let (template, fill) = self.encoder.fields(&r);
+        let (template, fields) = self.encoder.encode(record)?;
+        let fill = |out: &mut Vec<u8>| out.extend_from_slice(fields);
         self.stream
             .add_record(template, &fill, sink)
             .map_err(LineError::Write)
@@ -428,6 +473,7 @@ pub(crate) mod tests {
     use netflow_parser::variable_versions::ipfix::lookup::IPFixField;
     use netflow_parser::variable_versions::ipfix::FlowSetBody;
     use netflow_parser::{NetflowPacket, NetflowParser};
+    use nfwatch_proto::Record;
 
     /// A cgroup tree under `dir` with a container's scope, and its
     /// records, IPv4 and IPv6, every string field with a value.
@@ -474,6 +520,35 @@ pub(crate) mod tests {
             cgroup_id: Some(cgroup_id),
             netns: Some(4026531840),
             sock_ino: None,
+        }
+    }
+
+    /// A flow's next packet, written over its last one's data record,
+    /// encodes as that packet encoded whole.
+    #[test]
+    fn a_flows_next_packet_encodes_as_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        for family in [Family::V4, Family::V6] {
+            // No cgroup: one not found would be looked up again, not kept.
+            let first = Record {
+                cgroup_id: None,
+                ..record(family, 1)
+            };
+            let next = Record {
+                ts_ns: first.ts_ns + 1_234_567_891,
+                len: 1500,
+                segs: 3,
+                ..first.clone()
+            };
+            let (first, next) = (first.to_bytes(), next.to_bytes());
+            let mut running = Encoder::new(32473, Cgroups::with_root(dir.path().into()));
+            running.encode(RecordBytes::new(&first).unwrap()).unwrap();
+            assert!(!running.flow.record.is_empty(), "the flow is kept");
+            let (template, after) = running.encode(RecordBytes::new(&next).unwrap()).unwrap();
+            let after = (template, after.to_vec());
+            let mut fresh = Encoder::new(32473, Cgroups::with_root(dir.path().into()));
+            let (template, whole) = fresh.encode(RecordBytes::new(&next).unwrap()).unwrap();
+            assert_eq!(after, (template, whole.to_vec()), "{family:?}");
         }
     }
 
