@@ -46,17 +46,31 @@ pub const BUSY_NEIGHBOUR: usize = CONFIGS.len() + INSNS_EXTRA.len();
 /// the first subscription has ended. Its hooks stay registered until the
 /// namespace goes (unregistering them would drop the packets other
 /// software holds in NFQUEUE), so every packet still calls them. `--insns`
-/// also runs (0) and (2) with IPv6 traffic, for the IPv6 prefilter.
+/// also runs (0) and (2) with IPv6 traffic, for the IPv6 prefilter. (13)
+/// is (3) written as an IPFIX file, and runs in every mode like (3).
 pub const LATER_EXTRA: &[&str] = &[
     "10 = 1 after a subscription came and went (hooks registered, idle)",
     "11 = 0 with IPv6 traffic",
     "12 = 2 with IPv6 traffic and 256 IPv6 prefixes matching nothing",
+    "13 nfwatch watch --format ipfix (all traffic)",
 ];
 
-/// The numbers of (10), (11) and (12).
+/// The numbers of (10), (11), (12) and (13).
 pub const IDLE_HOOKED: usize = BUSY_NEIGHBOUR + SMP_EXTRA.len();
 pub const IPV6_NOTHING: usize = IDLE_HOOKED + 1;
 pub const IPV6_UNMATCHED: usize = IPV6_NOTHING + 1;
+pub const IPFIX_ALL: usize = IPV6_UNMATCHED + 1;
+
+/// The configurations each round runs beyond CONFIGS (and (9) on 2 vCPUs).
+pub const ROUND_EXTRA: &[usize] = &[IDLE_HOOKED, IPFIX_ALL];
+
+/// The order tables show configurations in: by number, but for (13) after
+/// (4), beside the other formats.
+pub fn table_order() -> impl Iterator<Item = usize> {
+    (0..=4)
+        .chain([IPFIX_ALL])
+        .chain((5..config_names().count()).filter(|&c| c != IPFIX_ALL))
+}
 
 /// Every configuration's name, by number, as the tables show it.
 pub fn config_names() -> impl Iterator<Item = &'static str> {
@@ -93,8 +107,14 @@ pub struct Sample {
     pub gen_cpu_seconds: f64,
     /// Records written / packets captured by the tool, if it records.
     pub records: Option<u64>,
-    /// Lines in nfwatch's output file (a cross-check of `records`).
+    /// Lines in nfwatch's output file (a cross-check of `records`; none
+    /// for an IPFIX file).
     pub file_lines: Option<u64>,
+    /// The packets' data records in nfwatch's IPFIX file, read set by set:
+    /// the IPFIX file's cross-check of `records` (absent for other tools,
+    /// and in older results).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipfix_records: Option<u64>,
     /// Drops the tool itself reports (nfwatch: lost + overruns; tcpdump:
     /// dropped by kernel).
     pub dropped: Option<u64>,
@@ -247,7 +267,8 @@ pub fn summarize(samples: &[Sample]) -> Vec<Row> {
                 .collect()
         };
         let baseline = of(0);
-        for (config, name) in config_names().enumerate() {
+        for config in table_order() {
+            let name = config_name(config).expect("table_order gives configurations");
             let these = of(config);
             if these.is_empty() {
                 continue;
@@ -513,7 +534,7 @@ pub fn bench(opts: &BenchOpts) -> Result<()> {
     if opts.insns {
         extra.push("--insns".into());
     }
-    let configs = CONFIGS.len() + SMP_EXTRA.len();
+    let configs = CONFIGS.len() + ROUND_EXTRA.len() + SMP_EXTRA.len();
     let runs = opts.rounds * opts.protos.len().max(1) * configs + 2;
     let deadline = Duration::from_secs(600 + runs as u64 * (opts.seconds as u64 + 60));
     let run = host::GuestRun {
@@ -657,11 +678,25 @@ mod tests {
             gen_cpu_seconds: 0.5,
             records: (config >= 3).then_some(packets),
             file_lines: None,
+            ipfix_records: None,
             dropped: (config >= 2).then_some(0),
             tool_cpu_seconds: (config >= 2).then_some(0.25),
             busy_seconds: busy,
             drain_seconds: 0.0,
         }
+    }
+
+    #[test]
+    fn tables_show_every_configuration_once_with_ipfix_beside_the_formats() {
+        let order: Vec<usize> = table_order().collect();
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..config_names().count()).collect::<Vec<_>>());
+        assert_eq!(order[..6], [0, 1, 2, 3, 4, IPFIX_ALL]);
+        assert_eq!(
+            config_name(IPFIX_ALL),
+            Some("13 nfwatch watch --format ipfix (all traffic)")
+        );
     }
 
     #[test]

@@ -8,11 +8,12 @@ use super::proc::Spawned;
 use super::reliability::{cycle, subscribe_attrs};
 use super::{insmod, module_loaded, net, rmmod};
 use crate::bench::{
-    config_names, Accounting, Raw, Sample, BUSY_NEIGHBOUR, CONFIGS, IDLE_HOOKED, IPV6_NOTHING,
-    IPV6_UNMATCHED, RAW,
+    config_name, config_names, Accounting, Raw, Sample, BUSY_NEIGHBOUR, CONFIGS, IDLE_HOOKED,
+    IPFIX_ALL, IPV6_NOTHING, IPV6_UNMATCHED, RAW, ROUND_EXTRA,
 };
 use crate::util::{run, stdout_of, wait_until};
 use anyhow::{bail, ensure, Context, Result};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -152,6 +153,103 @@ fn count_lines(path: &Path) -> Result<u64> {
     Ok(data.iter().filter(|&&b| b == b'\n').count() as u64)
 }
 
+/// An IPFIX file's (RFC 5655: messages back to back) data records of data
+/// templates, the packets' records: each data set is read record by record
+/// with the fields of its template from the file's template sets. Records
+/// of options templates (the RFC 5610 type records) are not counted, but
+/// every message's sequence number must count all data records before it.
+fn count_ipfix_records(data: &[u8]) -> Result<u64> {
+    const VARIABLE: u16 = 65535;
+    let u16_at = |b: &[u8], at: usize| u16::from_be_bytes([b[at], b[at + 1]]);
+    // Template id: whether it is an options template, its field lengths.
+    let mut templates: HashMap<u16, (bool, Vec<u16>)> = HashMap::new();
+    let (mut all, mut packets) = (0u32, 0u64);
+    let mut rest = data;
+    while !rest.is_empty() {
+        let offset = data.len() - rest.len();
+        ensure!(
+            rest.len() >= 16,
+            "a partial message header at byte {offset}"
+        );
+        let len = usize::from(u16_at(rest, 2));
+        ensure!(
+            u16_at(rest, 0) == 10 && (16..=rest.len()).contains(&len),
+            "not an IPFIX message (version {}, length {len}) at byte {offset}",
+            u16_at(rest, 0)
+        );
+        let sequence = u32::from_be_bytes(rest[8..12].try_into()?);
+        ensure!(
+            sequence == all,
+            "the message at byte {offset} has sequence number {sequence}, after {all} data records"
+        );
+        let mut sets = &rest[16..len];
+        rest = &rest[len..];
+        while !sets.is_empty() {
+            ensure!(
+                sets.len() >= 4,
+                "a partial set header in the message at byte {offset}"
+            );
+            let (id, set_len) = (u16_at(sets, 0), usize::from(u16_at(sets, 2)));
+            ensure!(
+                (4..=sets.len()).contains(&set_len),
+                "set {id} of length {set_len} in the message at byte {offset}"
+            );
+            let mut body = &sets[4..set_len];
+            sets = &sets[set_len..];
+            match id {
+                2 | 3 => {
+                    let head = if id == 3 { 6 } else { 4 };
+                    // What is left after the last template record is padding.
+                    while body.len() >= head {
+                        let (template, count) = (u16_at(body, 0), u16_at(body, 2));
+                        body = &body[head..];
+                        let mut fields = Vec::new();
+                        for _ in 0..count {
+                            ensure!(body.len() >= 4, "template {template} is cut short");
+                            let spec = if body[0] & 0x80 != 0 { 8 } else { 4 };
+                            ensure!(body.len() >= spec, "template {template} is cut short");
+                            fields.push(u16_at(body, 2));
+                            body = &body[spec..];
+                        }
+                        templates.insert(template, (id == 3, fields));
+                    }
+                }
+                256.. => {
+                    let (options, fields) = templates.get(&id).with_context(|| {
+                        format!("a data set of template {id} before the template")
+                    })?;
+                    let least: usize = fields
+                        .iter()
+                        .map(|&l| if l == VARIABLE { 1 } else { usize::from(l) })
+                        .sum();
+                    ensure!(least > 0, "template {id} has records of no bytes");
+                    // What is left shorter than a record is padding.
+                    while body.len() >= least {
+                        for &field in fields {
+                            let field = match field {
+                                VARIABLE if body.first() == Some(&255) && body.len() >= 3 => {
+                                    3 + usize::from(u16_at(body, 1))
+                                }
+                                VARIABLE => 1 + usize::from(body[0]),
+                                fixed => usize::from(fixed),
+                            };
+                            ensure!(
+                                body.len() >= field,
+                                "a record of template {id} is cut short"
+                            );
+                            body = &body[field..];
+                        }
+                        all = all.wrapping_add(1);
+                        packets += u64::from(!options);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(packets)
+}
+
 fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
@@ -202,6 +300,7 @@ struct Drained {
     exited: Option<Instant>,
     records: Option<u64>,
     file_lines: Option<u64>,
+    ipfix_records: Option<u64>,
     dropped: Option<u64>,
     /// The tool's own CPU seconds over its whole run (its rusage once reaped).
     tool_cpu_seconds: Option<f64>,
@@ -214,6 +313,8 @@ enum Tool {
     Nfwatch {
         proc: Spawned,
         out: PathBuf,
+        /// `--format ipfix`: a file of messages, not lines.
+        ipfix: bool,
     },
     Tcpdump {
         proc: Spawned,
@@ -250,7 +351,11 @@ impl Bench<'_> {
         proc.wait_line("nfwatch's `subscribed to` line", DEADLINE, |l| {
             l.starts_with(SUBSCRIBED)
         })?;
-        Ok(Tool::Nfwatch { proc, out })
+        Ok(Tool::Nfwatch {
+            proc,
+            out,
+            ipfix: format == "ipfix",
+        })
     }
 
     fn tcpdump(&self, tag: &str, interface: &str) -> Result<Tool> {
@@ -289,8 +394,8 @@ impl Bench<'_> {
 
     /// Starts configuration `config`'s tool.
     fn start(&self, tag: &str, proto: &str, config: usize) -> Result<Tool> {
-        let want_module =
-            (1..=4).contains(&config) || [8, IDLE_HOOKED, IPV6_UNMATCHED].contains(&config);
+        let want_module = (1..=4).contains(&config)
+            || [8, IDLE_HOOKED, IPV6_UNMATCHED, IPFIX_ALL].contains(&config);
         // Unloading unregisters the hooks: (1) is a module never subscribed to.
         if want_module && !module_loaded() {
             insmod(&self.args.module)?;
@@ -323,6 +428,7 @@ impl Bench<'_> {
                 Tool::None
             }
             IPV6_UNMATCHED => self.nfwatch(tag, &unmatched_prefixes6(), "jsonl", None)?,
+            IPFIX_ALL => self.nfwatch(tag, &all, "ipfix", None)?,
             BUSY_NEIGHBOUR => {
                 // A shell builtin loop: user-space work only. The scheduler
                 // keeps it and the generator on different vCPUs.
@@ -345,23 +451,38 @@ impl Bench<'_> {
         drained
     }
 
-    /// Stops `tool` once drained: (records, file lines, dropped).
+    /// Stops `tool` once drained: records (nfwatch: those its summary says
+    /// it wrote), what its file holds, dropped.
     fn drain(tool: Tool) -> Result<Drained> {
         match tool {
             Tool::None => Ok(Drained {
                 busy_at_exit: busy_seconds()?,
                 ..Drained::default()
             }),
-            Tool::Nfwatch { mut proc, out } => {
+            Tool::Nfwatch {
+                mut proc,
+                out,
+                ipfix,
+            } => {
                 let (busy_at_exit, exited, tool_cpu_seconds) = stop_tool(&mut proc, libc::SIGTERM)?;
                 let summary = Summary::parse(&proc.lines())?;
-                let lines = count_lines(&out)?;
+                // An IPFIX file has no lines: its data records are counted instead.
+                let (file_lines, ipfix_records) = if ipfix {
+                    let data = std::fs::read(&out)
+                        .with_context(|| format!("cannot read {}", out.display()))?;
+                    let records = count_ipfix_records(&data)
+                        .with_context(|| format!("cannot read {} as IPFIX", out.display()))?;
+                    (None, Some(records))
+                } else {
+                    (Some(count_lines(&out)?), None)
+                };
                 std::fs::remove_file(&out)?;
                 Ok(Drained {
                     busy_at_exit,
                     exited: Some(exited),
                     records: Some(summary.written),
-                    file_lines: Some(lines),
+                    file_lines,
+                    ipfix_records,
                     dropped: Some(summary.lost_in_kernel + summary.overruns),
                     tool_cpu_seconds: Some(tool_cpu_seconds),
                     summary: Some(summary),
@@ -424,6 +545,7 @@ impl Bench<'_> {
             gen_cpu_seconds: report.cpu_seconds,
             records: drained.records,
             file_lines: drained.file_lines,
+            ipfix_records: drained.ipfix_records,
             dropped: drained.dropped,
             tool_cpu_seconds: drained.tool_cpu_seconds,
             busy_seconds: busy_end - report.busy_start,
@@ -505,7 +627,9 @@ impl Bench<'_> {
         };
         let head = format!(
             "# {}, UDP: {} packets, {:?} records\n",
-            CONFIGS[config], report.packets, drained.records
+            config_name(config).unwrap_or("?"),
+            report.packets,
+            drained.records
         );
         let text = head + &perf_report("comm,dso", "0.1")? + &perf_report("comm,dso,sym", "0.2")?;
         std::fs::write(self.args.out.join(format!("perf-config{config}.txt")), text)?;
@@ -664,7 +788,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         ..Raw::default()
     };
     let mut configs: Vec<usize> = (0..CONFIGS.len()).collect();
-    configs.push(IDLE_HOOKED);
+    configs.extend(ROUND_EXTRA);
     if online_cpus()? > 1 {
         configs.push(BUSY_NEIGHBOUR);
     }
@@ -675,8 +799,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 match bench.measure(proto, config, round) {
                     Ok(s) => {
                         println!(
-                            "round {round} {proto} config {config}: {} packets in {:.2} s, records {:?}, dropped {:?}, busy {:.2} s, drain {:.2} s ({:.1} s in all)",
-                            s.packets, s.gen_seconds, s.records, s.dropped, s.busy_seconds, s.drain_seconds,
+                            "round {round} {proto} config {config}: {} packets in {:.2} s, records {:?} (in the file {:?}), dropped {:?}, busy {:.2} s, drain {:.2} s ({:.1} s in all)",
+                            s.packets, s.gen_seconds, s.records, s.file_lines.or(s.ipfix_records), s.dropped, s.busy_seconds, s.drain_seconds,
                             started.elapsed().as_secs_f64()
                         );
                         raw.samples.push(s);
@@ -702,7 +826,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         write_raw(&args.out, &raw)?;
     }
     if args.perf {
-        for config in 0..CONFIGS.len() {
+        for config in (0..CONFIGS.len()).chain([IPFIX_ALL]) {
             if let Err(e) = bench.profile(config) {
                 raw.errors
                     .push(format!("perf profile of config {config}: {e:#}"));
@@ -731,4 +855,67 @@ fn write_raw(out: &Path, raw: &Raw) -> Result<()> {
     let path = out.join(RAW);
     std::fs::write(&path, serde_json::to_string_pretty(raw)?)
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_ipfix_records;
+    use ipfix::element::Element;
+    use ipfix::{FieldSpec, Message, RecordWriter, Template, VARIABLE_LENGTH};
+
+    /// Messages as nfwatch writes them: an options template and its
+    /// records, two data templates with a variable-length field (one value
+    /// in the three-byte form) and an enterprise field, and records of both
+    /// in one message.
+    #[test]
+    fn ipfix_data_records_are_counted_set_by_set() {
+        let field = |id, len| FieldSpec::new(Element::iana(id), len);
+        let options = Template::options(258, 1, vec![field(346, 4), field(341, VARIABLE_LENGTH)]);
+        let data = |id| {
+            Template::data(
+                id,
+                vec![
+                    field(8, 4),
+                    field(82, VARIABLE_LENGTH),
+                    FieldSpec::new(Element::enterprise(32473, 3), VARIABLE_LENGTH),
+                ],
+            )
+        };
+        let mut file = Vec::new();
+        let mut sequence = 0;
+        let mut message = Message::new(1024);
+        assert!(message.add_template(&options));
+        for name in ["a", "bc"] {
+            assert!(message.add_record(258, |out| {
+                RecordWriter::new(out).u32(32473).variable(name.as_bytes());
+            }));
+        }
+        assert!(message.add_template(&data(256)) && message.add_template(&data(257)));
+        file.extend_from_slice(message.finish(0, sequence, 7));
+        sequence += message.data_records();
+        message.clear();
+        let long = vec![b'x'; 300];
+        for (template, name) in [(256, &b"eth0"[..]), (256, &long), (257, b""), (256, b"lo")] {
+            assert!(message.add_record(template, |out| {
+                RecordWriter::new(out)
+                    .u32(1)
+                    .variable(name)
+                    .variable(b"comm");
+            }));
+        }
+        file.extend_from_slice(message.finish(0, sequence, 7));
+        assert_eq!(count_ipfix_records(&file).unwrap(), 4);
+
+        // A wrong sequence number, a message cut short, no template.
+        let mut wrong = file.clone();
+        let second = usize::from(u16::from_be_bytes([file[2], file[3]]));
+        wrong[second + 11] += 1;
+        assert!(count_ipfix_records(&wrong).is_err());
+        assert!(count_ipfix_records(&file[..file.len() - 1]).is_err());
+        let mut orphan = file[second..].to_vec();
+        orphan[8..12].fill(0);
+        let error = count_ipfix_records(&orphan).unwrap_err().to_string();
+        assert!(error.contains("before the template"), "{error}");
+        assert_eq!(count_ipfix_records(&[]).unwrap(), 0);
+    }
 }
