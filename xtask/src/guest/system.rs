@@ -32,6 +32,11 @@ const INSTANCE_OUTPUT: &str = "/var/log/nfwatch/extra.jsonl";
 const OWNERS: &str = "nfwatch@owners.service";
 const OWNERS_CONFIG: &str = "/etc/nfwatch/owners.toml";
 const OWNERS_OUTPUT: &str = "/var/log/nfwatch/owners.jsonl";
+const EXPORT: &str = "nfwatch@export.service";
+const EXPORT_CONFIG: &str = "/etc/nfwatch/export.toml";
+const EXPORT_DROP_IN: &str = "/etc/systemd/system/nfwatch@export.service.d/collector.conf";
+/// Where the check's collector listens.
+const COLLECTOR: &str = "127.0.0.1:4739";
 const LOG_DIR: &str = "/var/log/nfwatch";
 const OUTPUT: &str = "/var/log/nfwatch/nfwatch.jsonl";
 /// Generous: everything here runs under TCG, beside other guests' hosts.
@@ -128,6 +133,10 @@ pub fn system(args: &SystemArgs) -> Result<()> {
             report.check(
                 "a unit's and a container's packets carry them (all_netns, comms)",
                 owners_recorded,
+            );
+            report.check(
+                "export: refused by the sandbox, sent once a drop-in allows",
+                export_to_collector,
             );
             report.check("reload reopens, restart and stop summarise", lifecycle);
             report.check("logrotate twice under a flood", rotation);
@@ -303,6 +312,75 @@ fn instance_records() -> Result<()> {
     systemctl(&["enable", "--now", INSTANCE])?;
     wait_unit_active(INSTANCE)?;
     datagrams_recorded(INSTANCE_OUTPUT, OTHER4, 7400, 1)
+}
+
+/// An instance with `export`: the hardened unit may not use IP, so it
+/// fails at start saying why; with docs/service.md's drop-in it sends its
+/// records to the collector, as IPFIX messages with packet data records.
+fn export_to_collector() -> Result<()> {
+    let collector = std::net::UdpSocket::bind(COLLECTOR)?;
+    collector.set_read_timeout(Some(Duration::from_secs(5)))?;
+    std::fs::write(
+        EXPORT_CONFIG,
+        format!(
+            "sources = [\"{OTHER4}\"]\noutput = \"/var/log/nfwatch/export.jsonl\"\nformat = \"jsonl\"\nexport = [\"udp://{COLLECTOR}\"]\n"
+        ),
+    )?;
+    let refused = capture(Command::new("systemctl").args(["start", EXPORT]))?;
+    ensure!(!refused.status.success(), "{EXPORT} started with no way to the collector");
+    let expected = format!("--export udp://{COLLECTOR}: Address family not supported");
+    wait_until(&format!("{expected:?} in the journal"), DEADLINE, || {
+        Ok((!journal_lines(EXPORT, &expected)?.is_empty()).then_some(()))
+    })?;
+    let drop_in = Path::new(EXPORT_DROP_IN);
+    std::fs::create_dir_all(drop_in.parent().context("a drop-in directory")?)?;
+    std::fs::write(
+        drop_in,
+        "[Service]\nRestrictAddressFamilies=AF_INET AF_INET6\nIPAddressAllow=127.0.0.1\n",
+    )?;
+    systemctl(&["daemon-reload"])?;
+    systemctl(&["reset-failed", EXPORT])?;
+    systemctl(&["start", EXPORT])?;
+    wait_unit_active(EXPORT)?;
+    let result = (|| {
+        datagrams_recorded("/var/log/nfwatch/export.jsonl", OTHER4, 7600, 5)?;
+        let start = Instant::now();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            ensure!(start.elapsed() < DEADLINE, "no packet data set at the collector");
+            if let Ok(n) = collector.recv(&mut buf) {
+                if packet_sets(&buf[..n])? > 0 {
+                    return Ok(());
+                }
+            }
+        }
+    })();
+    systemctl(&["stop", EXPORT])?;
+    std::fs::remove_file(drop_in)?;
+    systemctl(&["daemon-reload"])?;
+    result
+}
+
+/// The data sets of templates 256 and 257 (packets) in one IPFIX message,
+/// whose sets must fill it.
+fn packet_sets(message: &[u8]) -> Result<usize> {
+    ensure!(
+        message.len() >= 16 && message[..2] == [0, 10],
+        "not an IPFIX message: {message:?}"
+    );
+    let mut at = 16;
+    let mut sets = 0;
+    while at < message.len() {
+        ensure!(at + 4 <= message.len(), "a set header cut at {at}");
+        let id = u16::from_be_bytes([message[at], message[at + 1]]);
+        let len = usize::from(u16::from_be_bytes([message[at + 2], message[at + 3]]));
+        ensure!(len >= 4 && at + len <= message.len(), "a set of {len} bytes at {at}");
+        if id == 256 || id == 257 {
+            sets += 1;
+        }
+        at += len;
+    }
+    Ok(sets)
 }
 
 /// `count` datagrams from `src` to the peer's `port` appear in `path`, as
