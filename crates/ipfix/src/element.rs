@@ -40,6 +40,11 @@ impl FieldSpec {
         Self { element, length }
     }
 
+    /// IANA element `id`, `length` bytes.
+    pub const fn iana(id: u16, length: u16) -> Self {
+        Self::new(Element::iana(id), length)
+    }
+
     /// RFC 7011 3.2: id (with the enterprise bit), length, and the
     /// enterprise number when there is one.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {

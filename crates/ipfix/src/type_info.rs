@@ -55,7 +55,7 @@ pub struct ElementInfo {
 /// end, 0 and 0: none), name and description, the fields of RFC 5610's
 /// example and of what libfixbuf reads.
 pub fn template(id: u16) -> Template {
-    let iana = |id, len| FieldSpec::new(Element::iana(id), len);
+    let iana = FieldSpec::iana;
     Template::options(
         id,
         2,

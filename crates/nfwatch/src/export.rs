@@ -15,7 +15,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use ipfix::element::iana;
-use ipfix::{Element, FieldSpec, RecordWriter, Template};
+use ipfix::{FieldSpec, RecordWriter, Template};
 use nfwatch_proto::{ProtoError, RecordBytes};
 
 use crate::cgroup::Cgroups;
@@ -366,7 +366,7 @@ fn stream_preamble(
 /// observation domain, with the packets lost in the kernel as the
 /// metering process's ignored packets (4.2).
 fn stats_template() -> Template {
-    let iana = |id, len| FieldSpec::new(Element::iana(id), len);
+    let iana = FieldSpec::iana;
     Template::options(
         STATS_TEMPLATE,
         1,

@@ -322,25 +322,10 @@ fn export_connection_closed() -> Result<bool> {
 /// records the collectors got plus those reported lost are every record
 /// made. The last statistics record says the same.
 pub fn ipfix_tcp_export(ctx: &Ctx) -> Result<()> {
-    let srcs = [WATCHED4, WATCHED6];
     let first = TcpCollector::start(ctx, "collector1")?;
-    let summary_path = ctx.path("export-summary.json");
     let url = format!("tcp://{TCP_COLLECTOR}");
-    let watcher = Watcher::start_args(
-        ctx,
-        "export",
-        &srcs,
-        "jsonl",
-        &ctx.path("export.jsonl"),
-        &[
-            "--export",
-            &url,
-            "--export-queue",
-            "65536",
-            "--summary-json",
-            &summary_path.to_string_lossy(),
-        ],
-    )?;
+    let (watcher, summary_path) =
+        start_exporter(ctx, &["--export", &url, "--export-queue", "65536"])?;
     let lines = || read_records(&watcher.out).map(|r| r.len() as u64);
     udp_batch(WATCHED4, PEER4, 7000, 20, 64)?;
     ping(WATCHED6, PEER6, 2)?;
@@ -651,6 +636,24 @@ fn tshark_clean(pcap: &Path, port: u16) -> Result<usize> {
     Ok(frames.lines().count())
 }
 
+/// A watcher of the two watched sources writing `export.jsonl` and
+/// exporting as `args` say; the path of its `--summary-json`.
+fn start_exporter(ctx: &Ctx, args: &[&str]) -> Result<(Watcher, PathBuf)> {
+    let summary = ctx.path("export-summary.json");
+    let summary_arg = summary.to_string_lossy().into_owned();
+    let mut all = args.to_vec();
+    all.extend(["--summary-json", &summary_arg]);
+    let watcher = Watcher::start_args(
+        ctx,
+        "export",
+        &[WATCHED4, WATCHED6],
+        "jsonl",
+        &ctx.path("export.jsonl"),
+        &all,
+    )?;
+    Ok((watcher, summary))
+}
+
 /// `--export udp://` to nfcapd and nfacctd at once, beside `-o` JSON Lines
 /// of the same records: nfdump's 5-tuple aggregation of what nfcapd got,
 /// and nfacctd's by 5-tuple and the enterprise uid (through the shipped
@@ -658,7 +661,6 @@ fn tshark_clean(pcap: &Path, port: u16) -> Result<usize> {
 /// bytes; tshark decodes a capture of the export with no malformed packet
 /// and no expert warning; every datagram fits the MTU.
 pub fn ipfix_udp_export(ctx: &Ctx) -> Result<()> {
-    let srcs = [WATCHED4, WATCHED6];
     let nfcapd_dir = ctx.path("nfcapd");
     std::fs::create_dir_all(&nfcapd_dir)?;
     let mut cmd = Command::new("nfcapd");
@@ -670,23 +672,9 @@ pub fn ipfix_udp_export(ctx: &Ctx) -> Result<()> {
     wait_udp(NFACCTD_PORT, false, "nfacctd listening")?;
     let pcap = ctx.path("export.pcap");
     let capture = start_capture(ctx, "lo", &format!("udp port {NFCAPD_PORT}"), &pcap, 0)?;
-    let summary_path = ctx.path("export-summary.json");
     let urls = [NFCAPD_PORT, NFACCTD_PORT].map(|port| format!("udp://127.0.0.1:{port}"));
-    let watcher = Watcher::start_args(
-        ctx,
-        "export",
-        &srcs,
-        "jsonl",
-        &ctx.path("export.jsonl"),
-        &[
-            "--export",
-            &urls[0],
-            "--export",
-            &urls[1],
-            "--summary-json",
-            &summary_path.to_string_lossy(),
-        ],
-    )?;
+    let (watcher, summary_path) =
+        start_exporter(ctx, &["--export", &urls[0], "--export", &urls[1]])?;
     send_mix()?;
     let records = watcher.collect()?;
     let json = SummaryJson::read(&summary_path)?;

@@ -327,7 +327,10 @@ fn export_to_collector() -> Result<()> {
         ),
     )?;
     let refused = capture(Command::new("systemctl").args(["start", EXPORT]))?;
-    ensure!(!refused.status.success(), "{EXPORT} started with no way to the collector");
+    ensure!(
+        !refused.status.success(),
+        "{EXPORT} started with no way to the collector"
+    );
     let expected = format!("--export udp://{COLLECTOR}: Address family not supported");
     wait_until(&format!("{expected:?} in the journal"), DEADLINE, || {
         Ok((!journal_lines(EXPORT, &expected)?.is_empty()).then_some(()))
@@ -347,7 +350,10 @@ fn export_to_collector() -> Result<()> {
         let start = Instant::now();
         let mut buf = vec![0u8; 65536];
         loop {
-            ensure!(start.elapsed() < DEADLINE, "no packet data set at the collector");
+            ensure!(
+                start.elapsed() < DEADLINE,
+                "no packet data set at the collector"
+            );
             if let Ok(n) = collector.recv(&mut buf) {
                 if packet_sets(&buf[..n])? > 0 {
                     return Ok(());
@@ -374,7 +380,10 @@ fn packet_sets(message: &[u8]) -> Result<usize> {
         ensure!(at + 4 <= message.len(), "a set header cut at {at}");
         let id = u16::from_be_bytes([message[at], message[at + 1]]);
         let len = usize::from(u16::from_be_bytes([message[at + 2], message[at + 3]]));
-        ensure!(len >= 4 && at + len <= message.len(), "a set of {len} bytes at {at}");
+        ensure!(
+            len >= 4 && at + len <= message.len(),
+            "a set of {len} bytes at {at}"
+        );
         if id == 256 || id == 257 {
             sets += 1;
         }

@@ -117,7 +117,7 @@ pub struct IpfixSettings {
 }
 
 fn template(id: u16, family: Family, pen: u32) -> Template {
-    let iana = |id, len| FieldSpec::new(Element::iana(id), len);
+    let iana = FieldSpec::iana;
     let (src, dst, nexthop, icmp, addr) = match family {
         Family::V4 => (
             iana::SOURCE_IPV4_ADDRESS,
