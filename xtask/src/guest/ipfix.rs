@@ -654,11 +654,11 @@ fn start_exporter(ctx: &Ctx, args: &[&str]) -> Result<(Watcher, PathBuf)> {
     Ok((watcher, summary))
 }
 
-/// `--export udp://` to nfcapd and nfacctd at once, beside `-o` JSON Lines
-/// of the same records: nfdump's 5-tuple aggregation of what nfcapd got,
-/// and nfacctd's by 5-tuple and the enterprise uid (through the shipped
-/// primitives), equal the JSON Lines aggregated the same way, packets and
-/// bytes; tshark decodes a capture of the export with no malformed packet
+/// `--export udp://` to nfcapd beside `-o` JSON Lines of the same records,
+/// and to nfacctd from a second watcher with no `-o`: nfdump's 5-tuple
+/// aggregation of what nfcapd got, and nfacctd's by 5-tuple and the
+/// enterprise uid (through the shipped primitives), equal the JSON Lines
+/// aggregated the same way, packets and bytes; tshark decodes a capture of the export with no malformed packet
 /// and no expert warning; every datagram fits the MTU.
 pub fn ipfix_udp_export(ctx: &Ctx) -> Result<()> {
     let nfcapd_dir = ctx.path("nfcapd");
@@ -673,19 +673,35 @@ pub fn ipfix_udp_export(ctx: &Ctx) -> Result<()> {
     let pcap = ctx.path("export.pcap");
     let capture = start_capture(ctx, "lo", &format!("udp port {NFCAPD_PORT}"), &pcap, 0)?;
     let urls = [NFCAPD_PORT, NFACCTD_PORT].map(|port| format!("udp://127.0.0.1:{port}"));
-    let (watcher, summary_path) =
-        start_exporter(ctx, &["--export", &urls[0], "--export", &urls[1]])?;
+    let (watcher, summary_path) = start_exporter(ctx, &["--export", &urls[0]])?;
+    // A second subscriber of the same packets, exporting with no -o.
+    let only_path = ctx.path("export-only-summary.json");
+    let only_arg = only_path.to_string_lossy();
+    let only = Watcher::start_without_output(
+        ctx,
+        "export-only",
+        &[WATCHED4, WATCHED6],
+        &["--export", &urls[1], "--summary-json", &only_arg],
+    )?;
     send_mix()?;
     let records = watcher.collect()?;
-    let json = SummaryJson::read(&summary_path)?;
-    for (report, url) in json.exports.iter().zip(&urls) {
+    only.stop()?.check_lossless(records.len())?;
+    let only_json = SummaryJson::read(&only_path)?;
+    ensure!(
+        only_json.output == urls[1],
+        "with no -o, the summary's output is {:?}",
+        only_json.output
+    );
+    for (path, url) in [(&summary_path, &urls[0]), (&only_path, &urls[1])] {
+        let json = SummaryJson::read(path)?;
+        ensure!(json.exports.len() == 1, "{url}: {json:?}");
+        let report = &json.exports[0];
         ensure!(
             report.to == *url && report.records == records.len() as u64 && report.lost == 0,
             "{report:?}, for {} records",
             records.len()
         );
     }
-    ensure!(json.exports.len() == 2, "{:?}", json.exports);
     wait_udp(NFCAPD_PORT, true, "nfcapd to read every datagram")?;
     wait_udp(NFACCTD_PORT, true, "nfacctd to read every datagram")?;
     nfcapd.signal(libc::SIGTERM)?;

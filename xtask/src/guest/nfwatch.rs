@@ -307,9 +307,21 @@ impl Watcher {
             tag,
             srcs,
             format,
-            out,
+            Some(out),
             extra,
         )
+    }
+
+    /// Like `start_args` with no `-o`: records go where `extra` says
+    /// (`--export`), and `out` is empty.
+    pub fn start_without_output(
+        ctx: &Ctx,
+        tag: &str,
+        srcs: &[&str],
+        extra: &[&str],
+    ) -> Result<Self> {
+        let nfwatch = Command::new(&ctx.guest.nfwatch);
+        Self::spawn(ctx, nfwatch, tag, srcs, "jsonl", None, extra)
     }
 
     /// Like `start`, run inside network namespace `ns`.
@@ -322,7 +334,7 @@ impl Watcher {
             tag,
             srcs,
             "jsonl",
-            &ctx.path(&format!("{tag}.jsonl")),
+            Some(&ctx.path(&format!("{tag}.jsonl"))),
             &[],
         )
     }
@@ -334,15 +346,15 @@ impl Watcher {
         tag: &str,
         srcs: &[&str],
         format: &str,
-        out: &Path,
+        out: Option<&Path>,
         extra: &[&str],
     ) -> Result<Self> {
-        let out = out.to_path_buf();
-        cmd.arg("watch")
-            .args(["--format", format])
-            .arg("-o")
-            .arg(&out)
-            .args(extra);
+        cmd.arg("watch").args(["--format", format]);
+        if let Some(out) = out {
+            cmd.arg("-o").arg(out);
+        }
+        cmd.args(extra);
+        let out = out.map(Path::to_path_buf).unwrap_or_default();
         for src in srcs {
             cmd.args(["--src", src]);
         }
