@@ -332,9 +332,13 @@ impl Exporter {
         let _ = self.stream.add_record(STATS_TEMPLATE, &fill, &mut self.out);
     }
 
+    /// Sending fails only as counted (see MessageSink for Out): an error
+    /// here is a record too long for this collector's messages.
     fn add(&mut self, template: u16, fill: &impl Fn(&mut Vec<u8>)) {
-        let _ = self.stream.add_record(template, fill, &mut self.out);
-        self.out.pending += 1;
+        match self.stream.add_record(template, fill, &mut self.out) {
+            Ok(()) => self.out.pending += 1,
+            Err(_) => self.out.counts.lost(1),
+        }
     }
 
     fn release(&mut self) {

@@ -224,7 +224,8 @@ impl MessageStream {
     }
 
     /// Adds by `add` to the message being filled; when it is full, it
-    /// goes to `to` and `add` tries an empty one.
+    /// goes to `to` and `add` tries an empty one (InvalidInput: that
+    /// cannot take it either).
     fn add(
         &mut self,
         to: &mut impl MessageSink,
@@ -234,8 +235,14 @@ impl MessageStream {
             return Ok(());
         }
         self.release(to)?;
-        assert!(add(&mut self.message), "a set fits an empty message");
-        Ok(())
+        if add(&mut self.message) {
+            return Ok(());
+        }
+        // Long cgroup paths can make a record outgrow a small UDP message.
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a record longer than an IPFIX message may be",
+        ))
     }
 
     /// The message being filled, if any, to `to`.
@@ -521,6 +528,22 @@ pub(crate) mod tests {
             netns: Some(4026531840),
             sock_ino: None,
         }
+    }
+
+    /// A record that no message of the stream's size can hold is refused,
+    /// and what was being filled still goes out whole.
+    #[test]
+    fn a_record_longer_than_a_message_is_refused() {
+        let mut stream = MessageStream::new(100, 0);
+        let mut out = Vec::new();
+        let small = |o: &mut Vec<u8>| o.extend_from_slice(&[1; 10]);
+        stream.add_record(V4_TEMPLATE, &small, &mut out).unwrap();
+        let huge = |o: &mut Vec<u8>| o.extend_from_slice(&[2; 200]);
+        let refused = stream.add_record(V4_TEMPLATE, &huge, &mut out);
+        assert_eq!(refused.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(out.len(), 16 + 4 + 10, "the small record's message");
+        stream.release(&mut out).unwrap();
+        assert_eq!(out.len(), 16 + 4 + 10, "nothing of the huge one");
     }
 
     /// A flow's next packet, written over its last one's data record,
