@@ -3,7 +3,7 @@
 
 use super::generator::{busy_seconds, gen_args, rusage_seconds, GenReport};
 use super::genl::Genl;
-use super::nfwatch::{Summary, DEADLINE, SUBSCRIBED};
+use super::nfwatch::{count_lines, Summary, DEADLINE, SUBSCRIBED};
 use super::proc::Spawned;
 use super::reliability::{cycle, subscribe_attrs};
 use super::{insmod, module_loaded, net, rmmod};
@@ -145,12 +145,6 @@ fn hooks_left_idle() -> Result<()> {
     let mut genl = Genl::open()?;
     let family = genl.resolve(nfwatch_proto::NFWATCH_GENL_NAME)?;
     cycle(&mut genl, family, &subscribe_attrs("192.0.2.1", 32)?)
-}
-
-/// Lines (newlines) in a file.
-fn count_lines(path: &Path) -> Result<u64> {
-    let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(data.iter().filter(|&&b| b == b'\n').count() as u64)
 }
 
 /// An IPFIX file's (RFC 5655: messages back to back) data records of data

@@ -3,7 +3,9 @@
 //! packets.
 
 use super::net::{PEER4, PEER6, TCP_PORT, WATCHED4, WATCHED6};
-use super::nfwatch::{read_records, PaddedName, Record, SummaryJson, Watcher, DEADLINE};
+use super::nfwatch::{
+    count_lines, read_records, PaddedName, Record, SummaryJson, Watcher, DEADLINE,
+};
 use super::proc::Spawned;
 use super::scenarios::start_capture;
 use super::traffic::{ping, tcp_exchange, udp_batch};
@@ -326,7 +328,7 @@ pub fn ipfix_tcp_export(ctx: &Ctx) -> Result<()> {
     let url = format!("tcp://{TCP_COLLECTOR}");
     let (watcher, summary_path) =
         start_exporter(ctx, &["--export", &url, "--export-queue", "65536"])?;
-    let lines = || read_records(&watcher.out).map(|r| r.len() as u64);
+    let lines = || count_lines(&watcher.out);
     udp_batch(WATCHED4, PEER4, 7000, 20, 64)?;
     ping(WATCHED6, PEER6, 2)?;
     let before = wait_until("the first records written", DEADLINE, || {
@@ -343,6 +345,11 @@ pub fn ipfix_tcp_export(ctx: &Ctx) -> Result<()> {
     for round in 0..6 {
         udp_batch(WATCHED4, PEER4, 8000 + round * 250, 250, 64)?;
     }
+    // Every one of them past the exporter's queue before anyone listens
+    // again: under TCG the records may reach nfwatch well after the sends.
+    wait_until("the flood's records written", DEADLINE, || {
+        lines().map(|n| (n >= before + 1500).then_some(()))
+    })?;
     let mut second = TcpCollector::start(ctx, "collector2")?;
     second
         .proc

@@ -431,6 +431,13 @@ fn check_key_order(line: &str) -> Result<()> {
     Ok(())
 }
 
+/// Lines (newlines) in a file: full lines only, where a writer may be
+/// mid-line.
+pub fn count_lines(path: &Path) -> Result<u64> {
+    let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(data.iter().filter(|&&b| b == b'\n').count() as u64)
+}
+
 /// Reads a jsonl output file: complete lines, each a full record.
 pub fn read_records(path: &Path) -> Result<Vec<Record>> {
     let text =
