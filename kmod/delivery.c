@@ -27,11 +27,23 @@
 #include "compat.h"
 #include "nfwatch.h"
 
-static void count_lost(struct nfwatch_sub *sub, u32 records)
+/* Under sub->lock: @packets matched that will not be delivered. */
+void nfwatch_count_lost(struct nfwatch_sub *sub, u64 packets)
 {
-	sub->stats.lost += records;
-	sub->lost_unreported += records;
-	nfwatch_ns_count(sub->nn, lost, records);
+	sub->stats.lost += packets;
+	sub->lost_unreported += packets;
+	nfwatch_ns_count(sub->nn, lost, packets);
+}
+
+/* What a batch holds: packets' records, or flows'. */
+static size_t record_size(const struct nfwatch_sub *sub)
+{
+	return sub->flows ? sizeof(struct nfwatch_flow) : sizeof(struct nfwatch_record);
+}
+
+static unsigned int batch_capacity(const struct nfwatch_sub *sub)
+{
+	return sub->flows ? nfwatch_batch_flows : nfwatch_batch_records;
 }
 
 /*
@@ -63,8 +75,7 @@ static void batch_close_page(struct nfwatch_sub *sub, struct sk_buff *skb)
 
 	if (!shinfo->nr_frags)
 		return;
-	bytes = (sub->slot_next - (sub->slot_end - NFWATCH_PAGE_RECORDS)) *
-		sizeof(*sub->slot_next);
+	bytes = sub->slot_next - sub->slot_page;
 	skb_frag_size_add(&shinfo->frags[shinfo->nr_frags - 1], bytes);
 	skb->len += bytes;
 	skb->data_len += bytes;
@@ -111,7 +122,7 @@ static bool socket_open_for_batches(struct nfwatch_sub *sub)
 static void batch_send(struct nfwatch_sub *sub)
 {
 	struct sk_buff *skb = sub->batch;
-	u32 count = sub->batch_count;
+	u32 count = sub->batch_packets;
 	int err;
 
 	if (!skb)
@@ -119,17 +130,18 @@ static void batch_send(struct nfwatch_sub *sub)
 	batch_close_page(sub, skb);
 	sub->batch = NULL;
 	sub->batch_count = 0;
+	sub->batch_packets = 0;
 	atomic_dec(&nfwatch_live.batches);
 	++sub->seq;
 	if (!socket_open_for_batches(sub) || !batch_fits(sub->sk, skb)) {
 		kfree_skb(skb);
-		count_lost(sub, count);
+		nfwatch_count_lost(sub, count);
 		return;
 	}
 	err = nfwatch_batch_send(sub->sk, skb, sub->batch_seq, sub->seq, sub->batch_lost,
 				 sub->lost_unreported, sub->batch_records);
 	if (err) {
-		count_lost(sub, count);
+		nfwatch_count_lost(sub, count);
 		return;
 	}
 	sub->lost_unreported = 0;
@@ -249,21 +261,10 @@ static bool batch_add_page(struct nfwatch_sub *sub, struct sk_buff *skb)
 	batch_close_page(sub, skb);
 	skb_fill_page_desc(skb, skb_shinfo(skb)->nr_frags, page, 0, 0);
 	skb->truesize += PAGE_SIZE;
-	sub->slot_next = page_address(page);
-	sub->slot_end = sub->slot_next + NFWATCH_PAGE_RECORDS;
+	sub->slot_page = page_address(page);
+	sub->slot_next = sub->slot_page;
+	sub->slot_end = sub->slot_page + PAGE_SIZE / record_size(sub) * record_size(sub);
 	return true;
-}
-
-/*
- * Under sub->lock: room for one more record at the end of the open batch,
- * in its last page or a new one; NULL if a page was needed and none could
- * be had.
- */
-static struct nfwatch_record *batch_slot(struct nfwatch_sub *sub, struct sk_buff *skb)
-{
-	if (sub->slot_next == sub->slot_end && !batch_add_page(sub, skb))
-		return NULL;
-	return sub->slot_next++;
 }
 
 /* Under sub->lock: the open batch (never full), or a new one, or NULL. */
@@ -272,19 +273,50 @@ static struct sk_buff *batch_open(struct nfwatch_sub *sub)
 	if (!sub->batch) {
 		struct mem_cgroup *old = nfwatch_set_active_memcg(sub->memcg);
 
-		sub->batch = nfwatch_batch_new(NFWATCH_HOOK_GFP, &sub->batch_seq, &sub->batch_lost,
-					       &sub->batch_records);
+		sub->batch = nfwatch_batch_new(NFWATCH_HOOK_GFP, sub->flows, &sub->batch_seq,
+					       &sub->batch_lost, &sub->batch_records);
 		nfwatch_set_active_memcg(old);
 		if (!sub->batch)
 			return NULL;
+		sub->slot_page = NULL;
 		sub->slot_next = NULL;
 		sub->slot_end = NULL;
 		atomic_inc(&nfwatch_live.batches);
-		hrtimer_start(&sub->flush_timer,
-			      ns_to_ktime(nfwatch_flush_interval_us * NSEC_PER_USEC),
-			      HRTIMER_MODE_REL_PINNED_SOFT);
+		/* Stopping (the last flows going out): the stop sends the batch. */
+		if (!sub->dead)
+			hrtimer_start(&sub->flush_timer,
+				      ns_to_ktime(nfwatch_flush_interval_us * NSEC_PER_USEC),
+				      HRTIMER_MODE_REL_PINNED_SOFT);
 	}
 	return sub->batch;
+}
+
+/*
+ * Under sub->lock: room for one more record (of record_size()) at the end
+ * of the open batch, in its last page or a new one; NULL when no batch or
+ * page could be had, and the record's @packets are counted as lost. The
+ * caller fills it in and commits it.
+ */
+void *nfwatch_batch_slot(struct nfwatch_sub *sub, u32 packets)
+{
+	struct sk_buff *skb = batch_open(sub);
+	void *slot;
+
+	if (!skb || (sub->slot_next == sub->slot_end && !batch_add_page(sub, skb))) {
+		nfwatch_count_lost(sub, packets);
+		return NULL;
+	}
+	slot = sub->slot_next;
+	sub->slot_next += record_size(sub);
+	return slot;
+}
+
+/* Under sub->lock: the record in the last slot is written; a full batch goes. */
+void nfwatch_batch_commit(struct nfwatch_sub *sub, u32 packets)
+{
+	sub->batch_packets += packets;
+	if (++sub->batch_count >= batch_capacity(sub))
+		batch_send(sub);
 }
 
 /*
@@ -294,8 +326,7 @@ static struct sk_buff *batch_open(struct nfwatch_sub *sub)
 void nfwatch_deliver(struct nfwatch_sub *sub, const struct nfwatch_packet *pkt)
 {
 	const struct nfwatch_sender *sender;
-	struct nfwatch_record *slot = NULL;
-	struct sk_buff *skb;
+	struct nfwatch_record *slot;
 
 	spin_lock_bh(&sub->lock);
 	if (unlikely(sub->dead)) {
@@ -306,26 +337,28 @@ void nfwatch_deliver(struct nfwatch_sub *sub, const struct nfwatch_packet *pkt)
 	if (!nfwatch_comm_passes(sub, sender))
 		goto out;
 	sub->stats.matched++;
-	skb = batch_open(sub);
-	if (skb)
-		slot = batch_slot(sub, skb);
-	if (!slot) {
-		count_lost(sub, 1);
+	if (sub->flows) {
+		struct nfwatch_record rec = pkt->rec;
+
+		fit_to_subscriber(sub, pkt, sender, &rec);
+		nfwatch_flow_add(sub, &rec);
 		goto out;
 	}
+	slot = nfwatch_batch_slot(sub, 1);
+	if (!slot)
+		goto out;
 	*slot = pkt->rec;
 	fit_to_subscriber(sub, pkt, sender, slot);
-	if (++sub->batch_count >= nfwatch_batch_records)
-		batch_send(sub);
+	nfwatch_batch_commit(sub, 1);
 out:
 	spin_unlock_bh(&sub->lock);
 }
 
 /*
  * Process context, @sub unlinked: from now on a hook that still finds it
- * delivers nothing. Stop the timer, then send the open batch (@flush) or
- * count it as lost, and let go of the ring (batches out there hold their
- * pages) and the senders table.
+ * delivers nothing. Stop the timer, end the open flows, then send the open
+ * batch (@flush) or count it as lost, and let go of the ring (batches out
+ * there hold their pages) and the senders table.
  */
 void nfwatch_delivery_stop(struct nfwatch_sub *sub, bool flush)
 {
@@ -333,15 +366,18 @@ void nfwatch_delivery_stop(struct nfwatch_sub *sub, bool flush)
 	sub->dead = true;
 	spin_unlock_bh(&sub->lock);
 	hrtimer_cancel(&sub->flush_timer);
+	if (sub->flows)
+		nfwatch_flows_stop(sub, flush);
 	spin_lock_bh(&sub->lock);
 	if (flush) {
 		batch_send(sub);
 	} else if (sub->batch) {
-		count_lost(sub, sub->batch_count);
+		nfwatch_count_lost(sub, sub->batch_packets);
 		kfree_skb(sub->batch);
 		atomic_dec(&nfwatch_live.batches);
 		sub->batch = NULL;
 		sub->batch_count = 0;
+		sub->batch_packets = 0;
 	}
 	spin_unlock_bh(&sub->lock);
 	ring_release(sub);

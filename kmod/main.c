@@ -53,6 +53,7 @@ module_param_cb(subscribers, &nfwatch_subscribers_ops, NULL, 0444);
 MODULE_PARM_DESC(subscribers, "Subscriptions in force in every network namespace (read-only)");
 
 unsigned int nfwatch_batch_records __read_mostly;
+unsigned int nfwatch_batch_flows __read_mostly;
 unsigned int nfwatch_net_id __read_mostly;
 
 #ifdef CONFIG_NFWATCH_SELFTEST
@@ -123,14 +124,19 @@ static int __init nfwatch_init(void)
 					  NFWATCH_BATCH_BYTES_MAX);
 	/* A batch's records are page frags of one skb. */
 	BUILD_BUG_ON(NFWATCH_BATCH_PAGES_MAX > MAX_SKB_FRAGS);
-	nfwatch_batch_records = nfwatch_batch_capacity(nfwatch_batch_bytes);
+	nfwatch_batch_records = nfwatch_batch_capacity(nfwatch_batch_bytes,
+						       sizeof(struct nfwatch_record));
+	nfwatch_batch_flows = nfwatch_batch_capacity(nfwatch_batch_bytes, sizeof(struct nfwatch_flow));
 
 	if (nfwatch_selftests_fail())
 		return -ENOTRECOVERABLE;
 
-	err = register_pernet_subsys(&nfwatch_net_ops);
+	err = nfwatch_flows_init();
 	if (err)
 		return err;
+	err = register_pernet_subsys(&nfwatch_net_ops);
+	if (err)
+		goto err_flows;
 	err = nfwatch_notifier_register();
 	if (err)
 		goto err_pernet;
@@ -146,6 +152,8 @@ err_notifier:
 err_pernet:
 	unregister_pernet_subsys(&nfwatch_net_ops);
 	rcu_barrier();
+err_flows:
+	nfwatch_flows_exit();
 	return err;
 }
 
@@ -162,6 +170,7 @@ static void __exit nfwatch_exit(void)
 	nfwatch_notifier_unregister();
 	unregister_pernet_subsys(&nfwatch_net_ops);
 	rcu_barrier();
+	nfwatch_flows_exit();
 	pr_info("unloaded\n");
 }
 

@@ -24,6 +24,22 @@ static const struct nla_policy nfwatch_cgroup_policy[NFWATCH_CGROUP_A_MAX + 1] =
 	[NFWATCH_CGROUP_A_LEVEL] = { .type = NLA_U16 },
 };
 
+static struct netlink_range_validation nfwatch_timeout_range = {
+	.min = 1,
+	.max = NFWATCH_MAX_TIMEOUT_MS,
+};
+
+static struct netlink_range_validation nfwatch_max_flows_range = {
+	.min = 1,
+	.max = NFWATCH_MAX_FLOWS,
+};
+
+static const struct nla_policy nfwatch_flows_policy[NFWATCH_FLOWS_A_MAX + 1] = {
+	[NFWATCH_FLOWS_A_INACTIVE_MS] = NLA_POLICY_FULL_RANGE(NLA_U32, &nfwatch_timeout_range),
+	[NFWATCH_FLOWS_A_ACTIVE_MS] = NLA_POLICY_FULL_RANGE(NLA_U32, &nfwatch_timeout_range),
+	[NFWATCH_FLOWS_A_MAX_FLOWS] = NLA_POLICY_FULL_RANGE(NLA_U32, &nfwatch_max_flows_range),
+};
+
 /* Attributes only the kernel sends are absent here, so requests may not carry them. */
 static const struct nla_policy nfwatch_policy[NFWATCH_A_MAX + 1] = {
 	[NFWATCH_A_PREFIXES] = NLA_POLICY_NESTED_ARRAY(nfwatch_prefix_policy),
@@ -33,7 +49,28 @@ static const struct nla_policy nfwatch_policy[NFWATCH_A_MAX + 1] = {
 	[NFWATCH_A_ALL_NETNS] = { .type = NLA_FLAG },
 	/* Entries are strings, not nests: checked by parse_comms(). */
 	[NFWATCH_A_COMMS] = { .type = NLA_NESTED },
+	[NFWATCH_A_FLOWS] = NLA_POLICY_NESTED(nfwatch_flows_policy),
 };
+
+static u32 u32_or(const struct nlattr *attr, u32 absent)
+{
+	return attr ? nla_get_u32(attr) : absent;
+}
+
+/* NFWATCH_A_FLOWS into @config, with ipt-netflow's defaults for what it leaves out. */
+static int parse_flows(const struct nlattr *nest, struct nfwatch_flow_config *config,
+		       struct netlink_ext_ack *extack)
+{
+	struct nlattr *tb[NFWATCH_FLOWS_A_MAX + 1];
+	int err = nla_parse_nested(tb, NFWATCH_FLOWS_A_MAX, nest, nfwatch_flows_policy, extack);
+
+	if (err)
+		return err;
+	config->inactive_ms = u32_or(tb[NFWATCH_FLOWS_A_INACTIVE_MS], 15000);
+	config->active_ms = u32_or(tb[NFWATCH_FLOWS_A_ACTIVE_MS], 1800000);
+	config->max_flows = u32_or(tb[NFWATCH_FLOWS_A_MAX_FLOWS], 65536);
+	return 0;
+}
 
 /* One NFWATCH_A_PREFIX entry into @out; the policy has checked sizes already. */
 static int parse_prefix(const struct nlattr *entry, struct nfwatch_prefix *out,
@@ -259,6 +296,7 @@ static int nfwatch_cmd_subscribe(struct sk_buff *skb, struct genl_info *info)
 	bool all_netns = nla_get_flag(info->attrs[NFWATCH_A_ALL_NETNS]);
 	/* NETLINK_CB(skb).sk is the requesting socket, the batches' destination. */
 	struct sock *sk = NETLINK_CB(skb).sk;
+	struct nfwatch_flow_config flows;
 	struct nfwatch_prefix_set *set;
 	struct nfwatch_prefix *prefixes;
 	struct nfwatch_filter *filter;
@@ -271,6 +309,11 @@ static int nfwatch_cmd_subscribe(struct sk_buff *skb, struct genl_info *info)
 	}
 	if (all_netns) {
 		err = check_all_netns(skb, info);
+		if (err)
+			return err;
+	}
+	if (info->attrs[NFWATCH_A_FLOWS]) {
+		err = parse_flows(info->attrs[NFWATCH_A_FLOWS], &flows, info->extack);
 		if (err)
 			return err;
 	}
@@ -287,7 +330,7 @@ static int nfwatch_cmd_subscribe(struct sk_buff *skb, struct genl_info *info)
 		goto free_filter;
 	}
 	err = nfwatch_subscribe(genl_info_net(info), sk, info->snd_portid, set, filter, all_netns,
-				info->extack);
+				info->attrs[NFWATCH_A_FLOWS] ? &flows : NULL, info->extack);
 	if (!err)
 		return 0;
 	nfwatch_set_free(set);
@@ -311,7 +354,10 @@ static int put_own_stats(struct sk_buff *skb, const struct nfwatch_sub_stats *s)
 	    put_stat(skb, NFWATCH_STAT_LOST, s->lost) ||
 	    put_stat(skb, NFWATCH_STAT_BATCHES, s->batches) ||
 	    put_stat(skb, NFWATCH_STAT_PREFIXES, s->prefixes) ||
-	    put_stat(skb, NFWATCH_STAT_UNATTRIBUTED, s->unattributed))
+	    put_stat(skb, NFWATCH_STAT_UNATTRIBUTED, s->unattributed) ||
+	    put_stat(skb, NFWATCH_STAT_FLOWS, s->flows) ||
+	    put_stat(skb, NFWATCH_STAT_FLOWS_EVICTED, s->flows_evicted) ||
+	    put_stat(skb, NFWATCH_STAT_FLOWS_OPEN, s->flows_open))
 		return -EMSGSIZE;
 	nla_nest_end(skb, nest);
 	return 0;
@@ -338,7 +384,8 @@ static int put_global_stats(struct sk_buff *skb, struct net *net)
 	    (put_stat(skb, NFWATCH_STAT_LIVE_SUBSCRIBERS, atomic_read(&nfwatch_live.subscribers)) ||
 	     put_stat(skb, NFWATCH_STAT_LIVE_SETS, atomic_read(&nfwatch_live.sets)) ||
 	     put_stat(skb, NFWATCH_STAT_LIVE_BATCHES, atomic_read(&nfwatch_live.batches)) ||
-	     put_stat(skb, NFWATCH_STAT_LIVE_PAGES, atomic_read(&nfwatch_live.pages))))
+	     put_stat(skb, NFWATCH_STAT_LIVE_PAGES, atomic_read(&nfwatch_live.pages)) ||
+	     put_stat(skb, NFWATCH_STAT_LIVE_FLOWS, atomic_read(&nfwatch_live.flows))))
 		return -EMSGSIZE;
 	nla_nest_end(skb, nest);
 	return 0;
@@ -436,10 +483,10 @@ static unsigned int batch_header_size(void)
 	return 2 * nla_total_size_64bit(sizeof(u64)) + nla_total_size(sizeof(u32)) + NLA_HDRLEN;
 }
 
-/* Records that fit a batch of @bytes next to its header attributes. */
-unsigned int nfwatch_batch_capacity(unsigned int bytes)
+/* Records of @record_size that fit a batch of @bytes next to its header attributes. */
+unsigned int nfwatch_batch_capacity(unsigned int bytes, size_t record_size)
 {
-	return (bytes - batch_header_size()) / sizeof(struct nfwatch_record);
+	return (bytes - batch_header_size()) / record_size;
 }
 
 /*
@@ -447,21 +494,23 @@ unsigned int nfwatch_batch_capacity(unsigned int bytes)
  * are reserved now and filled in when the batch is sent; RECORDS is opened
  * last, and its records go in page frags (delivery.c).
  */
-struct sk_buff *nfwatch_batch_new(gfp_t gfp, struct nlattr **seq, struct nlattr **lost,
-				  struct nlattr **records)
+struct sk_buff *nfwatch_batch_new(gfp_t gfp, bool flows, struct nlattr **seq,
+				  struct nlattr **lost, struct nlattr **records)
 {
 	struct sk_buff *skb = genlmsg_new(batch_header_size(), gfp);
 	void *hdr;
 
 	if (!skb)
 		return NULL;
-	hdr = genlmsg_put(skb, 0, 0, &nfwatch_family, 0, NFWATCH_CMD_RECORDS);
+	hdr = genlmsg_put(skb, 0, 0, &nfwatch_family, 0,
+			  flows ? NFWATCH_CMD_FLOWS : NFWATCH_CMD_RECORDS);
 	if (!hdr)
 		goto err;
 	*seq = nla_reserve_64bit(skb, NFWATCH_A_BATCH_SEQ, sizeof(u64), NFWATCH_A_PAD);
 	*lost = nla_reserve_64bit(skb, NFWATCH_A_BATCH_LOST, sizeof(u64), NFWATCH_A_PAD);
 	if (!*seq || !*lost ||
-	    nla_put_u32(skb, NFWATCH_A_RECORD_SIZE, sizeof(struct nfwatch_record)))
+	    nla_put_u32(skb, NFWATCH_A_RECORD_SIZE,
+			flows ? sizeof(struct nfwatch_flow) : sizeof(struct nfwatch_record)))
 		goto err;
 	*records = nla_nest_start_noflag(skb, NFWATCH_A_RECORDS);
 	if (!*records)

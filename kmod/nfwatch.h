@@ -20,6 +20,7 @@
 #include <uapi/linux/nfwatch.h>
 
 struct cgroup;
+struct nfwatch_flows;
 struct nfwatch_prefix_set;
 struct nfwatch_sender;
 
@@ -88,6 +89,16 @@ struct nfwatch_sub_stats {
 	u64 batches;
 	u64 prefixes;
 	u64 unattributed;
+	u64 flows;			/* ended: sent or lost */
+	u64 flows_evicted;
+	u64 flows_open;			/* filled in when read */
+};
+
+/* A subscriber of flows' settings (NFWATCH_A_FLOWS). */
+struct nfwatch_flow_config {
+	u32 inactive_ms;
+	u32 active_ms;
+	u32 max_flows;
 };
 
 /*
@@ -114,15 +125,18 @@ struct nfwatch_filter {
 /* batch_bytes at most: a batch's records fit one netlink attribute. */
 #define NFWATCH_BATCH_BYTES_MAX 65000U
 
-/* Records in one page of a batch: none straddles two pages. */
-#define NFWATCH_PAGE_RECORDS (PAGE_SIZE / sizeof(struct nfwatch_record))
-
 /*
- * Pages the largest batch can take (17 with 4 KiB pages: an upper bound, as
- * the headers' bytes are not taken off), and a subscriber's ring: two such.
+ * Pages the largest batch of records of @size can take, none straddling two
+ * pages (an upper bound, as the headers' bytes are not taken off).
  */
-#define NFWATCH_BATCH_PAGES_MAX \
-	DIV_ROUND_UP(NFWATCH_BATCH_BYTES_MAX / sizeof(struct nfwatch_record), NFWATCH_PAGE_RECORDS)
+#define NFWATCH_BATCH_PAGES(size) \
+	DIV_ROUND_UP(NFWATCH_BATCH_BYTES_MAX / (size), PAGE_SIZE / (size))
+/* Of packets' records or flows' (17 with 4 KiB pages); a subscriber's ring: two such. */
+#define NFWATCH_BATCH_PAGES_MAX							\
+	(NFWATCH_BATCH_PAGES(sizeof(struct nfwatch_record)) >			\
+	 NFWATCH_BATCH_PAGES(sizeof(struct nfwatch_flow)) ?			\
+	 NFWATCH_BATCH_PAGES(sizeof(struct nfwatch_record)) :			\
+	 NFWATCH_BATCH_PAGES(sizeof(struct nfwatch_flow)))
 #define NFWATCH_RING_PAGES (2 * NFWATCH_BATCH_PAGES_MAX)
 
 /*
@@ -143,7 +157,8 @@ struct nfwatch_sub {
 	struct nfwatch_filter __rcu *filter;
 	struct user_namespace *user_ns;	/* to show uids as the subscriber sees them */
 	struct pid_namespace *pid_ns;	/* likewise pids */
-	struct mem_cgroup *memcg;	/* held, or NULL: charged for the ring's pages */
+	struct mem_cgroup *memcg;	/* held, or NULL: charged for the ring's pages and flows */
+	struct nfwatch_flows *flows;	/* a subscriber of flows' table, or NULL */
 	struct rcu_head rcu;
 
 	spinlock_t lock;
@@ -153,6 +168,7 @@ struct nfwatch_sub {
 	struct nlattr *batch_lost;
 	struct nlattr *batch_records;
 	u32 batch_count;
+	u32 batch_packets;		/* the hook's packets in it: what its loss counts */
 	u64 seq;
 	u64 lost_unreported;		/* lost since the last delivered batch */
 	int sk_drops;			/* the socket's drop count last seen */
@@ -160,8 +176,9 @@ struct nfwatch_sub {
 	unsigned long empty_since;	/* jiffies when it was first seen empty, or 0 */
 	struct nfwatch_sub_stats stats;	/* .prefixes under nn->lock */
 	struct hrtimer flush_timer;
-	struct nfwatch_record *slot_next;	/* free records in the batch's last page, */
-	struct nfwatch_record *slot_end;	/* up to here; equal: a page is needed */
+	u8 *slot_page;			/* the batch's last page; */
+	u8 *slot_next;			/* its free room for records, */
+	u8 *slot_end;			/* up to here; equal: a page is needed */
 	struct page *ring[NFWATCH_RING_PAGES];	/* the records' pages, oldest use at @ring_next */
 	unsigned int ring_next;
 	/* The last uid and how the subscriber sees it. */
@@ -185,6 +202,7 @@ struct nfwatch_live {
 	atomic_t sets;
 	atomic_t batches;
 	atomic_t pages;			/* in subscribers' rings */
+	atomic_t flows;			/* open, in subscribers' tables */
 };
 
 extern struct nfwatch_live nfwatch_live;
@@ -202,6 +220,7 @@ DECLARE_STATIC_KEY_FALSE(nfwatch_all_netns_key);
 /* Subscriptions in force, all namespaces: the "subscribers" parameter. */
 extern atomic_t nfwatch_subscribed;
 extern unsigned int nfwatch_batch_records;
+extern unsigned int nfwatch_batch_flows;
 extern unsigned int nfwatch_net_id;
 extern unsigned int nfwatch_flush_interval_us;
 extern unsigned int nfwatch_batch_bytes;
@@ -257,7 +276,8 @@ void nfwatch_set_free_rcu(struct nfwatch_prefix_set *set);
 void nfwatch_pernet_pre_exit_subs(struct net *net);
 int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
 		      struct nfwatch_prefix_set *set, struct nfwatch_filter *filter,
-		      bool all_netns, struct netlink_ext_ack *extack);
+		      bool all_netns, const struct nfwatch_flow_config *flows,
+		      struct netlink_ext_ack *extack);
 int nfwatch_unsubscribe(struct net *net, const struct sock *sk, u32 portid,
 			struct nfwatch_sub_stats *final);
 bool nfwatch_own_stats(struct net *net, const struct sock *sk, u32 portid,
@@ -284,13 +304,27 @@ bool nfwatch_comm_passes(const struct nfwatch_sub *sub, const struct nfwatch_sen
 void nfwatch_delivery_init(struct nfwatch_sub *sub);
 void nfwatch_deliver(struct nfwatch_sub *sub, const struct nfwatch_packet *pkt);
 void nfwatch_delivery_stop(struct nfwatch_sub *sub, bool flush);
+void *nfwatch_batch_slot(struct nfwatch_sub *sub, u32 packets);
+void nfwatch_batch_commit(struct nfwatch_sub *sub, u32 packets);
+void nfwatch_count_lost(struct nfwatch_sub *sub, u64 packets);
+
+/* flows.c */
+int nfwatch_flows_init(void);
+void nfwatch_flows_exit(void);
+int nfwatch_flows_new(struct nfwatch_sub *sub, const struct nfwatch_flow_config *config);
+bool nfwatch_flows_same(const struct nfwatch_sub *sub, const struct nfwatch_flow_config *config);
+void nfwatch_flows_start(struct nfwatch_sub *sub);
+void nfwatch_flow_add(struct nfwatch_sub *sub, const struct nfwatch_record *rec);
+u64 nfwatch_flows_open(const struct nfwatch_sub *sub);
+void nfwatch_flows_stop(struct nfwatch_sub *sub, bool flush);
+void nfwatch_flows_free(struct nfwatch_sub *sub);
 
 /* netlink.c */
-unsigned int nfwatch_batch_capacity(unsigned int bytes);
+unsigned int nfwatch_batch_capacity(unsigned int bytes, size_t record_size);
 int nfwatch_genl_register(void);
 void nfwatch_genl_unregister(void);
-struct sk_buff *nfwatch_batch_new(gfp_t gfp, struct nlattr **seq, struct nlattr **lost,
-				  struct nlattr **records);
+struct sk_buff *nfwatch_batch_new(gfp_t gfp, bool flows, struct nlattr **seq,
+				  struct nlattr **lost, struct nlattr **records);
 int nfwatch_batch_send(struct sock *sk, struct sk_buff *skb, struct nlattr *seq_attr, u64 seq,
 		       struct nlattr *lost_attr, u64 lost, struct nlattr *records);
 void nfwatch_notify_shutdown(struct sock *sk, const struct nfwatch_sub_stats *final);

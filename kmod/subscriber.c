@@ -92,13 +92,19 @@ static struct nfwatch_sub *sub_find_own(struct nfwatch_net *nn, const struct soc
  */
 static struct nfwatch_sub *sub_new(struct nfwatch_net *nn, struct net *net, struct sock *sk,
 				   u32 portid, struct nfwatch_prefix_set *set,
-				   struct nfwatch_filter *filter)
+				   struct nfwatch_filter *filter,
+				   const struct nfwatch_flow_config *flows)
 {
 	struct nfwatch_sub *sub = kzalloc(sizeof(*sub), GFP_KERNEL_ACCOUNT);
 
 	if (!sub)
 		return NULL;
 	if (nfwatch_senders_alloc(sub)) {
+		kfree(sub);
+		return NULL;
+	}
+	if (flows && nfwatch_flows_new(sub, flows)) {
+		nfwatch_senders_free(sub);
 		kfree(sub);
 		return NULL;
 	}
@@ -126,6 +132,7 @@ static void sub_free_rcu(struct rcu_head *head)
 
 	nfwatch_set_free(rcu_dereference_protected(sub->set, true));
 	kfree(rcu_dereference_protected(sub->filter, true));
+	nfwatch_flows_free(sub);
 	kfree(sub);
 	atomic_dec(&nfwatch_live.subscribers);
 }
@@ -230,7 +237,8 @@ static void sub_replace(struct nfwatch_net *nn, struct nfwatch_sub *sub,
 
 int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
 		      struct nfwatch_prefix_set *set, struct nfwatch_filter *filter,
-		      bool all_netns, struct netlink_ext_ack *extack)
+		      bool all_netns, const struct nfwatch_flow_config *flows,
+		      struct netlink_ext_ack *extack)
 {
 	struct nfwatch_net *nn = nfwatch_pernet(net);
 	struct nfwatch_sub *sub;
@@ -257,6 +265,11 @@ int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
 			err = -EBUSY;
 			goto out;
 		}
+		if (!!sub->flows != !!flows || (flows && !nfwatch_flows_same(sub, flows))) {
+			NL_SET_ERR_MSG(extack, "a subscription keeps its mode (packets or flows) and flow settings: unsubscribe first");
+			err = -EBUSY;
+			goto out;
+		}
 		/* out: drops what this request took; the subscription keeps its own. */
 		sub_replace(nn, sub, set, filter);
 		goto out;
@@ -275,13 +288,15 @@ int nfwatch_subscribe(struct net *net, struct sock *sk, u32 portid,
 		NL_SET_ERR_MSG(extack, "could not register the Netfilter hooks");
 		goto out;
 	}
-	sub = sub_new(nn, net, sk, portid, set, filter);
+	sub = sub_new(nn, net, sk, portid, set, filter, flows);
 	if (!sub) {
 		err = -ENOMEM;
 		goto out;
 	}
 	sub->all_netns = all_netns;
 	list_add_tail_rcu(&sub->node, all_netns ? &nfwatch_all_subs : &nn->subs);
+	if (flows)
+		nfwatch_flows_start(sub);
 	WRITE_ONCE(nn->nsubs, nn->nsubs + 1);
 	atomic_inc(&nfwatch_subscribed);
 	mutex_unlock(&nn->lock);
@@ -338,6 +353,7 @@ bool nfwatch_own_stats(struct net *net, const struct sock *sk, u32 portid,
 	if (sub) {
 		spin_lock_bh(&sub->lock);
 		*out = sub->stats;
+		out->flows_open = nfwatch_flows_open(sub);
 		spin_unlock_bh(&sub->lock);
 	}
 	mutex_unlock(&nn->lock);

@@ -68,7 +68,7 @@ static bool selftest_record_ok(const struct nfwatch_sub *sub)
 	/* No record taken: no slot to read. */
 	if (sub->batch_count != 1)
 		return false;
-	rec = sub->slot_next - 1;
+	rec = (const struct nfwatch_record *)sub->slot_next - 1;
 	return rec->family == AF_INET && !memcmp(rec->saddr, selftest_udp4 + 12, 4) &&
 	       !memcmp(rec->daddr, selftest_udp4 + 16, 4) && rec->proto == IPPROTO_UDP &&
 	       rec->sport == 1111 && rec->dport == 2222 && rec->flags == NFWATCH_F_PORTS &&

@@ -47,29 +47,32 @@ pub const BUSY_NEIGHBOUR: usize = CONFIGS.len() + INSNS_EXTRA.len();
 /// namespace goes (unregistering them would drop the packets other
 /// software holds in NFQUEUE), so every packet still calls them. `--insns`
 /// also runs (0) and (2) with IPv6 traffic, for the IPv6 prefilter. (13)
-/// is (3) written as an IPFIX file, and runs in every mode like (3).
+/// is (3) written as an IPFIX file, and (14) the same packets as flows
+/// aggregated in the kernel; both run in every mode like (3).
 pub const LATER_EXTRA: &[&str] = &[
     "10 = 1 after a subscription came and went (hooks registered, idle)",
     "11 = 0 with IPv6 traffic",
     "12 = 2 with IPv6 traffic and 256 IPv6 prefixes matching nothing",
     "13 nfwatch watch --format ipfix (all traffic)",
+    "14 nfwatch flows --format jsonl (all traffic)",
 ];
 
-/// The numbers of (10), (11), (12) and (13).
+/// The numbers of (10), (11), (12), (13) and (14).
 pub const IDLE_HOOKED: usize = BUSY_NEIGHBOUR + SMP_EXTRA.len();
 pub const IPV6_NOTHING: usize = IDLE_HOOKED + 1;
 pub const IPV6_UNMATCHED: usize = IPV6_NOTHING + 1;
 pub const IPFIX_ALL: usize = IPV6_UNMATCHED + 1;
+pub const FLOWS_ALL: usize = IPFIX_ALL + 1;
 
 /// The configurations each round runs beyond CONFIGS (and (9) on 2 vCPUs).
-pub const ROUND_EXTRA: &[usize] = &[IDLE_HOOKED, IPFIX_ALL];
+pub const ROUND_EXTRA: &[usize] = &[IDLE_HOOKED, IPFIX_ALL, FLOWS_ALL];
 
-/// The order tables show configurations in: by number, but for (13) after
-/// (4), beside the other formats.
+/// The order tables show configurations in: by number, but for (13) and
+/// (14) after (4), beside the other formats.
 pub fn table_order() -> impl Iterator<Item = usize> {
     (0..=4)
-        .chain([IPFIX_ALL])
-        .chain((5..config_names().count()).filter(|&c| c != IPFIX_ALL))
+        .chain([IPFIX_ALL, FLOWS_ALL])
+        .chain((5..config_names().count()).filter(|&c| c != IPFIX_ALL && c != FLOWS_ALL))
 }
 
 /// Every configuration's name, by number, as the tables show it.
@@ -692,7 +695,7 @@ mod tests {
         let mut sorted = order.clone();
         sorted.sort();
         assert_eq!(sorted, (0..config_names().count()).collect::<Vec<_>>());
-        assert_eq!(order[..6], [0, 1, 2, 3, 4, IPFIX_ALL]);
+        assert_eq!(order[..7], [0, 1, 2, 3, 4, IPFIX_ALL, FLOWS_ALL]);
         assert_eq!(
             config_name(IPFIX_ALL),
             Some("13 nfwatch watch --format ipfix (all traffic)")

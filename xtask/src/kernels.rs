@@ -40,8 +40,9 @@ pub const SERIES: &[Series] = &[
         headers: "linux-headers-amd64",
         // Built by gcc-10, which Debian 12 does not have.
         make_args: &["CC=gcc-12"],
-        // That it loads, records and unloads (not memcg_charged: before
-        // 5.14 the ring's pages are not charged, see kmod/compat.h).
+        // That it loads, records and unloads (not memcg_charged nor
+        // flows_bounded: before 5.14 the ring's pages and the flows are not
+        // charged, see kmod/compat.h).
         scenarios: Some(&[
             "protocols",
             "prefix",
@@ -56,6 +57,7 @@ pub const SERIES: &[Series] = &[
             "replies_after_overrun",
             "attribution",
             "all_netns",
+            "flows_agree",
         ]),
     },
     Series {

@@ -142,6 +142,27 @@ const COMMAND_PAGES: &[CommandPage] = &[
         after_help_of: None,
     },
     CommandPage {
+        name: "nfwatch-flows",
+        description: &[
+            "`nfwatch flows` subscribes as nfwatch-watch(8) does, but the `nfwatch` kernel \
+             module aggregates the packets into flows (the packets whose records agree in \
+             every field but time, length and segments) and nfwatch writes one line, or IPFIX \
+             data record, per flow once it ends: its start and end, the fields of its first \
+             packet but `ts`, `len` and `segs`, its packets, octets and end reason (`idle`, \
+             `active`, `forced`, `evicted`). docs/output-formats.md lists the columns.",
+            "A flow ends when idle `--inactive-timeout`, at its first packet \
+             `--active-timeout` or more after its start, when the table of `--max-flows` is \
+             full (the least recently used is evicted), and when nfwatch stops. Every option \
+             of nfwatch-watch(8) applies but `--count`, `--config` and `--format legacy`; the \
+             summary counts flows, and packets as the kernel's hook saw them.",
+        ],
+        fields: false,
+        examples: |command| command.contains("nfwatch flows"),
+        files: RECORDER_FILES,
+        see_also: &["jq(1)", "nfdump(1)", "ss(8)"],
+        after_help_of: None,
+    },
+    CommandPage {
         name: "nfwatch-stats",
         description: &[
             "`nfwatch stats` asks the `nfwatch` kernel module for its counters and prints them, \
@@ -329,6 +350,11 @@ const EXAMPLE_NOTES: &[(&str, &str)] = &[
     (
         "sudo nfwatch watch --src 192.0.2.10 -o sends.log --append --duration 5",
         "Add five seconds of records to sends.log instead of truncating it:",
+    ),
+    (
+        "sudo nfwatch flows --src 192.0.2.10 --format jsonl -o flows.jsonl --duration 5",
+        "Record five seconds of flows, aggregated in the kernel, one line each with its \
+         packets, octets and end reason:",
     ),
     (
         "sudo nfwatch stats --json",
@@ -879,6 +905,7 @@ mod tests {
             [
                 "nfwatch.8",
                 "nfwatch-watch.8",
+                "nfwatch-flows.8",
                 "nfwatch-stats.8",
                 "nfwatch.toml.5"
             ]
@@ -940,6 +967,7 @@ mod tests {
         for (path, own) in [
             ("man8/nfwatch.8", &["SUBCOMMANDS", "SIGNALS"][..]),
             ("man8/nfwatch-watch.8", &["RECORD FIELDS", "SIGNALS"]),
+            ("man8/nfwatch-flows.8", &["SIGNALS"]),
             ("man8/nfwatch-stats.8", &[]),
             ("man5/nfwatch.toml.5", &["KEYS", "ERRORS"]),
         ] {

@@ -23,7 +23,7 @@ const README_BEGIN: &str =
 const README_END: &str = "<!-- end of performance table -->\n";
 
 /// The headline configurations in README.md: the formats side by side.
-const README_CONFIGS: &[usize] = &[1, 2, 3, 4, bench::IPFIX_ALL, 5, 6];
+const README_CONFIGS: &[usize] = &[1, 2, 3, 4, bench::IPFIX_ALL, bench::FLOWS_ALL, 5, 6];
 
 fn data_dir() -> PathBuf {
     util::workspace_root().join("docs").join("bench")

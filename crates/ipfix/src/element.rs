@@ -90,8 +90,13 @@ pub mod iana {
     pub const FLOW_DIRECTION: u16 = 61;
     pub const IP_NEXT_HOP_IPV6_ADDRESS: u16 = 62;
     pub const INTERFACE_NAME: u16 = 82;
+    pub const FLOW_END_REASON: u16 = 136;
     pub const ICMP_TYPE_CODE_IPV6: u16 = 139;
     pub const OBSERVATION_DOMAIN_ID: u16 = 149;
+    pub const FLOW_START_MILLISECONDS: u16 = 152;
+    pub const FLOW_END_MILLISECONDS: u16 = 153;
+    pub const FLOW_START_NANOSECONDS: u16 = 156;
+    pub const FLOW_END_NANOSECONDS: u16 = 157;
     pub const IGNORED_PACKET_TOTAL_COUNT: u16 = 164;
     pub const NOT_SENT_FLOW_TOTAL_COUNT: u16 = 166;
     pub const IP_TOTAL_LENGTH: u16 = 224;

@@ -12,7 +12,8 @@ pub const NFWATCH_CMD_UNSUBSCRIBE: u8 = 2;
 pub const NFWATCH_CMD_GET_STATS: u8 = 3;
 pub const NFWATCH_CMD_RECORDS: u8 = 4;
 pub const NFWATCH_CMD_SHUTDOWN: u8 = 5;
-pub const NFWATCH_CMD_MAX: u8 = 5;
+pub const NFWATCH_CMD_FLOWS: u8 = 6;
+pub const NFWATCH_CMD_MAX: u8 = 6;
 
 pub const NFWATCH_A_UNSPEC: u16 = 0;
 pub const NFWATCH_A_PAD: u16 = 1;
@@ -27,7 +28,8 @@ pub const NFWATCH_A_UIDS: u16 = 9;
 pub const NFWATCH_A_CGROUPS: u16 = 10;
 pub const NFWATCH_A_ALL_NETNS: u16 = 11;
 pub const NFWATCH_A_COMMS: u16 = 12;
-pub const NFWATCH_A_MAX: u16 = 12;
+pub const NFWATCH_A_FLOWS: u16 = 13;
+pub const NFWATCH_A_MAX: u16 = 13;
 
 pub const NFWATCH_A_PREFIX: u16 = 1;
 pub const NFWATCH_A_UID: u16 = 1;
@@ -46,6 +48,14 @@ pub const NFWATCH_PREFIX_A_IPV6: u16 = 2;
 pub const NFWATCH_PREFIX_A_LEN: u16 = 3;
 pub const NFWATCH_PREFIX_A_MAX: u16 = 3;
 
+pub const NFWATCH_FLOWS_A_UNSPEC: u16 = 0;
+pub const NFWATCH_FLOWS_A_INACTIVE_MS: u16 = 1;
+pub const NFWATCH_FLOWS_A_ACTIVE_MS: u16 = 2;
+pub const NFWATCH_FLOWS_A_MAX_FLOWS: u16 = 3;
+pub const NFWATCH_FLOWS_A_MAX: u16 = 3;
+pub const NFWATCH_MAX_TIMEOUT_MS: u32 = 7 * 24 * 3600 * 1000;
+pub const NFWATCH_MAX_FLOWS: u32 = 1 << 22;
+
 pub const NFWATCH_STAT_UNSPEC: u16 = 0;
 pub const NFWATCH_STAT_PAD: u16 = 1;
 pub const NFWATCH_STAT_SEEN: u16 = 2;
@@ -61,7 +71,11 @@ pub const NFWATCH_STAT_LIVE_SETS: u16 = 11;
 pub const NFWATCH_STAT_LIVE_BATCHES: u16 = 12;
 pub const NFWATCH_STAT_LIVE_PAGES: u16 = 13;
 pub const NFWATCH_STAT_UNATTRIBUTED: u16 = 14;
-pub const NFWATCH_STAT_MAX: u16 = 14;
+pub const NFWATCH_STAT_FLOWS: u16 = 15;
+pub const NFWATCH_STAT_FLOWS_EVICTED: u16 = 16;
+pub const NFWATCH_STAT_FLOWS_OPEN: u16 = 17;
+pub const NFWATCH_STAT_LIVE_FLOWS: u16 = 18;
+pub const NFWATCH_STAT_MAX: u16 = 18;
 
 pub const NFWATCH_F_PORTS: u16 = 0x0001;
 pub const NFWATCH_F_ICMP: u16 = 0x0002;
@@ -70,6 +84,11 @@ pub const NFWATCH_F_UID: u16 = 0x0008;
 pub const NFWATCH_F_PID: u16 = 0x0010;
 pub const NFWATCH_F_COMM: u16 = 0x0020;
 pub const NFWATCH_F_CGROUP: u16 = 0x0040;
+
+pub const NFWATCH_END_IDLE: u8 = 1;
+pub const NFWATCH_END_ACTIVE: u8 = 2;
+pub const NFWATCH_END_FORCED: u8 = 4;
+pub const NFWATCH_END_EVICTED: u8 = 5;
 
 /// Address families as used in `family` / `nh_family` (Linux values).
 pub const AF_INET: u8 = 2;
@@ -136,4 +155,29 @@ pub mod record_layout {
     pub const COMM_LEN: usize = 16;
     pub const IFNAME_LEN: usize = 16;
     pub const ADDR_LEN: usize = 16;
+}
+
+/// Layout of `struct nfwatch_flow`: the counters, then the first packet's
+/// `struct nfwatch_record` (which may grow: it is the rest of the flow).
+pub mod flow_layout {
+    pub const SIZE: usize = FIRST + super::record_layout::SIZE;
+
+    /// (field name in the C struct, offset, size)
+    pub const FIELDS: [(&str, usize, usize); 7] = [
+        ("last_ns", LAST_NS, 8),
+        ("packets", PACKETS, 8),
+        ("octets", OCTETS, 8),
+        ("sends", SENDS, 8),
+        ("end_reason", END_REASON, 1),
+        ("__pad", PAD, 7),
+        ("first", FIRST, super::record_layout::SIZE),
+    ];
+
+    pub const LAST_NS: usize = 0;
+    pub const PACKETS: usize = 8;
+    pub const OCTETS: usize = 16;
+    pub const SENDS: usize = 24;
+    pub const END_REASON: usize = 32;
+    pub const PAD: usize = 33;
+    pub const FIRST: usize = 40;
 }

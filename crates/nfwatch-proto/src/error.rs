@@ -21,6 +21,11 @@ pub enum ProtoError {
     RecordSizeTooSmall(usize),
     /// NFWATCH_A_RECORDS is not a whole number of records.
     RecordsNotMultiple { len: usize, record_size: usize },
+    /// NFWATCH_A_RECORD_SIZE of a batch of flows is below the size this
+    /// program understands.
+    FlowSizeTooSmall(usize),
+    /// A batch of packets to a subscriber of flows, or the other way round.
+    UnexpectedBatch { got: &'static str },
 }
 
 impl fmt::Display for ProtoError {
@@ -46,6 +51,12 @@ impl fmt::Display for ProtoError {
                 f,
                 "records attribute of {len} bytes is not a multiple of the record size {record_size}"
             ),
+            Self::FlowSizeTooSmall(size) => write!(
+                f,
+                "flow size {size} is smaller than {}",
+                crate::flow_layout::FIRST + crate::record_layout::SIZE_V1
+            ),
+            Self::UnexpectedBatch { got } => write!(f, "a batch of {got} this subscription did not ask for"),
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod attr;
 mod consts;
 mod error;
+mod flow;
 mod message;
 mod prefix;
 mod record;
@@ -11,9 +12,10 @@ mod record;
 pub use attr::{emit_attrs, walk_attrs, RawAttr, RawPayload};
 pub use consts::*;
 pub use error::ProtoError;
+pub use flow::{EndReason, Flow, FlowBytes};
 pub use message::{
-    prefixes_attr, Batch, CgroupFilter, KernelMessage, LiveObjects, OwnerFilter, Request, Scope,
-    Stats, StatsReply,
+    prefixes_attr, Batch, BatchEntry, BatchKind, CgroupFilter, FlowSettings, KernelMessage,
+    LiveObjects, OwnerFilter, Request, Scope, Stats, StatsReply,
 };
 pub use prefix::{Prefix, PrefixError};
 pub use record::{Family, PaddedName, Record, RecordBytes};

@@ -8,7 +8,7 @@ use netlink_packet_generic::GenlFamily;
 
 use crate::attr::{attr_u32, attr_u64, emit_attrs, walk_attrs, RawAttr};
 use crate::consts::*;
-use crate::{record_layout, Prefix, ProtoError, RecordBytes};
+use crate::{flow_layout, record_layout, FlowBytes, Prefix, ProtoError, RecordBytes};
 
 /// A request to the nfwatch family: command plus attributes. Plugs into
 /// netlink-packet-generic's `GenlMessage` for the genl and netlink headers.
@@ -43,8 +43,27 @@ pub struct OwnerFilter {
     pub comms: Vec<Vec<u8>>,
 }
 
+/// NFWATCH_A_FLOWS: aggregate packets into flows in the kernel. A setting
+/// left None is the kernel's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowSettings {
+    /// A flow idle this long ends (1..=NFWATCH_MAX_TIMEOUT_MS).
+    pub inactive_ms: Option<u32>,
+    /// A flow ends at its first packet this long after its start.
+    pub active_ms: Option<u32>,
+    /// Flows open at most (1..=NFWATCH_MAX_FLOWS).
+    pub max_flows: Option<u32>,
+}
+
 impl Request {
-    pub fn subscribe(prefixes: &[Prefix], owners: &OwnerFilter, scope: Scope) -> Self {
+    /// SUBSCRIBE; with `flows`, to flows (NFWATCH_CMD_FLOWS) rather than
+    /// packets.
+    pub fn subscribe(
+        prefixes: &[Prefix],
+        owners: &OwnerFilter,
+        scope: Scope,
+        flows: Option<FlowSettings>,
+    ) -> Self {
         let mut attrs = vec![prefixes_attr(prefixes)];
         if scope == Scope::AllNetns {
             attrs.push(RawAttr::bytes(NFWATCH_A_ALL_NETNS, []));
@@ -65,6 +84,17 @@ impl Request {
                 RawAttr::bytes(NFWATCH_A_COMM, name)
             });
             attrs.push(RawAttr::nested(NFWATCH_A_COMMS, entries.collect()));
+        }
+        if let Some(flows) = flows {
+            let settings = [
+                (NFWATCH_FLOWS_A_INACTIVE_MS, flows.inactive_ms),
+                (NFWATCH_FLOWS_A_ACTIVE_MS, flows.active_ms),
+                (NFWATCH_FLOWS_A_MAX_FLOWS, flows.max_flows),
+            ];
+            let entries = settings
+                .into_iter()
+                .filter_map(|(kind, value)| value.map(|v| RawAttr::u32(kind, v)));
+            attrs.push(RawAttr::nested(NFWATCH_A_FLOWS, entries.collect()));
         }
         Self {
             cmd: NFWATCH_CMD_SUBSCRIBE,
@@ -158,6 +188,12 @@ pub struct Stats {
     pub prefixes: u64,
     /// Records made without a sending process (own counters only).
     pub unattributed: u64,
+    /// A subscriber of flows: flows ended (sent or lost).
+    pub flows: u64,
+    /// Of those, the flows ended early because the table was full.
+    pub flows_evicted: u64,
+    /// Flows open now.
+    pub flows_open: u64,
     /// The module's live objects in all namespaces (initial namespace only).
     pub live: Option<LiveObjects>,
 }
@@ -170,6 +206,8 @@ pub struct LiveObjects {
     pub batches: u64,
     /// Pages subscribers keep for their batches' records.
     pub pages: u64,
+    /// Open flows, of every subscriber of flows.
+    pub flows: u64,
 }
 
 impl Stats {
@@ -187,6 +225,9 @@ impl Stats {
                 NFWATCH_STAT_SUBSCRIBERS => &mut stats.subscribers,
                 NFWATCH_STAT_PREFIXES => &mut stats.prefixes,
                 NFWATCH_STAT_UNATTRIBUTED => &mut stats.unattributed,
+                NFWATCH_STAT_FLOWS => &mut stats.flows,
+                NFWATCH_STAT_FLOWS_EVICTED => &mut stats.flows_evicted,
+                NFWATCH_STAT_FLOWS_OPEN => &mut stats.flows_open,
                 NFWATCH_STAT_LIVE_SUBSCRIBERS => {
                     &mut stats.live.get_or_insert_with(Default::default).subscribers
                 }
@@ -196,6 +237,9 @@ impl Stats {
                 }
                 NFWATCH_STAT_LIVE_PAGES => {
                     &mut stats.live.get_or_insert_with(Default::default).pages
+                }
+                NFWATCH_STAT_LIVE_FLOWS => {
+                    &mut stats.live.get_or_insert_with(Default::default).flows
                 }
                 // PAD and counters newer than this program.
                 _ => continue,
@@ -227,17 +271,46 @@ impl StatsReply {
     }
 }
 
-/// One NFWATCH_CMD_RECORDS message; the records stay in the receive buffer.
+/// What a batch holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchKind {
+    /// NFWATCH_CMD_RECORDS: struct nfwatch_record, one per packet.
+    Records,
+    /// NFWATCH_CMD_FLOWS: struct nfwatch_flow, one per flow ended.
+    Flows,
+}
+
+/// One NFWATCH_CMD_RECORDS or NFWATCH_CMD_FLOWS message; the records stay
+/// in the receive buffer. `lost` counts packets either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Batch<'a> {
+    pub kind: BatchKind,
     pub seq: u64,
     pub lost: u64,
+    /// The size of each record (of each flow, in a batch of flows).
     pub record_size: usize,
     records: &'a [u8],
 }
 
+/// One entry of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchEntry<'a> {
+    Record(RecordBytes<'a>),
+    Flow(FlowBytes<'a>),
+}
+
 impl<'a> Batch<'a> {
+    /// A batch of packets' records (NFWATCH_CMD_RECORDS).
     pub fn parse(attrs: &'a [u8]) -> Result<Self, ProtoError> {
+        Self::parse_kind(BatchKind::Records, attrs)
+    }
+
+    /// A batch of flows (NFWATCH_CMD_FLOWS).
+    pub fn parse_flows(attrs: &'a [u8]) -> Result<Self, ProtoError> {
+        Self::parse_kind(BatchKind::Flows, attrs)
+    }
+
+    fn parse_kind(kind: BatchKind, attrs: &'a [u8]) -> Result<Self, ProtoError> {
         let (mut seq, mut lost, mut record_size, mut records) = (None, None, None, None);
         for attr in walk_attrs(attrs) {
             match attr? {
@@ -254,8 +327,14 @@ impl<'a> Batch<'a> {
         let record_size = usize::try_from(record_size.ok_or(missing("NFWATCH_A_RECORD_SIZE"))?)
             .unwrap_or(usize::MAX);
         let records = records.ok_or(missing("NFWATCH_A_RECORDS"))?;
-        if record_size < record_layout::SIZE_V1 {
-            return Err(ProtoError::RecordSizeTooSmall(record_size));
+        match kind {
+            BatchKind::Records if record_size < record_layout::SIZE_V1 => {
+                return Err(ProtoError::RecordSizeTooSmall(record_size));
+            }
+            BatchKind::Flows if record_size < flow_layout::FIRST + record_layout::SIZE_V1 => {
+                return Err(ProtoError::FlowSizeTooSmall(record_size));
+            }
+            _ => {}
         }
         if records.len() % record_size != 0 {
             return Err(ProtoError::RecordsNotMultiple {
@@ -264,6 +343,7 @@ impl<'a> Batch<'a> {
             });
         }
         Ok(Self {
+            kind,
             seq: seq.ok_or(missing("NFWATCH_A_BATCH_SEQ"))?,
             lost: lost.ok_or(missing("NFWATCH_A_BATCH_LOST"))?,
             record_size,
@@ -279,9 +359,26 @@ impl<'a> Batch<'a> {
         self.records.is_empty()
     }
 
-    /// Each record's bytes (`parse` checked they are long enough).
+    /// Each record's bytes (`parse` checked they are long enough); in a
+    /// batch of flows, none.
     pub fn records(&self) -> impl Iterator<Item = RecordBytes<'a>> + 'a {
-        self.records.chunks_exact(self.record_size).map(RecordBytes)
+        let records = match self.kind {
+            BatchKind::Records => self.records,
+            BatchKind::Flows => &[],
+        };
+        records.chunks_exact(self.record_size).map(RecordBytes)
+    }
+
+    /// Each entry, records or flows as the batch holds.
+    pub fn entries(&self) -> impl Iterator<Item = BatchEntry<'a>> + 'a {
+        let kind = self.kind;
+        self.records
+            .chunks_exact(self.record_size)
+            .map(move |bytes| match kind {
+                BatchKind::Records => BatchEntry::Record(RecordBytes(bytes)),
+                // parse_flows checked they are long enough.
+                BatchKind::Flows => BatchEntry::Flow(FlowBytes(bytes)),
+            })
     }
 }
 
@@ -289,6 +386,8 @@ impl<'a> Batch<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelMessage<'a> {
     Records(Batch<'a>),
+    /// A batch of flows (`kind` Flows), to a subscriber of flows.
+    Flows(Batch<'a>),
     /// Reply to UNSUBSCRIBE: final counters of our subscription.
     Unsubscribed(StatsReply),
     /// Reply to GET_STATS.
@@ -304,6 +403,7 @@ impl<'a> KernelMessage<'a> {
     pub fn parse(cmd: u8, attrs: &'a [u8]) -> Result<Self, ProtoError> {
         Ok(match cmd {
             NFWATCH_CMD_RECORDS => Self::Records(Batch::parse(attrs)?),
+            NFWATCH_CMD_FLOWS => Self::Flows(Batch::parse_flows(attrs)?),
             NFWATCH_CMD_UNSUBSCRIBE => Self::Unsubscribed(StatsReply::parse(attrs)?),
             NFWATCH_CMD_GET_STATS => Self::Stats(StatsReply::parse(attrs)?),
             NFWATCH_CMD_SHUTDOWN => Self::Shutdown(StatsReply::parse(attrs)?),
@@ -329,8 +429,8 @@ mod tests {
     #[test]
     fn subscribe_encodes_nested_prefixes() {
         let prefixes = ["10.0.0.0/24".parse().unwrap(), "fd00::1".parse().unwrap()];
-        let bytes =
-            Request::subscribe(&prefixes, &OwnerFilter::default(), Scope::OwnNetns).attr_bytes();
+        let bytes = Request::subscribe(&prefixes, &OwnerFilter::default(), Scope::OwnNetns, None)
+            .attr_bytes();
         #[rustfmt::skip]
         let expected: Vec<u8> = [
             &56u16.to_ne_bytes()[..], &(NFWATCH_A_PREFIXES | 0x8000).to_ne_bytes(),
@@ -355,7 +455,7 @@ mod tests {
             cgroups: vec![CgroupFilter { id: 77, level: 2 }],
             comms: vec![b"nginx".to_vec()],
         };
-        let bytes = Request::subscribe(&prefixes, &owners, Scope::AllNetns).attr_bytes();
+        let bytes = Request::subscribe(&prefixes, &owners, Scope::AllNetns, None).attr_bytes();
         let attrs: Vec<_> = walk_attrs(&bytes).map(Result::unwrap).collect();
         assert_eq!(attrs.len(), 5);
         let (kind, comms) = attrs[4];
@@ -511,5 +611,132 @@ mod tests {
             KernelMessage::parse(42, &[]).unwrap(),
             KernelMessage::Other(42)
         );
+    }
+
+    #[test]
+    fn subscribe_encodes_flow_settings_nested() {
+        let prefixes = ["10.0.0.0/24".parse().unwrap()];
+        let flows = FlowSettings {
+            inactive_ms: Some(15_000),
+            active_ms: None,
+            max_flows: Some(65_536),
+        };
+        let request = Request::subscribe(
+            &prefixes,
+            &OwnerFilter::default(),
+            Scope::OwnNetns,
+            Some(flows),
+        );
+        let nested = request.attrs.last().unwrap();
+        assert_eq!(nested.kind, NFWATCH_A_FLOWS | 0x8000, "NLA_F_NESTED");
+        let bytes = request.attr_bytes();
+        let attrs: Vec<_> = walk_attrs(&bytes).map(Result::unwrap).collect();
+        assert_eq!(attrs.len(), 2);
+        let (kind, settings) = attrs[1];
+        assert_eq!(kind, NFWATCH_A_FLOWS);
+        let settings: Vec<_> = walk_attrs(settings).map(Result::unwrap).collect();
+        assert_eq!(
+            settings,
+            [
+                (NFWATCH_FLOWS_A_INACTIVE_MS, &15_000u32.to_ne_bytes()[..]),
+                (NFWATCH_FLOWS_A_MAX_FLOWS, &65_536u32.to_ne_bytes()[..]),
+            ]
+        );
+        // Flows with every default: the nest alone.
+        let request = Request::subscribe(
+            &prefixes,
+            &OwnerFilter::default(),
+            Scope::OwnNetns,
+            Some(FlowSettings::default()),
+        );
+        let bytes = request.attr_bytes();
+        let attrs: Vec<_> = walk_attrs(&bytes).map(Result::unwrap).collect();
+        assert_eq!(attrs[1], (NFWATCH_A_FLOWS, &[][..]));
+    }
+
+    #[test]
+    fn parses_flow_batches() {
+        use crate::flow::tests::sample_flow;
+        let flow = sample_flow().to_bytes();
+        let size = flow.len() as u32;
+        let attrs = records_attrs(3, 7, size, [flow.clone(), flow.clone()].concat());
+        let KernelMessage::Flows(batch) = KernelMessage::parse(NFWATCH_CMD_FLOWS, &attrs).unwrap()
+        else {
+            panic!("not flows");
+        };
+        assert_eq!(
+            (batch.kind, batch.seq, batch.lost, batch.len()),
+            (BatchKind::Flows, 3, 7, 2)
+        );
+        assert_eq!(batch.records().count(), 0, "no packet records");
+        for entry in batch.entries() {
+            let BatchEntry::Flow(view) = entry else {
+                panic!("not a flow");
+            };
+            assert_eq!(view.parse().unwrap(), sample_flow());
+        }
+        // A newer module's longer flows are read by their known prefix.
+        let mut longer = flow.clone();
+        longer.extend_from_slice(&[0; 8]);
+        let attrs = records_attrs(1, 0, size + 8, longer);
+        let batch = Batch::parse_flows(&attrs).unwrap();
+        let Some(BatchEntry::Flow(view)) = batch.entries().next() else {
+            panic!("no flow");
+        };
+        assert_eq!(view.parse().unwrap(), sample_flow());
+        // A packet batch's entries are records.
+        let attrs = records_attrs(1, 0, 136, sample_v4().to_bytes().to_vec());
+        let batch = Batch::parse(&attrs).unwrap();
+        assert_eq!(batch.kind, BatchKind::Records);
+        assert!(matches!(
+            batch.entries().next(),
+            Some(BatchEntry::Record(_))
+        ));
+    }
+
+    #[test]
+    fn rejects_flow_batches_of_records() {
+        let record = sample_v4().to_bytes().to_vec();
+        let attrs = records_attrs(1, 0, 136, record);
+        assert_eq!(
+            Batch::parse_flows(&attrs).unwrap_err(),
+            ProtoError::FlowSizeTooSmall(136)
+        );
+        assert_eq!(
+            ProtoError::FlowSizeTooSmall(136).to_string(),
+            "flow size 136 is smaller than 144"
+        );
+        let flow = crate::flow::tests::sample_flow().to_bytes();
+        let attrs = records_attrs(1, 0, 176, flow[..170].to_vec());
+        assert!(matches!(
+            Batch::parse_flows(&attrs),
+            Err(ProtoError::RecordsNotMultiple { len: 170, .. })
+        ));
+    }
+
+    #[test]
+    fn parses_flow_counters() {
+        let attrs = emit_attrs(&[
+            RawAttr::nested(
+                NFWATCH_A_STATS_GLOBAL,
+                vec![
+                    RawAttr::u64(NFWATCH_STAT_LIVE_PAGES, 3),
+                    RawAttr::u64(NFWATCH_STAT_LIVE_FLOWS, 42),
+                ],
+            ),
+            RawAttr::nested(
+                NFWATCH_A_STATS_OWN,
+                vec![
+                    RawAttr::u64(NFWATCH_STAT_FLOWS, 9),
+                    RawAttr::u64(NFWATCH_STAT_FLOWS_EVICTED, 2),
+                    RawAttr::u64(NFWATCH_STAT_FLOWS_OPEN, 5),
+                ],
+            ),
+        ]);
+        let reply = StatsReply::parse(&attrs).unwrap();
+        let live = reply.global.unwrap().live.unwrap();
+        assert_eq!((live.pages, live.flows), (3, 42));
+        let own = reply.own.unwrap();
+        assert_eq!((own.flows, own.flows_evicted, own.flows_open), (9, 2, 5));
     }
 }

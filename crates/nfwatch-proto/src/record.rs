@@ -93,7 +93,7 @@ fn check_size(bytes: &[u8]) -> Result<(), ProtoError> {
     Ok(())
 }
 
-fn array<const N: usize>(bytes: &[u8], offset: usize) -> [u8; N] {
+pub(crate) fn array<const N: usize>(bytes: &[u8], offset: usize) -> [u8; N] {
     // Callers checked bytes.len() >= layout::SIZE_V1 and read the fields
     // past it only from records that long, so the fallback is unreachable.
     bytes

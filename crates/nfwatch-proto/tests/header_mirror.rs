@@ -27,6 +27,11 @@ fn expected() -> Vec<(String, u64)> {
         ("NFWATCH_CMD_GET_STATS", NFWATCH_CMD_GET_STATS),
         ("NFWATCH_CMD_RECORDS", NFWATCH_CMD_RECORDS),
         ("NFWATCH_CMD_SHUTDOWN", NFWATCH_CMD_SHUTDOWN),
+        ("NFWATCH_CMD_FLOWS", NFWATCH_CMD_FLOWS),
+        ("NFWATCH_END_IDLE", NFWATCH_END_IDLE),
+        ("NFWATCH_END_ACTIVE", NFWATCH_END_ACTIVE),
+        ("NFWATCH_END_FORCED", NFWATCH_END_FORCED),
+        ("NFWATCH_END_EVICTED", NFWATCH_END_EVICTED),
         ("NFWATCH_CMD_MAX", NFWATCH_CMD_MAX),
     ];
     let u16s: &[(&str, u16)] = &[
@@ -43,6 +48,12 @@ fn expected() -> Vec<(String, u64)> {
         ("NFWATCH_A_CGROUPS", NFWATCH_A_CGROUPS),
         ("NFWATCH_A_ALL_NETNS", NFWATCH_A_ALL_NETNS),
         ("NFWATCH_A_COMMS", NFWATCH_A_COMMS),
+        ("NFWATCH_A_FLOWS", NFWATCH_A_FLOWS),
+        ("NFWATCH_FLOWS_A_UNSPEC", NFWATCH_FLOWS_A_UNSPEC),
+        ("NFWATCH_FLOWS_A_INACTIVE_MS", NFWATCH_FLOWS_A_INACTIVE_MS),
+        ("NFWATCH_FLOWS_A_ACTIVE_MS", NFWATCH_FLOWS_A_ACTIVE_MS),
+        ("NFWATCH_FLOWS_A_MAX_FLOWS", NFWATCH_FLOWS_A_MAX_FLOWS),
+        ("NFWATCH_FLOWS_A_MAX", NFWATCH_FLOWS_A_MAX),
         ("NFWATCH_A_MAX", NFWATCH_A_MAX),
         ("NFWATCH_A_PREFIX", NFWATCH_A_PREFIX),
         ("NFWATCH_A_UID", NFWATCH_A_UID),
@@ -76,6 +87,10 @@ fn expected() -> Vec<(String, u64)> {
         ("NFWATCH_STAT_LIVE_BATCHES", NFWATCH_STAT_LIVE_BATCHES),
         ("NFWATCH_STAT_LIVE_PAGES", NFWATCH_STAT_LIVE_PAGES),
         ("NFWATCH_STAT_UNATTRIBUTED", NFWATCH_STAT_UNATTRIBUTED),
+        ("NFWATCH_STAT_FLOWS", NFWATCH_STAT_FLOWS),
+        ("NFWATCH_STAT_FLOWS_EVICTED", NFWATCH_STAT_FLOWS_EVICTED),
+        ("NFWATCH_STAT_FLOWS_OPEN", NFWATCH_STAT_FLOWS_OPEN),
+        ("NFWATCH_STAT_LIVE_FLOWS", NFWATCH_STAT_LIVE_FLOWS),
         ("NFWATCH_STAT_MAX", NFWATCH_STAT_MAX),
         ("NFWATCH_F_PORTS", NFWATCH_F_PORTS),
         ("NFWATCH_F_ICMP", NFWATCH_F_ICMP),
@@ -93,6 +108,25 @@ fn expected() -> Vec<(String, u64)> {
         "sizeof(struct nfwatch_record)".into(),
         record_layout::SIZE as u64,
     ));
+    pairs.push((
+        "NFWATCH_MAX_TIMEOUT_MS".into(),
+        NFWATCH_MAX_TIMEOUT_MS.into(),
+    ));
+    pairs.push(("NFWATCH_MAX_FLOWS".into(), NFWATCH_MAX_FLOWS.into()));
+    pairs.push((
+        "sizeof(struct nfwatch_flow)".into(),
+        flow_layout::SIZE as u64,
+    ));
+    for (field, offset, size) in flow_layout::FIELDS {
+        pairs.push((
+            format!("offsetof(struct nfwatch_flow, {field})"),
+            offset as u64,
+        ));
+        pairs.push((
+            format!("sizeof(((struct nfwatch_flow *)0)->{field})"),
+            size as u64,
+        ));
+    }
     for (field, offset, size) in record_layout::FIELDS {
         pairs.push((
             format!("offsetof(struct nfwatch_record, {field})"),
@@ -182,4 +216,17 @@ fn record_fields_tile_the_struct_without_gaps() {
         next = offset + size;
     }
     assert_eq!(next, record_layout::SIZE);
+}
+
+#[test]
+fn flow_fields_tile_the_struct_without_gaps() {
+    let mut next = 0;
+    for (field, offset, size) in flow_layout::FIELDS {
+        assert_eq!(
+            offset, next,
+            "field {field} does not follow its predecessor"
+        );
+        next = offset + size;
+    }
+    assert_eq!(next, flow_layout::SIZE);
 }

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use nfwatch_proto::record_layout;
-use nfwatch_proto::{OwnerFilter, Prefix, NFWATCH_MAX_FILTERS, NFWATCH_MAX_PREFIXES};
+use nfwatch_proto::{
+    FlowSettings, OwnerFilter, Prefix, NFWATCH_MAX_FILTERS, NFWATCH_MAX_FLOWS,
+    NFWATCH_MAX_PREFIXES, NFWATCH_MAX_TIMEOUT_MS,
+};
 
 use crate::cgroup::Cgroups;
 use crate::error::{Error, Result};
@@ -53,6 +56,10 @@ pub enum Command {
     /// Subscribe and write one line per packet sent from the given sources.
     #[command(after_help = WATCH_AFTER_HELP)]
     Watch(Box<WatchArgs>),
+    /// Subscribe to flows: the kernel aggregates the packets sent from the
+    /// given sources and nfwatch writes one line per flow once it ends.
+    #[command(after_help = FLOWS_AFTER_HELP)]
+    Flows(Box<FlowsArgs>),
     /// Print the module's counters.
     #[command(after_help = EXIT_CODES)]
     Stats(StatsArgs),
@@ -74,6 +81,84 @@ Signals:
 ",
     exit_codes!()
 );
+
+/// What `flows --help` says after the options.
+const FLOWS_AFTER_HELP: &str = concat!(
+    "\
+Flows:
+  A flow is the packets whose records agree in everything but time, length and
+  segments. It ends when idle --inactive-timeout, at its first packet
+  --active-timeout or more after its start, when the table of --max-flows is full
+  (the least recently used goes), and when nfwatch stops (its open flows are
+  written then). Every `watch` option applies but --count, --config and
+  --format legacy.
+
+Signals:
+  SIGINT, SIGTERM  unsubscribe, write every flow (the open ones ended), print the
+                   summary, exit 0
+  SIGHUP           as for watch: reopen -o FILE
+  SIGUSR1          print the counters so far to stderr
+
+",
+    exit_codes!()
+);
+
+/// `nfwatch flows`: every `watch` option, and the flow table's settings.
+#[derive(Debug, Args)]
+pub struct FlowsArgs {
+    #[command(flatten)]
+    pub watch: WatchArgs,
+    /// A flow that has sent nothing for SECS seconds ends (decimals
+    /// allowed; 0.001 to 604800).
+    #[arg(long, value_name = "SECS", default_value = "15", value_parser = parse_timeout)]
+    pub inactive_timeout: Duration,
+    /// A flow ends at its first packet SECS seconds or more after its
+    /// start, so a long one is reported in parts (0.001 to 604800).
+    #[arg(long, value_name = "SECS", default_value = "1800", value_parser = parse_timeout)]
+    pub active_timeout: Duration,
+    /// Flows open at most; when the table is full, the least recently
+    /// used ends (evicted) to make room. --rcvbuf is raised to at least
+    /// 128 bytes a flow, so that those open when nfwatch stops all arrive.
+    #[arg(long, value_name = "N", default_value_t = 65536,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(NFWATCH_MAX_FLOWS)))]
+    pub max_flows: u32,
+}
+
+impl FlowsArgs {
+    /// The settings the kernel gets; a `watch` option flows do not take
+    /// is a usage error naming it.
+    pub fn flow_settings(&self) -> Result<FlowSettings> {
+        let refuse =
+            |option: &str, why: &str| Err(Error::Usage(format!("{option}: not for flows ({why})")));
+        if self.watch.count.is_some() {
+            return refuse("--count", "use --duration");
+        }
+        if self.watch.format == Format::Legacy {
+            return refuse("--format legacy", "use text, csv, jsonl or ipfix");
+        }
+        if self.watch.config.is_some() {
+            return refuse("--config", "the configuration file is watch's");
+        }
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        Ok(FlowSettings {
+            inactive_ms: Some(ms(self.inactive_timeout)),
+            active_ms: Some(ms(self.active_timeout)),
+            max_flows: Some(self.max_flows),
+        })
+    }
+}
+
+/// A flow timeout: a duration as `parse_duration` reads it, from 1 ms to
+/// NFWATCH_MAX_TIMEOUT_MS (the kernel takes whole milliseconds).
+pub fn parse_timeout(text: &str) -> std::result::Result<Duration, String> {
+    let max = Duration::from_millis(NFWATCH_MAX_TIMEOUT_MS.into());
+    let range = || format!("must be from 0.001 to {} seconds", max.as_secs());
+    let duration = parse_duration(text).map_err(|e| format!("{e}; {}", range()))?;
+    if duration < Duration::from_millis(1) || duration > max {
+        return Err(range());
+    }
+    Ok(duration)
+}
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
@@ -504,5 +589,92 @@ mod tests {
         );
         let too_many = vec!["10.0.0.1".to_string(); NFWATCH_MAX_PREFIXES + 1];
         assert!(parse_prefixes(&too_many).is_err());
+    }
+
+    fn flows(args: &[&str]) -> FlowsArgs {
+        match parse(args).unwrap().command {
+            Some(Command::Flows(flows)) => *flows,
+            _ => panic!("not flows"),
+        }
+    }
+
+    #[test]
+    fn flows_defaults_and_options() {
+        let args = flows(&["flows", "--src", "10.0.0.1"]);
+        assert_eq!(
+            args.flow_settings().unwrap(),
+            FlowSettings {
+                inactive_ms: Some(15_000),
+                active_ms: Some(1_800_000),
+                max_flows: Some(65_536),
+            }
+        );
+        assert_eq!(args.watch.format, Format::Text);
+        let args = flows(&[
+            "flows",
+            "--src",
+            "10.0.0.1",
+            "--inactive-timeout",
+            "0.5",
+            "--active-timeout",
+            "604800",
+            "--max-flows",
+            "4194304",
+            "--format",
+            "ipfix",
+            "-o",
+            "f.ipfix",
+            "--duration",
+            "2",
+        ]);
+        assert_eq!(
+            args.flow_settings().unwrap(),
+            FlowSettings {
+                inactive_ms: Some(500),
+                active_ms: Some(NFWATCH_MAX_TIMEOUT_MS),
+                max_flows: Some(NFWATCH_MAX_FLOWS),
+            }
+        );
+        assert_eq!(args.watch.duration, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn flows_usage_errors() {
+        let line = |args: &[&str]| clap_error_line(&parse(args).unwrap_err());
+        for (option, value) in [
+            ("--inactive-timeout", "0"),
+            ("--inactive-timeout", "0.0005"),
+            ("--active-timeout", "604800.001"),
+            ("--active-timeout", "abc"),
+            ("--max-flows", "0"),
+            ("--max-flows", "4194305"),
+        ] {
+            let error = line(&["flows", "--src", "10.0.0.1", option, value]).unwrap();
+            assert!(
+                error.starts_with(&format!("invalid value '{value}' for '{option} <")),
+                "{error}"
+            );
+        }
+        assert_eq!(
+            line(&["flows", "--src", "10.0.0.1", "--inactive-timeout", "0.0005"]).unwrap(),
+            "invalid value '0.0005' for '--inactive-timeout <SECS>': must be from 0.001 to 604800 seconds"
+        );
+        let refused = |args: &[&str]| {
+            flows(args)
+                .flow_settings()
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            refused(&["flows", "--src", "10.0.0.1", "--format", "legacy"]),
+            "--format legacy: not for flows (use text, csv, jsonl or ipfix)"
+        );
+        assert_eq!(
+            refused(&["flows", "--src", "10.0.0.1", "--count", "5"]),
+            "--count: not for flows (use --duration)"
+        );
+        assert!(refused(&["flows", "--config", "x.toml"]).starts_with("--config: not for flows"));
+        assert!(parse(&["flows"]).is_err(), "--src is required");
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use ipfix::element::iana;
 use ipfix::{FieldSpec, RecordWriter, Template};
-use nfwatch_proto::{ProtoError, RecordBytes};
+use nfwatch_proto::{BatchEntry, BatchKind, ProtoError};
 
 use crate::cgroup::Cgroups;
 use crate::error::{Error, Result};
@@ -115,6 +115,8 @@ pub struct ExportSettings {
     pub mtu: u16,
     /// Bytes of messages a TCP exporter keeps while its collector is away.
     pub queue: usize,
+    /// Packets' records, or flows.
+    pub kind: BatchKind,
 }
 
 /// One destination's counts, as its summary line and statistics record
@@ -168,7 +170,7 @@ impl Exports {
     /// Resolves every destination and starts it: UDP sends its templates
     /// now, TCP dials in the background.
     pub fn start(urls: &[ExportUrl], settings: ExportSettings, cgroups: Cgroups) -> Result<Self> {
-        let encoder = Encoder::new(settings.pen, cgroups);
+        let encoder = Encoder::new(settings.pen, cgroups, settings.kind);
         let exporters = urls
             .iter()
             .map(|url| Exporter::start(url, settings, &encoder))
@@ -183,8 +185,9 @@ impl Exports {
         }
     }
 
-    pub fn write(&mut self, record: RecordBytes) -> std::result::Result<(), ProtoError> {
-        let (template, fields) = self.encoder.encode(record)?;
+    /// A packet's record or a flow, to every destination.
+    pub fn write(&mut self, entry: BatchEntry) -> std::result::Result<(), ProtoError> {
+        let (template, fields) = self.encoder.encode(entry)?;
         let fill = |out: &mut Vec<u8>| out.extend_from_slice(fields);
         for exporter in &mut self.exporters {
             exporter.add(template, &fill);
@@ -695,6 +698,7 @@ mod tests {
             domain: 7,
             mtu,
             queue,
+            kind: BatchKind::Records,
         }
     }
 
@@ -774,7 +778,7 @@ mod tests {
         for _ in 0..batches {
             exports.begin_batch(3);
             for record in records {
-                exports.write(record).unwrap();
+                exports.write(BatchEntry::Record(record)).unwrap();
             }
             exports.release();
         }
@@ -863,7 +867,7 @@ mod tests {
             for _ in 0..n {
                 exports.begin_batch(0);
                 for record in records {
-                    exports.write(record).unwrap();
+                    exports.write(BatchEntry::Record(record)).unwrap();
                 }
                 exports.release();
             }

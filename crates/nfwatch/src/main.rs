@@ -19,6 +19,7 @@ fn main() -> ExitCode {
             .subcommand_matches("watch")
             .map_or(Ok(()), |watch| config::apply(&mut args, watch))
             .and_then(|()| receive::watch(*args)),
+        Some(cli::Command::Flows(args)) => receive::flows(*args),
         Some(cli::Command::Stats(args)) => stats::stats(args).map(|()| ExitCode::SUCCESS),
         // clap requires a subcommand unless --version is given.
         None => version::print().map(|()| ExitCode::SUCCESS),

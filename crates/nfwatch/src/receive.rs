@@ -1,4 +1,5 @@
-//! `nfwatch watch`: subscribe, receive batches, write records, stop cleanly.
+//! `nfwatch watch` and `nfwatch flows`: subscribe, receive batches, write
+//! records (of packets, or of flows), stop cleanly.
 
 use std::fs::OpenOptions;
 use std::io;
@@ -7,15 +8,18 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use netlink_packet_generic::constants::{CTRL_CMD_DELFAMILY, GENL_ID_CTRL};
-use nfwatch_proto::{Batch, KernelMessage, Prefix, ProtoError, Request, Scope, NFWATCH_GENL_NAME};
+use nfwatch_proto::{
+    Batch, BatchKind, FlowSettings, KernelMessage, Prefix, ProtoError, Request, Scope,
+    NFWATCH_GENL_NAME,
+};
 
 use crate::cgroup::Cgroups;
-use crate::cli::{parse_owner_filter, parse_prefixes, WatchArgs};
+use crate::cli::{parse_owner_filter, parse_prefixes, FlowsArgs, WatchArgs};
 use crate::error::{Error, Result};
 use crate::export::{ExportSettings, Exports};
 use crate::netlink::{messages, CtrlFamily, GenlSocket, Message, Received};
 use crate::signals::Signals;
-use crate::status::{progress_line, summary, terminal_of, Counters, Status};
+use crate::status::{progress_line, summary, terminal_of, Counters, FlowCounts, Status};
 use crate::subscribe::{self, kernel_error, wait_readable, REPLY_TIMEOUT};
 use crate::summary_json;
 use crate::writers::{Destination, Format, Formatter, IpfixSettings, LineError, Sink};
@@ -53,6 +57,8 @@ enum Phase {
 
 struct Session {
     family: u16,
+    /// What the batches hold: packets' records, or flows.
+    kind: BatchKind,
     phase: Phase,
     subscribe_seq: u32,
     subscribed_line: String,
@@ -81,7 +87,31 @@ struct Session {
     deadline: Option<Instant>,
 }
 
+/// `nfwatch watch`: a record per packet.
 pub fn watch(args: WatchArgs) -> Result<ExitCode> {
+    record(args, None)
+}
+
+/// `nfwatch flows`: a record per flow, aggregated in the kernel.
+pub fn flows(mut args: FlowsArgs) -> Result<ExitCode> {
+    let settings = args.flow_settings()?;
+    // Every flow open when it stops comes in UNSUBSCRIBE's reply, before
+    // any is read: the receive buffer holds a full table.
+    let table = u64::from(args.max_flows) * RCVBUF_PER_FLOW;
+    args.watch.rcvbuf = args.watch.rcvbuf.max(table.min(i32::MAX as u64));
+    record(args.watch, Some(settings))
+}
+
+/// Receive buffer asked for each flow of the table: the kernel doubles it,
+/// and a flow's 176 bytes take some 180 in a batch's pages.
+const RCVBUF_PER_FLOW: u64 = 128;
+
+/// Subscribes (to flows with `flows`) and writes what comes until stopped.
+fn record(args: WatchArgs, flows: Option<FlowSettings>) -> Result<ExitCode> {
+    let kind = match flows {
+        Some(_) => BatchKind::Flows,
+        None => BatchKind::Records,
+    };
     let prefixes = parse_prefixes(&args.src)?;
     let cgroups = Cgroups::new();
     let owners = parse_owner_filter(&args, &cgroups)?;
@@ -118,6 +148,7 @@ pub fn watch(args: WatchArgs) -> Result<ExitCode> {
                 domain: args.odid,
                 mtu: args.export_mtu,
                 queue: usize::try_from(args.export_queue).unwrap_or(usize::MAX),
+                kind,
             };
             Exports::start(&args.exports, settings, Cgroups::new())
         })
@@ -137,19 +168,23 @@ pub fn watch(args: WatchArgs) -> Result<ExitCode> {
     let subscribe_seq = subscribe::send(
         &mut socket,
         family,
-        Request::subscribe(&prefixes, &owners, scope),
+        Request::subscribe(&prefixes, &owners, scope, flows),
     )?;
 
     let mut session = Session {
         family,
+        kind,
         phase: Phase::Subscribing {
             deadline: Instant::now() + REPLY_TIMEOUT,
         },
         subscribe_seq,
-        subscribed_line: subscribed_line(&prefixes, scope, granted),
+        subscribed_line: subscribed_line(&prefixes, scope, granted, flows),
         stop_requested: false,
         unloaded: false,
-        counters: Counters::default(),
+        counters: Counters {
+            flows: flows.map(|_| FlowCounts::default()),
+            ..Counters::default()
+        },
         formatter: Formatter::new(
             args.format,
             cgroups,
@@ -157,6 +192,7 @@ pub fn watch(args: WatchArgs) -> Result<ExitCode> {
                 pen: args.ipfix_pen,
                 domain: args.odid,
             },
+            kind,
         ),
         count: args.count,
         output,
@@ -175,14 +211,32 @@ pub fn watch(args: WatchArgs) -> Result<ExitCode> {
     session.finish(outcome)
 }
 
-fn subscribed_line(prefixes: &[Prefix], scope: Scope, granted: usize) -> String {
+fn subscribed_line(
+    prefixes: &[Prefix],
+    scope: Scope,
+    granted: usize,
+    flows: Option<FlowSettings>,
+) -> String {
     let list: Vec<String> = prefixes.iter().map(Prefix::to_string).collect();
     let everywhere = match scope {
         Scope::AllNetns => " in every network namespace",
         Scope::OwnNetns => "",
     };
+    let seconds = |ms: Option<u32>| {
+        ms.map_or("default".into(), |ms| {
+            format!("{} s", f64::from(ms) / 1000.0)
+        })
+    };
+    let flows = flows.map_or(String::new(), |f| {
+        format!(
+            ", flows ending idle after {}, active after {}, at most {}",
+            seconds(f.inactive_ms),
+            seconds(f.active_ms),
+            f.max_flows.map_or("default".into(), |n| n.to_string()),
+        )
+    });
     format!(
-        "nfwatch: subscribed to {} prefixes ({}){everywhere}, receive buffer {granted} bytes",
+        "nfwatch: subscribed to {} prefixes ({}){everywhere}, receive buffer {granted} bytes{flows}",
         prefixes.len(),
         list.join(", ")
     )
@@ -326,7 +380,9 @@ impl Session {
             Message::Genl {
                 family, cmd, attrs, ..
             } if family == self.family => match KernelMessage::parse(cmd, attrs) {
-                Ok(KernelMessage::Records(batch)) => self.batch(batch)?,
+                Ok(KernelMessage::Records(batch) | KernelMessage::Flows(batch)) => {
+                    self.batch(batch)?
+                }
                 Ok(KernelMessage::Unsubscribed(reply)) => {
                     self.counters.final_own = reply.own.or(self.counters.final_own);
                     self.phase = Phase::Done;
@@ -375,11 +431,20 @@ impl Session {
         // Records only come to a subscriber: this confirms a subscription
         // whose ack may have been lost to an overrun.
         self.confirm_subscribed()?;
+        if batch.kind != self.kind {
+            let got = match batch.kind {
+                BatchKind::Records => "packets",
+                BatchKind::Flows => "flows",
+            };
+            let cause = ProtoError::UnexpectedBatch { got };
+            skip_malformed(&mut self.counters, &mut self.status, &cause);
+            return Ok(());
+        }
         self.counters.batch_seen(batch.seq, batch.lost);
         if let Some(exports) = self.exports.as_mut() {
             exports.begin_batch(self.counters.lost());
         }
-        for record in batch.records() {
+        for record in batch.entries() {
             self.counters.received += 1;
             if self
                 .count
@@ -396,6 +461,7 @@ impl Session {
             }
             let Some(sink) = self.sink.as_mut() else {
                 self.counters.written += 1;
+                self.counters.flow_written(record);
                 continue;
             };
             match self.formatter.write(sink, record) {
@@ -410,6 +476,7 @@ impl Session {
                 Err(LineError::Write(cause)) => return Err(Error::Write(cause)),
             }
             self.counters.written += 1;
+            self.counters.flow_written(record);
             if self
                 .count
                 .is_some_and(|limit| self.counters.written >= limit)
@@ -595,12 +662,21 @@ mod tests {
         let prefixes: Vec<Prefix> =
             ["10.0.0.1".parse().unwrap(), "fd00::/8".parse().unwrap()].into();
         assert_eq!(
-            subscribed_line(&prefixes, Scope::OwnNetns, 16_777_216),
+            subscribed_line(&prefixes, Scope::OwnNetns, 16_777_216, None),
             "nfwatch: subscribed to 2 prefixes (10.0.0.1/32, fd00::/8), receive buffer 16777216 bytes"
         );
         assert_eq!(
-            subscribed_line(&prefixes[..1], Scope::AllNetns, 65536),
+            subscribed_line(&prefixes[..1], Scope::AllNetns, 65536, None),
             "nfwatch: subscribed to 1 prefixes (10.0.0.1/32) in every network namespace, receive buffer 65536 bytes"
+        );
+        let flows = FlowSettings {
+            inactive_ms: Some(15_000),
+            active_ms: Some(1_800_500),
+            max_flows: Some(65_536),
+        };
+        assert_eq!(
+            subscribed_line(&prefixes[..1], Scope::OwnNetns, 65536, Some(flows)),
+            "nfwatch: subscribed to 1 prefixes (10.0.0.1/32), receive buffer 65536 bytes, flows ending idle after 15 s, active after 1800.5 s, at most 65536"
         );
     }
 }

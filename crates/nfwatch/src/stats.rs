@@ -52,6 +52,7 @@ fn rows(stats: &Stats) -> Vec<(&'static str, &'static str, u64)> {
             ("live prefix sets", "live.sets", live.sets),
             ("live batches", "live.batches", live.batches),
             ("live batch pages", "live.pages", live.pages),
+            ("live flows", "live.flows", live.flows),
         ]);
     }
     rows
@@ -103,6 +104,9 @@ mod tests {
             subscribers: 1,
             prefixes: 0,
             unattributed: 0,
+            flows: 0,
+            flows_evicted: 0,
+            flows_open: 0,
             live: None,
         }
     }
@@ -124,6 +128,7 @@ mod tests {
                     sets: 2,
                     batches: 3,
                     pages: 4,
+                    flows: 5,
                 }),
                 ..sample()
             }),
@@ -131,7 +136,7 @@ mod tests {
         };
         let text = json(&live);
         assert!(
-            text.contains(r#""live":{"batches":3,"pages":4,"sets":2,"subscribers":1}"#),
+            text.contains(r#""live":{"batches":3,"flows":5,"pages":4,"sets":2,"subscribers":1}"#),
             "{text}"
         );
         let human_lines = human(&live).lines().count();

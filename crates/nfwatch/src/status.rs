@@ -32,6 +32,17 @@ pub struct Counters {
     pub final_own: Option<Stats>,
     /// What each `--export` destination sent and lost.
     pub exports: Vec<ExportReport>,
+    /// `nfwatch flows`: what the flows written hold. None: packets.
+    pub flows: Option<FlowCounts>,
+}
+
+/// The sums over the flows written.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FlowCounts {
+    /// Packets, GSO segments counted.
+    pub packets: u64,
+    /// Packets as the hook saw them (what the kernel's counters count).
+    pub sends: u64,
 }
 
 impl Counters {
@@ -47,18 +58,47 @@ impl Counters {
     pub fn lost(&self) -> u64 {
         self.final_own.map_or(self.batch_lost, |own| own.lost)
     }
+
+    /// A flow was written: its packets count.
+    pub fn flow_written(&mut self, entry: nfwatch_proto::BatchEntry) {
+        if let (Some(flows), nfwatch_proto::BatchEntry::Flow(flow)) = (self.flows.as_mut(), entry) {
+            flows.packets += flow.packets();
+            flows.sends += flow.sends();
+        }
+    }
+
+    /// What is written: records, or flows.
+    pub fn unit(&self) -> &'static str {
+        match self.flows {
+            Some(_) => "flows",
+            None => "records",
+        }
+    }
+
+    /// What the kernel counts (lost, matched): records, or packets.
+    fn kernel_unit(&self) -> &'static str {
+        match self.flows {
+            Some(_) => "packets",
+            None => "records",
+        }
+    }
 }
 
 /// The summary lines, without trailing newlines.
 pub fn summary(counters: &Counters, path: &str, elapsed: Duration) -> Vec<String> {
+    let (unit, kernel_unit) = (counters.unit(), counters.kernel_unit());
+    let packets = counters
+        .flows
+        .map(|flows| format!(" ({} packets)", flows.packets))
+        .unwrap_or_default();
     let mut lines = vec![
         format!(
-            "nfwatch: wrote {} records to {path} in {:.3} s",
+            "nfwatch: wrote {} {unit}{packets} to {path} in {:.3} s",
             counters.written,
             elapsed.as_secs_f64()
         ),
         format!(
-            "nfwatch: lost {} records in the kernel, {} socket overruns (ENOBUFS), {} batch sequence gaps",
+            "nfwatch: lost {} {kernel_unit} in the kernel, {} socket overruns (ENOBUFS), {} batch sequence gaps",
             counters.lost(),
             counters.overruns,
             counters.seq_gaps
@@ -69,14 +109,26 @@ pub fn summary(counters: &Counters, path: &str, elapsed: Duration) -> Vec<String
             "nfwatch: kernel counted {} matched, {} delivered, {} lost",
             own.matched, own.delivered, own.lost
         ));
-        lines.push(format!(
-            "nfwatch: {} records with no known sending process in the kernel, {} of them written with the process holding their socket",
-            own.unattributed, counters.by_socket
-        ));
+        lines.push(match counters.flows {
+            None => format!(
+                "nfwatch: {} records with no known sending process in the kernel, {} of them written with the process holding their socket",
+                own.unattributed, counters.by_socket
+            ),
+            Some(_) => format!(
+                "nfwatch: {} packets with no known sending process in the kernel, {} flows written with the process holding their socket",
+                own.unattributed, counters.by_socket
+            ),
+        });
+        if counters.flows.is_some() {
+            lines.push(format!(
+                "nfwatch: {} flows ended in the kernel, {} of them evicted (table full)",
+                own.flows, own.flows_evicted
+            ));
+        }
     }
     for export in &counters.exports {
         lines.push(format!(
-            "nfwatch: exported {} records in {} IPFIX messages to {}, lost {} in export",
+            "nfwatch: exported {} {unit} in {} IPFIX messages to {}, lost {} in export",
             export.records, export.messages, export.to, export.lost
         ));
     }
@@ -98,10 +150,12 @@ pub fn summary(counters: &Counters, path: &str, elapsed: Duration) -> Vec<String
 /// One line for SIGUSR1, like tcpdump's.
 pub fn progress_line(counters: &Counters) -> String {
     format!(
-        "nfwatch: {} records received, {} written, {} lost in the kernel, {} socket overruns, {} batch sequence gaps",
+        "nfwatch: {} {} received, {} written, {} {}lost in the kernel, {} socket overruns, {} batch sequence gaps",
         counters.received,
+        counters.unit(),
         counters.written,
         counters.lost(),
+        if counters.flows.is_some() { "packets " } else { "" },
         counters.overruns,
         counters.seq_gaps
     )
@@ -162,7 +216,8 @@ impl Status {
         let rate = (counters.received - self.received_at_refresh) as f64 / elapsed.as_secs_f64();
         let _ = write!(
             io::stderr(),
-            "\r\x1b[Knfwatch: {rate:.0} records/s, {} total, {} lost",
+            "\r\x1b[Knfwatch: {rate:.0} {}/s, {} total, {} lost",
+            counters.unit(),
             counters.received,
             counters.lost()
         );
@@ -269,6 +324,51 @@ mod tests {
                 "nfwatch: wrote 4 records to stdout in 0.000 s",
                 "nfwatch: lost 3 records in the kernel, 0 socket overruns (ENOBUFS), 0 batch sequence gaps",
             ]
+        );
+    }
+
+    #[test]
+    fn flow_summary_says_flows_and_packets() {
+        let mut counters = Counters {
+            written: 4,
+            by_socket: 1,
+            flows: Some(FlowCounts {
+                packets: 30,
+                sends: 20,
+            }),
+            ..Counters::default()
+        };
+        counters.batch_seen(1, 2);
+        counters.final_own = Some(Stats {
+            matched: 22,
+            delivered: 20,
+            lost: 2,
+            unattributed: 3,
+            flows: 5,
+            flows_evicted: 1,
+            ..Stats::default()
+        });
+        counters.exports.push(ExportReport {
+            to: "udp://192.0.2.9:4739".into(),
+            messages: 1,
+            records: 4,
+            lost: 0,
+        });
+        let lines = summary(&counters, "flows.csv", Duration::from_millis(2000));
+        assert_eq!(
+            lines,
+            [
+                "nfwatch: wrote 4 flows (30 packets) to flows.csv in 2.000 s",
+                "nfwatch: lost 2 packets in the kernel, 0 socket overruns (ENOBUFS), 0 batch sequence gaps",
+                "nfwatch: kernel counted 22 matched, 20 delivered, 2 lost",
+                "nfwatch: 3 packets with no known sending process in the kernel, 1 flows written with the process holding their socket",
+                "nfwatch: 5 flows ended in the kernel, 1 of them evicted (table full)",
+                "nfwatch: exported 4 flows in 1 IPFIX messages to udp://192.0.2.9:4739, lost 0 in export",
+            ]
+        );
+        assert_eq!(
+            progress_line(&counters),
+            "nfwatch: 0 flows received, 4 written, 2 packets lost in the kernel, 0 socket overruns, 0 batch sequence gaps"
         );
     }
 }

@@ -11,8 +11,10 @@ use crate::status::Counters;
 
 /// The object; `kernel` is null when the final counters never came (the
 /// module went away without them, or nfwatch stopped on an error).
+/// With flows, also `flows` (the flows written, as `written`), `packets`
+/// and `sends` (their sums), and the kernel's `flows` and `flows_evicted`.
 pub fn summary_object(counters: &Counters, output: &str, elapsed: Duration) -> Value {
-    json!({
+    let mut object = json!({
         "output": output,
         "written": counters.written,
         "not_written": counters.not_written,
@@ -34,7 +36,17 @@ pub fn summary_object(counters: &Counters, output: &str, elapsed: Duration) -> V
             "lost": e.lost,
         })).collect::<Vec<_>>(),
         "duration_s": elapsed.as_secs_f64(),
-    })
+    });
+    if let Some(flows) = counters.flows {
+        object["flows"] = counters.written.into();
+        object["packets"] = flows.packets.into();
+        object["sends"] = flows.sends.into();
+        if let (Some(own), Some(kernel)) = (counters.final_own, object["kernel"].as_object_mut()) {
+            kernel.insert("flows".into(), own.flows.into());
+            kernel.insert("flows_evicted".into(), own.flows_evicted.into());
+        }
+    }
+    object
 }
 
 /// Writes `object` and a newline to `path` (`-`: stderr).
@@ -84,5 +96,36 @@ mod tests {
         );
         let without = summary_object(&Counters::default(), "stdout", Duration::ZERO);
         assert_eq!(without["kernel"], Value::Null);
+    }
+
+    #[test]
+    fn flows_add_their_counts() {
+        let counters = Counters {
+            written: 3,
+            flows: Some(crate::status::FlowCounts {
+                packets: 40,
+                sends: 30,
+            }),
+            final_own: Some(Stats {
+                matched: 30,
+                delivered: 30,
+                flows: 3,
+                flows_evicted: 1,
+                ..Stats::default()
+            }),
+            ..Counters::default()
+        };
+        let object = summary_object(&counters, "stdout", Duration::ZERO);
+        assert_eq!(
+            (&object["flows"], &object["packets"], &object["sends"]),
+            (&json!(3), &json!(40), &json!(30))
+        );
+        assert_eq!(object["written"], json!(3));
+        assert_eq!(
+            object["kernel"].to_string(),
+            r#"{"delivered":30,"flows":3,"flows_evicted":1,"lost":0,"matched":30,"unattributed":0}"#
+        );
+        let packets = summary_object(&Counters::default(), "stdout", Duration::ZERO);
+        assert!(packets.get("flows").is_none() && packets.get("packets").is_none());
     }
 }

@@ -156,3 +156,36 @@ fn failed_start_leaves_the_output_alone() {
     );
     assert!(!missing.exists(), "{} was created", missing.display());
 }
+
+#[test]
+fn flows_refuses_what_it_cannot_write() {
+    for (args, option) in [
+        (&["--format", "legacy"][..], "--format legacy"),
+        (&["--count", "3"], "--count"),
+        (&["--inactive-timeout", "0"], "--inactive-timeout"),
+        (&["--max-flows", "0"], "--max-flows"),
+    ] {
+        let assert = nfwatch()
+            .args(["flows", "--src", "10.0.0.1"])
+            .args(args)
+            .assert()
+            .code(2)
+            .stdout("");
+        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("nfwatch: ") && stderr.contains(option),
+            "{stderr}"
+        );
+    }
+    let help = nfwatch().args(["flows", "--help"]).assert().success();
+    let text = String::from_utf8_lossy(&help.get_output().stdout).into_owned();
+    for option in [
+        "--inactive-timeout <SECS>",
+        "--active-timeout <SECS>",
+        "--max-flows <N>",
+        "--export <URL>",
+    ] {
+        assert!(text.contains(option), "{option} missing from:\n{text}");
+    }
+}

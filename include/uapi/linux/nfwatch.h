@@ -78,6 +78,13 @@ enum nfwatch_cmd {
 	 * gone and no batch follows. Carries NFWATCH_A_STATS_OWN (final).
 	 */
 	NFWATCH_CMD_SHUTDOWN,
+	/*
+	 * kernel -> a subscriber of flows (NFWATCH_A_FLOWS): as
+	 * NFWATCH_CMD_RECORDS, but NFWATCH_A_RECORDS holds struct
+	 * nfwatch_flow, one per flow ended, and NFWATCH_A_BATCH_LOST counts
+	 * packets (those of the flows lost).
+	 */
+	NFWATCH_CMD_FLOWS,
 	__NFWATCH_CMD_MAX,
 };
 #define NFWATCH_CMD_MAX (__NFWATCH_CMD_MAX - 1)
@@ -123,6 +130,23 @@ enum nfwatch_attr {
 	 * 1..NFWATCH_MAX_FILTERS.
 	 */
 	NFWATCH_A_COMMS,
+	/*
+	 * SUBSCRIBE, optional: aggregate the packets into flows in the kernel
+	 * and send each flow once it ends (NFWATCH_CMD_FLOWS), not each
+	 * packet. Nested: NFWATCH_FLOWS_A_*, each optional. A flow is the
+	 * packets whose records agree in every field but ts_ns, len, segs and
+	 * sock_ino. It ends when it has been idle INACTIVE_MS, when a packet
+	 * comes ACTIVE_MS or more after its first, when the table is full
+	 * and a new flow needs its place (the least recently used goes), and
+	 * when the subscription ends (UNSUBSCRIBE, the module unloading; not
+	 * the socket closing, which loses them). A subscription keeps its
+	 * mode: a SUBSCRIBE that would change it is refused (EBUSY).
+	 *
+	 * A subscriber's counters then count packets as the hook sees them (a
+	 * GSO packet once, as struct nfwatch_flow's @sends): matched ==
+	 * delivered + lost + those in flows still open.
+	 */
+	NFWATCH_A_FLOWS,
 	__NFWATCH_A_MAX,
 };
 #define NFWATCH_A_MAX (__NFWATCH_A_MAX - 1)
@@ -158,6 +182,19 @@ enum nfwatch_prefix_attr {
 };
 #define NFWATCH_PREFIX_A_MAX (__NFWATCH_PREFIX_A_MAX - 1)
 
+/* Inside NFWATCH_A_FLOWS, all u32, all optional. */
+enum nfwatch_flows_attr {
+	NFWATCH_FLOWS_A_UNSPEC,
+	NFWATCH_FLOWS_A_INACTIVE_MS,	/* 1..NFWATCH_MAX_TIMEOUT_MS; default 15000 */
+	NFWATCH_FLOWS_A_ACTIVE_MS,	/* 1..NFWATCH_MAX_TIMEOUT_MS; default 1800000 */
+	NFWATCH_FLOWS_A_MAX_FLOWS,	/* 1..NFWATCH_MAX_FLOWS; default 65536 */
+	__NFWATCH_FLOWS_A_MAX,
+};
+#define NFWATCH_FLOWS_A_MAX (__NFWATCH_FLOWS_A_MAX - 1)
+
+#define NFWATCH_MAX_TIMEOUT_MS	(7 * 24 * 3600 * 1000)
+#define NFWATCH_MAX_FLOWS	(1 << 22)
+
 /* Counters, all u64, nested in NFWATCH_A_STATS_GLOBAL / NFWATCH_A_STATS_OWN. */
 enum nfwatch_stat {
 	NFWATCH_STAT_UNSPEC,
@@ -180,6 +217,14 @@ enum nfwatch_stat {
 	NFWATCH_STAT_LIVE_PAGES,	/* pages kept for batches' records */
 	/* own: records made without a sending process (NFWATCH_F_COMM unset) */
 	NFWATCH_STAT_UNATTRIBUTED,
+	/* own, of a subscriber of flows: flows ended (sent or lost) */
+	NFWATCH_STAT_FLOWS,
+	/* own: of those, the flows ended early because the table was full */
+	NFWATCH_STAT_FLOWS_EVICTED,
+	/* own: flows open now */
+	NFWATCH_STAT_FLOWS_OPEN,
+	/* global, initial namespace only: open flows, all subscribers */
+	NFWATCH_STAT_LIVE_FLOWS,
 	__NFWATCH_STAT_MAX,
 };
 #define NFWATCH_STAT_MAX (__NFWATCH_STAT_MAX - 1)
@@ -240,6 +285,28 @@ struct nfwatch_record {
 	 * (NFWATCH_F_COMM unset). 0 when the socket has no file (closed).
 	 */
 	__u32 sock_ino;
+};
+
+/* struct nfwatch_flow.end_reason: the values of IPFIX's flowEndReason (136) */
+#define NFWATCH_END_IDLE	1	/* idle for the inactive timeout */
+#define NFWATCH_END_ACTIVE	2	/* a packet came at the active timeout or later */
+#define NFWATCH_END_FORCED	4	/* the subscription ended */
+#define NFWATCH_END_EVICTED	5	/* the table was full: lackOfResources */
+
+/*
+ * One flow ended. @first is its first packet's record (its key, and its
+ * start in ts_ns), last so that it may grow as struct nfwatch_record does:
+ * its size is NFWATCH_A_RECORD_SIZE less offsetof(struct nfwatch_flow,
+ * first).
+ */
+struct nfwatch_flow {
+	__u64 last_ns;		/* the last packet's ts_ns */
+	__u64 packets;		/* GSO segments counted */
+	__u64 octets;		/* the sum of the packets' len */
+	__u64 sends;		/* packets as the hook saw them: a GSO packet once */
+	__u8  end_reason;	/* NFWATCH_END_* */
+	__u8  __pad[7];
+	struct nfwatch_record first;
 };
 
 #endif /* _UAPI_LINUX_NFWATCH_H */

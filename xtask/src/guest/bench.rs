@@ -8,8 +8,8 @@ use super::proc::Spawned;
 use super::reliability::{cycle, subscribe_attrs};
 use super::{insmod, module_loaded, net, rmmod};
 use crate::bench::{
-    config_name, config_names, Accounting, Raw, Sample, BUSY_NEIGHBOUR, CONFIGS, IDLE_HOOKED,
-    IPFIX_ALL, IPV6_NOTHING, IPV6_UNMATCHED, RAW, ROUND_EXTRA,
+    config_name, config_names, Accounting, Raw, Sample, BUSY_NEIGHBOUR, CONFIGS, FLOWS_ALL,
+    IDLE_HOOKED, IPFIX_ALL, IPV6_NOTHING, IPV6_UNMATCHED, RAW, ROUND_EXTRA,
 };
 use crate::util::{run, stdout_of, wait_until};
 use anyhow::{bail, ensure, Context, Result};
@@ -309,6 +309,9 @@ enum Tool {
         out: PathBuf,
         /// `--format ipfix`: a file of messages, not lines.
         ipfix: bool,
+        /// `nfwatch flows`: its records are flows, the packets in them
+        /// are what it recorded.
+        flows: bool,
     },
     Tcpdump {
         proc: Spawned,
@@ -332,9 +335,21 @@ impl Bench<'_> {
         format: &str,
         rcvbuf: Option<u64>,
     ) -> Result<Tool> {
+        self.nfwatch_as("watch", tag, srcs, format, rcvbuf)
+    }
+
+    /// `nfwatch subcommand` (watch or flows).
+    fn nfwatch_as(
+        &self,
+        subcommand: &str,
+        tag: &str,
+        srcs: &[String],
+        format: &str,
+        rcvbuf: Option<u64>,
+    ) -> Result<Tool> {
         let out = Path::new(TMP).join(format!("{tag}.{format}"));
         let mut cmd = Command::new(&self.args.nfwatch);
-        cmd.args(["watch", "--format", format, "-o"]).arg(&out);
+        cmd.args([subcommand, "--format", format, "-o"]).arg(&out);
         for src in srcs {
             cmd.args(["--src", src]);
         }
@@ -349,6 +364,7 @@ impl Bench<'_> {
             proc,
             out,
             ipfix: format == "ipfix",
+            flows: subcommand == "flows",
         })
     }
 
@@ -389,7 +405,7 @@ impl Bench<'_> {
     /// Starts configuration `config`'s tool.
     fn start(&self, tag: &str, proto: &str, config: usize) -> Result<Tool> {
         let want_module = (1..=4).contains(&config)
-            || [8, IDLE_HOOKED, IPV6_UNMATCHED, IPFIX_ALL].contains(&config);
+            || [8, IDLE_HOOKED, IPV6_UNMATCHED, IPFIX_ALL, FLOWS_ALL].contains(&config);
         // Unloading unregisters the hooks: (1) is a module never subscribed to.
         if want_module && !module_loaded() {
             insmod(&self.args.module)?;
@@ -423,6 +439,7 @@ impl Bench<'_> {
             }
             IPV6_UNMATCHED => self.nfwatch(tag, &unmatched_prefixes6(), "jsonl", None)?,
             IPFIX_ALL => self.nfwatch(tag, &all, "ipfix", None)?,
+            FLOWS_ALL => self.nfwatch_as("flows", tag, &all, "jsonl", None)?,
             BUSY_NEIGHBOUR => {
                 // A shell builtin loop: user-space work only. The scheduler
                 // keeps it and the generator on different vCPUs.
@@ -457,6 +474,7 @@ impl Bench<'_> {
                 mut proc,
                 out,
                 ipfix,
+                flows,
             } => {
                 let (busy_at_exit, exited, tool_cpu_seconds) = stop_tool(&mut proc, libc::SIGTERM)?;
                 let summary = Summary::parse(&proc.lines())?;
@@ -474,7 +492,11 @@ impl Bench<'_> {
                 Ok(Drained {
                     busy_at_exit,
                     exited: Some(exited),
-                    records: Some(summary.written),
+                    records: if flows {
+                        summary.kernel.map(|[_, delivered, _]| delivered)
+                    } else {
+                        Some(summary.written)
+                    },
                     file_lines,
                     ipfix_records,
                     dropped: Some(summary.lost_in_kernel + summary.overruns),
@@ -820,7 +842,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         write_raw(&args.out, &raw)?;
     }
     if args.perf {
-        for config in (0..CONFIGS.len()).chain([IPFIX_ALL]) {
+        for config in (0..CONFIGS.len()).chain([IPFIX_ALL, FLOWS_ALL]) {
             if let Err(e) = bench.profile(config) {
                 raw.errors
                     .push(format!("perf profile of config {config}: {e:#}"));

@@ -1085,6 +1085,7 @@ const ZERO: Live = Live {
     sets: 0,
     batches: 0,
     pages: 0,
+    flows: 0,
 };
 
 /// The module-wide live objects (the guest runs in the initial namespace).

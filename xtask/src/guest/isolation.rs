@@ -261,7 +261,7 @@ fn takeover_rounds(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-const MEMCG: &str = "/sys/fs/cgroup/nfwatch-memcg";
+pub(super) const MEMCG: &str = "/sys/fs/cgroup/nfwatch-memcg";
 /// Small, but room for a pile of subscribers with full rings.
 const MEMCG_MAX: u64 = 64 << 20;
 /// Datagrams sent to every subscriber of the pile: enough to fill its ring.
@@ -275,7 +275,7 @@ fn cgroup_file(name: &str) -> std::path::PathBuf {
     Path::new(MEMCG).join(name)
 }
 
-fn memory_current() -> Result<u64> {
+pub(super) fn memory_current() -> Result<u64> {
     let path = cgroup_file("memory.current");
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
@@ -285,7 +285,7 @@ fn memory_current() -> Result<u64> {
 }
 
 /// A memory cgroup of its own, with the memory controller on.
-fn memcg_setup() -> Result<()> {
+pub(super) fn memcg_setup() -> Result<()> {
     let root = Path::new("/sys/fs/cgroup");
     if !root.join("cgroup.controllers").exists() {
         crate::util::run(
@@ -303,7 +303,7 @@ fn memcg_setup() -> Result<()> {
     Ok(())
 }
 
-fn memcg_remove() -> Result<()> {
+pub(super) fn memcg_remove() -> Result<()> {
     wait_until("the memory cgroup to be removed", DEADLINE, || {
         Ok(std::fs::remove_dir(MEMCG).is_ok().then_some(()))
     })

@@ -3,6 +3,7 @@
 pub mod attribution;
 pub mod bench;
 mod cli_output;
+mod flows;
 pub mod fuzz;
 pub mod generator;
 mod genl;

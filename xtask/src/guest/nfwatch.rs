@@ -74,11 +74,15 @@ pub struct Record {
 impl Record {
     /// `ts` in nanoseconds since the epoch.
     pub fn ts_nanos(&self) -> Result<i128> {
-        let time =
-            time::OffsetDateTime::parse(&self.ts, &time::format_description::well_known::Rfc3339)
-                .with_context(|| format!("bad ts {:?}", self.ts))?;
-        Ok(time.unix_timestamp_nanos())
+        rfc3339_nanos(&self.ts)
     }
+}
+
+/// An RFC 3339 time in nanoseconds since the epoch.
+pub fn rfc3339_nanos(text: &str) -> Result<i128> {
+    let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .with_context(|| format!("bad time {text:?}"))?;
+    Ok(time.unix_timestamp_nanos())
 }
 
 /// A jsonl `ifname`: a string, or the bytes of a name that is not UTF-8.
@@ -304,12 +308,40 @@ impl Watcher {
         Self::spawn(
             ctx,
             Command::new(&ctx.guest.nfwatch),
+            "watch",
             tag,
             srcs,
             format,
             Some(out),
             extra,
         )
+    }
+
+    /// `nfwatch flows` for `srcs` in `format` to `out` (None: no `-o`),
+    /// with more CLI arguments, until subscribed.
+    pub fn start_flows(
+        ctx: &Ctx,
+        tag: &str,
+        srcs: &[&str],
+        format: &str,
+        out: Option<&Path>,
+        extra: &[&str],
+    ) -> Result<Self> {
+        let nfwatch = Command::new(&ctx.guest.nfwatch);
+        Self::spawn(ctx, nfwatch, "flows", tag, srcs, format, out, extra)
+    }
+
+    /// Like `start_flows` in JSON Lines to `out`, run through `cmd`
+    /// (nfwatch's path its last argument).
+    pub fn start_flows_via(
+        ctx: &Ctx,
+        cmd: Command,
+        tag: &str,
+        srcs: &[&str],
+        out: &Path,
+        extra: &[&str],
+    ) -> Result<Self> {
+        Self::spawn(ctx, cmd, "flows", tag, srcs, "jsonl", Some(out), extra)
     }
 
     /// Like `start_args` with no `-o`: records go where `extra` says
@@ -321,7 +353,7 @@ impl Watcher {
         extra: &[&str],
     ) -> Result<Self> {
         let nfwatch = Command::new(&ctx.guest.nfwatch);
-        Self::spawn(ctx, nfwatch, tag, srcs, "jsonl", None, extra)
+        Self::spawn(ctx, nfwatch, "watch", tag, srcs, "jsonl", None, extra)
     }
 
     /// Like `start`, run inside network namespace `ns`.
@@ -331,6 +363,7 @@ impl Watcher {
         Self::spawn(
             ctx,
             cmd,
+            "watch",
             tag,
             srcs,
             "jsonl",
@@ -339,17 +372,20 @@ impl Watcher {
         )
     }
 
-    /// `nfwatch` (with whatever `cmd` runs it through) `watch ...`, until subscribed.
+    /// `nfwatch` (with whatever `cmd` runs it through) `watch ...` or
+    /// `flows ...`, until subscribed.
+    #[allow(clippy::too_many_arguments)]
     fn spawn(
         ctx: &Ctx,
         mut cmd: Command,
+        subcommand: &str,
         tag: &str,
         srcs: &[&str],
         format: &str,
         out: Option<&Path>,
         extra: &[&str],
     ) -> Result<Self> {
-        cmd.arg("watch").args(["--format", format]);
+        cmd.arg(subcommand).args(["--format", format]);
         if let Some(out) = out {
             cmd.arg("-o").arg(out);
         }
@@ -358,7 +394,7 @@ impl Watcher {
         for src in srcs {
             cmd.args(["--src", src]);
         }
-        ctx.log(&format!("{tag}: nfwatch watch {}", srcs.join(" ")));
+        ctx.log(&format!("{tag}: nfwatch {subcommand} {}", srcs.join(" ")));
         let mut proc = Spawned::start(&mut cmd, &ctx.path(&format!("{tag}.stderr")))?;
         proc.wait_line("the `subscribed to` line", DEADLINE, |l| {
             l.starts_with(SUBSCRIBED)
@@ -480,6 +516,8 @@ pub struct Live {
     pub sets: u64,
     pub batches: u64,
     pub pages: u64,
+    /// Flows open in subscribers' tables.
+    pub flows: u64,
 }
 
 #[derive(Debug, Deserialize)]

@@ -368,6 +368,24 @@ fn check_outputs(tree: &Path, lines: &[String], outputs: &[Printed]) -> Result<(
         log.lines().count() > 0 && log.lines().all(|l| l.contains(SOURCES[0])),
         "sends.log is empty or has other sources"
     );
+    let flows = records(&tree.join("flows.jsonl"))?;
+    let packets: u64 = flows.iter().filter_map(|f| f["packets"].as_u64()).sum();
+    ensure!(
+        !flows.is_empty()
+            && flows.iter().all(|f| f["src"].as_str() == Some(SOURCES[0]))
+            && packets >= flows.len() as u64,
+        "flows.jsonl: {} flows of {packets} packets, or from another source",
+        flows.len()
+    );
+    let summary = &output_of(lines, outputs, "-o flows.jsonl")?.stderr;
+    let wrote = format!(
+        "wrote {} flows ({packets} packets) to flows.jsonl",
+        flows.len()
+    );
+    ensure!(
+        summary.contains(&wrote),
+        "the summary does not say {wrote:?}: {summary}"
+    );
     let stats: serde_json::Value =
         serde_json::from_str(&output_of(lines, outputs, "stats --json")?.stdout)
             .context("stats --json")?;

@@ -2,12 +2,12 @@
 
 use std::io;
 
-use nfwatch_proto::Record;
+use nfwatch_proto::{FlowBytes, Record};
 
 use super::fields::{
     family_name, push_bool, push_escaped_name, push_num, push_opt_num, write_proto,
 };
-use super::{owner_columns, Columns, Fields, LineFormat, Varying};
+use super::{flow_columns, owner_columns, Columns, Fields, LineFormat, Varying};
 use crate::cgroup::Cgroups;
 
 /// The record's field names, in order: the CSV header line (the man pages
@@ -15,10 +15,15 @@ use crate::cgroup::Cgroups;
 pub const CSV_HEADER: &str =
     "ts,family,proto,src,dst,sport,dport,icmp_type,icmp_code,len,ifindex,ifname,nexthop,uid,pid,frag,segs,comm,cgroup_id,cgroup,unit,container,netns";
 
+/// A flow's field names, in order: `nfwatch flows --format csv`'s header.
+pub const FLOW_CSV_HEADER: &str =
+    "start,end,family,proto,src,dst,sport,dport,icmp_type,icmp_code,ifindex,ifname,nexthop,uid,pid,frag,comm,cgroup_id,cgroup,unit,container,netns,packets,octets,end_reason";
+
 pub(super) struct Csv;
 
 impl LineFormat for Csv {
     const TS_PREFIX: Option<&'static [u8]> = Some(b"");
+    const FLOW_TIMES: (&'static [u8], &'static [u8]) = (b"", b",");
 
     fn name(out: &mut Vec<u8>, name: &[u8]) {
         write_csv_name(out, name);
@@ -43,8 +48,7 @@ impl LineFormat for Csv {
             out.push(b',');
             push_opt_num(out, value, Self::ABSENT);
         }
-        out.push(b',');
-        fields.varying(out, Varying::Len, r);
+        fields.varying(out, b",", Varying::Len, r);
         out.push(b',');
         push_num(out, r.ifindex);
         out.push(b',');
@@ -59,14 +63,17 @@ impl LineFormat for Csv {
         push_opt_num(out, r.pid, Self::ABSENT);
         out.push(b',');
         push_bool(out, r.frag);
-        out.push(b',');
-        fields.varying(out, Varying::Segs, r);
+        fields.varying(out, b",", Varying::Segs, r);
         fields.owner::<Self>(out, r);
         Ok(())
     }
 
     fn owner(out: &mut Vec<u8>, cgroups: &mut Cgroups, r: &Record) -> bool {
         owner_columns::<Self>(out, cgroups, r)
+    }
+
+    fn flow_counters(out: &mut Vec<u8>, flow: FlowBytes) {
+        flow_columns::<Self>(out, flow);
     }
 }
 

@@ -14,7 +14,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ipfix::element::{iana, Element, FLOW_DIRECTION_EGRESS};
 use ipfix::type_info::{self, DataType, ElementInfo, Semantics};
 use ipfix::{ntp_time, FieldSpec, Message, RecordWriter, Template, VARIABLE_LENGTH};
-use nfwatch_proto::{Family, PaddedName, ProtoError, RecordBytes};
+use nfwatch_proto::{
+    BatchEntry, BatchKind, Family, FlowBytes, PaddedName, ProtoError, Record, RecordBytes,
+};
 
 use super::{LineError, Sink};
 use crate::cgroup::Cgroups;
@@ -27,11 +29,15 @@ pub const MESSAGE_BYTES: usize = 32 * 1024;
 const V4_TEMPLATE: u16 = 256;
 const V6_TEMPLATE: u16 = 257;
 const TYPE_TEMPLATE: u16 = 258;
+/// `nfwatch flows`' data records.
+const FLOW_V4_TEMPLATE: u16 = 260;
+const FLOW_V6_TEMPLATE: u16 = 261;
 
 /// The uid of a packet no socket owns.
 const NO_UID: u32 = u32::MAX;
 
-/// nfwatch's elements under the enterprise number given (`--ipfix-pen`).
+/// nfwatch's elements under the enterprise number given (`--ipfix-pen`);
+/// a flow's records have all but the last (segments).
 const ENTERPRISE_ELEMENTS: [(u16, u16, DataType, Semantics, &str, &str); 9] = [
     (
         1,
@@ -116,8 +122,28 @@ pub struct IpfixSettings {
     pub domain: u32,
 }
 
-fn template(id: u16, family: Family, pen: u32) -> Template {
+type EnterpriseElement = (u16, u16, DataType, Semantics, &'static str, &'static str);
+
+/// The enterprise elements of the records of `kind`.
+fn enterprise_elements(kind: BatchKind) -> &'static [EnterpriseElement] {
+    match kind {
+        BatchKind::Records => &ENTERPRISE_ELEMENTS,
+        BatchKind::Flows => &ENTERPRISE_ELEMENTS[..8],
+    }
+}
+
+/// The template of packets' (`kind` Records) or flows' data records of
+/// `family`. A flow's has its start and end in nanoseconds and, for
+/// collectors that read no other (nfdump, pmacct), milliseconds, its
+/// packets and octets, its end reason; no packet length or segments.
+fn template(family: Family, pen: u32, kind: BatchKind) -> Template {
     let iana = FieldSpec::iana;
+    let id = match (kind, family) {
+        (BatchKind::Records, Family::V4) => V4_TEMPLATE,
+        (BatchKind::Records, Family::V6) => V6_TEMPLATE,
+        (BatchKind::Flows, Family::V4) => FLOW_V4_TEMPLATE,
+        (BatchKind::Flows, Family::V6) => FLOW_V6_TEMPLATE,
+    };
     let (src, dst, nexthop, icmp, addr) = match family {
         Family::V4 => (
             iana::SOURCE_IPV4_ADDRESS,
@@ -134,28 +160,69 @@ fn template(id: u16, family: Family, pen: u32) -> Template {
             16,
         ),
     };
-    let mut fields = vec![
-        iana(iana::OBSERVATION_TIME_NANOSECONDS, 8),
+    let mut fields = match kind {
+        BatchKind::Records => vec![iana(iana::OBSERVATION_TIME_NANOSECONDS, 8)],
+        BatchKind::Flows => vec![
+            iana(iana::FLOW_START_NANOSECONDS, 8),
+            iana(iana::FLOW_END_NANOSECONDS, 8),
+            iana(iana::FLOW_START_MILLISECONDS, 8),
+            iana(iana::FLOW_END_MILLISECONDS, 8),
+        ],
+    };
+    fields.extend([
         iana(src, addr),
         iana(dst, addr),
         iana(iana::PROTOCOL_IDENTIFIER, 1),
         iana(iana::SOURCE_TRANSPORT_PORT, 2),
         iana(iana::DESTINATION_TRANSPORT_PORT, 2),
         iana(icmp, 2),
-        iana(iana::IP_TOTAL_LENGTH, 8),
+    ]);
+    if kind == BatchKind::Records {
+        fields.push(iana(iana::IP_TOTAL_LENGTH, 8));
+    }
+    fields.extend([
         iana(iana::OCTET_DELTA_COUNT, 8),
         iana(iana::PACKET_DELTA_COUNT, 8),
         iana(iana::EGRESS_INTERFACE, 4),
         iana(iana::INTERFACE_NAME, VARIABLE_LENGTH),
         iana(nexthop, addr),
         iana(iana::FLOW_DIRECTION, 1),
-    ];
+    ]);
+    if kind == BatchKind::Flows {
+        fields.push(iana(iana::FLOW_END_REASON, 1));
+    }
     fields.extend(
-        ENTERPRISE_ELEMENTS
+        enterprise_elements(kind)
             .iter()
             .map(|&(id, len, ..)| FieldSpec::new(Element::enterprise(pen, id), len)),
     );
     Template::data(id, fields)
+}
+
+/// The addresses, protocol, ports and ICMP type and code.
+fn key_fields(w: &mut RecordWriter, r: &Record) {
+    let (sport, dport) = r.ports.unwrap_or_default();
+    let icmp = r.icmp.map_or(0, |(t, c)| u16::from(t) << 8 | u16::from(c));
+    address(w, Some(r.src), r.family);
+    address(w, Some(r.dst), r.family);
+    w.u8(r.proto).u16(sport).u16(dport).u16(icmp);
+}
+
+/// The device, next hop and direction.
+fn device_fields(w: &mut RecordWriter, r: &Record) {
+    w.u32(r.ifindex).variable(r.ifname.as_bytes());
+    address(w, r.nexthop, r.family);
+    w.u8(FLOW_DIRECTION_EGRESS);
+}
+
+/// nfwatch's elements but segments: who sent it, `cgroup` being the three
+/// variable-length fields of its cgroup.
+fn owner_fields(w: &mut RecordWriter, r: &Record, cgroup: &[u8]) {
+    w.u32(r.uid.unwrap_or(NO_UID)).u32(r.pid.unwrap_or(0));
+    w.variable(r.comm.as_ref().map_or(&[][..], PaddedName::as_bytes));
+    w.u64(r.cgroup_id.unwrap_or(0));
+    w.bytes(cgroup);
+    w.u32(r.netns.unwrap_or(0));
 }
 
 fn address(out: &mut RecordWriter, addr: Option<std::net::IpAddr>, family: Family) {
@@ -266,10 +333,14 @@ impl MessageStream {
 }
 
 /// Packet records as IPFIX data records of templates 256 (IPv4) and 257
-/// (IPv6), with what a record does not carry (the socket's holder, the
-/// cgroup's path, unit and container) looked up.
+/// (IPv6), or flows as those of 260 and 261, with what a record does not
+/// carry (the socket's holder, the cgroup's path, unit and container)
+/// looked up.
 pub struct Encoder {
     pen: u32,
+    kind: BatchKind,
+    /// A flow's data record.
+    flow_fields: Vec<u8>,
     v4: Template,
     v6: Template,
     cgroups: Cgroups,
@@ -297,11 +368,14 @@ struct FlowRecord {
 }
 
 impl Encoder {
-    pub fn new(pen: u32, cgroups: Cgroups) -> Self {
+    /// For the records of batches of `kind`: packets or flows.
+    pub fn new(pen: u32, cgroups: Cgroups, kind: BatchKind) -> Self {
         Self {
             pen,
-            v4: template(V4_TEMPLATE, Family::V4, pen),
-            v6: template(V6_TEMPLATE, Family::V6, pen),
+            kind,
+            flow_fields: Vec::new(),
+            v4: template(Family::V4, pen, kind),
+            v6: template(Family::V6, pen, kind),
             cgroups,
             cgroup: (None, Vec::new()),
             sockets: SocketHolders::new(),
@@ -325,7 +399,7 @@ impl Encoder {
         to: &mut impl MessageSink,
     ) -> io::Result<()> {
         stream.add_template(&type_info::template(TYPE_TEMPLATE), to)?;
-        for (id, _, data_type, semantics, name, description) in ENTERPRISE_ELEMENTS {
+        for &(id, _, data_type, semantics, name, description) in enterprise_elements(self.kind) {
             let info = ElementInfo {
                 element: Element::enterprise(self.pen, id),
                 data_type,
@@ -340,9 +414,40 @@ impl Encoder {
         stream.add_template(&self.v6, to)
     }
 
+    /// The data record of a packet's record or of a flow.
+    pub fn encode(&mut self, entry: BatchEntry) -> Result<(u16, &[u8]), ProtoError> {
+        match entry {
+            BatchEntry::Record(record) => self.encode_record(record),
+            BatchEntry::Flow(flow) => self.encode_flow(flow),
+        }
+    }
+
+    /// The data record of `flow`: its template and fields, its process
+    /// filled in from the socket's holder when the kernel knew none.
+    pub fn encode_flow(&mut self, flow: FlowBytes) -> Result<(u16, &[u8]), ProtoError> {
+        let mut r = flow.first().parse()?;
+        self.by_socket += u64::from(self.sockets.fill(&mut r));
+        self.remember_cgroup(r.cgroup_id);
+        let template = match r.family {
+            Family::V4 => FLOW_V4_TEMPLATE,
+            Family::V6 => FLOW_V6_TEMPLATE,
+        };
+        let (start, end) = (flow.start_ns(), flow.last_ns());
+        self.flow_fields.clear();
+        let mut w = RecordWriter::new(&mut self.flow_fields);
+        w.u64(ntp_time(start)).u64(ntp_time(end));
+        w.u64(start / 1_000_000).u64(end / 1_000_000);
+        key_fields(&mut w, &r);
+        w.u64(flow.octets()).u64(flow.packets());
+        device_fields(&mut w, &r);
+        w.u8(flow.end_reason().ipfix_value());
+        owner_fields(&mut w, &r, &self.cgroup.1);
+        Ok((template, &self.flow_fields))
+    }
+
     /// The data record of `bytes`: its template and fields, its process
     /// filled in from the socket's holder when the kernel knew none.
-    pub fn encode(&mut self, bytes: RecordBytes) -> Result<(u16, &[u8]), ProtoError> {
+    pub fn encode_record(&mut self, bytes: RecordBytes) -> Result<(u16, &[u8]), ProtoError> {
         let flow = &mut self.flow;
         if bytes.same_flow(&flow.record) {
             let fields = &mut flow.fields;
@@ -366,9 +471,9 @@ impl Encoder {
         let mut r = bytes.parse()?;
         self.flow.by_socket = self.sockets.fill(&mut r);
         let found = self.remember_cgroup(r.cgroup_id);
-        let (template, family, addr) = match r.family {
-            Family::V4 => (V4_TEMPLATE, Family::V4, 4),
-            Family::V6 => (V6_TEMPLATE, Family::V6, 16),
+        let (template, addr) = match r.family {
+            Family::V4 => (V4_TEMPLATE, 4),
+            Family::V6 => (V6_TEMPLATE, 16),
         };
         let flow = &mut self.flow;
         flow.template = template;
@@ -376,21 +481,12 @@ impl Encoder {
         flow.len_at = 8 + 2 * addr + 1 + 2 + 2 + 2;
         flow.fields.clear();
         let mut w = RecordWriter::new(&mut flow.fields);
-        let (sport, dport) = r.ports.unwrap_or_default();
-        let icmp = r.icmp.map_or(0, |(t, c)| u16::from(t) << 8 | u16::from(c));
         w.u64(ntp_time(r.ts_ns));
-        address(&mut w, Some(r.src), family);
-        address(&mut w, Some(r.dst), family);
-        w.u8(r.proto).u16(sport).u16(dport).u16(icmp);
+        key_fields(&mut w, &r);
         w.u64(r.len.into()).u64(r.len.into()).u64(1);
-        w.u32(r.ifindex).variable(r.ifname.as_bytes());
-        address(&mut w, r.nexthop, family);
-        w.u8(FLOW_DIRECTION_EGRESS);
-        w.u32(r.uid.unwrap_or(NO_UID)).u32(r.pid.unwrap_or(0));
-        w.variable(r.comm.as_ref().map_or(&[][..], PaddedName::as_bytes));
-        w.u64(r.cgroup_id.unwrap_or(0));
-        w.bytes(&self.cgroup.1);
-        w.u32(r.netns.unwrap_or(0)).u16(r.segs);
+        device_fields(&mut w, &r);
+        owner_fields(&mut w, &r, &self.cgroup.1);
+        w.u16(r.segs);
         if found {
             flow.record.extend_from_slice(bytes.bytes());
         }
@@ -430,9 +526,10 @@ pub struct IpfixFile {
 }
 
 impl IpfixFile {
-    pub fn new(settings: IpfixSettings, cgroups: Cgroups) -> Self {
+    /// For the records of batches of `kind`: packets or flows.
+    pub fn new(settings: IpfixSettings, cgroups: Cgroups, kind: BatchKind) -> Self {
         Self {
-            encoder: Encoder::new(settings.pen, cgroups),
+            encoder: Encoder::new(settings.pen, cgroups, kind),
             stream: MessageStream::new(MESSAGE_BYTES, settings.domain),
         }
     }
@@ -447,10 +544,10 @@ impl IpfixFile {
         out
     }
 
-    /// Adds `record` to the message being filled; a full message goes to
+    /// Adds `entry` to the message being filled; a full message goes to
     /// `sink`.
-    pub fn write(&mut self, sink: &mut Sink, record: RecordBytes) -> Result<(), LineError> {
-        let (template, fields) = self.encoder.encode(record)?;
+    pub fn write(&mut self, sink: &mut Sink, entry: BatchEntry) -> Result<(), LineError> {
+        let (template, fields) = self.encoder.encode(entry)?;
         let fill = |out: &mut Vec<u8>| out.extend_from_slice(fields);
         self.stream
             .add_record(template, &fill, sink)
@@ -564,13 +661,20 @@ pub(crate) mod tests {
                 ..first.clone()
             };
             let (first, next) = (first.to_bytes(), next.to_bytes());
-            let mut running = Encoder::new(32473, Cgroups::with_root(dir.path().into()));
-            running.encode(RecordBytes::new(&first).unwrap()).unwrap();
+            let cgroups = || Cgroups::with_root(dir.path().into());
+            let mut running = Encoder::new(32473, cgroups(), BatchKind::Records);
+            running
+                .encode_record(RecordBytes::new(&first).unwrap())
+                .unwrap();
             assert!(!running.flow.record.is_empty(), "the flow is kept");
-            let (template, after) = running.encode(RecordBytes::new(&next).unwrap()).unwrap();
+            let (template, after) = running
+                .encode_record(RecordBytes::new(&next).unwrap())
+                .unwrap();
             let after = (template, after.to_vec());
-            let mut fresh = Encoder::new(32473, Cgroups::with_root(dir.path().into()));
-            let (template, whole) = fresh.encode(RecordBytes::new(&next).unwrap()).unwrap();
+            let mut fresh = Encoder::new(32473, cgroups(), BatchKind::Records);
+            let (template, whole) = fresh
+                .encode_record(RecordBytes::new(&next).unwrap())
+                .unwrap();
             assert_eq!(after, (template, whole.to_vec()), "{family:?}");
         }
     }
@@ -589,14 +693,14 @@ pub(crate) mod tests {
             pen: 32473,
             domain: 9,
         };
-        let mut file = IpfixFile::new(settings, cgroups);
+        let mut file = IpfixFile::new(settings, cgroups, BatchKind::Records);
         let mut bytes = file.preamble();
         let mut sink = Sink::new(Destination::File {
             file: std::fs::File::create(&path).unwrap(),
             start: 0,
         });
         for record in records {
-            file.write(&mut sink, record).unwrap();
+            file.write(&mut sink, BatchEntry::Record(record)).unwrap();
         }
         file.release(&mut sink).unwrap();
         sink.finish().unwrap();
@@ -669,5 +773,140 @@ pub(crate) mod tests {
             let unit = field(record, 6, Some(32473));
             assert!(unit.contains("100, 111, 99, 107, 101, 114, 45"), "{unit}");
         }
+    }
+
+    /// Flows of both families in a file: the flow templates' fields read
+    /// back, times in nanoseconds and milliseconds, counters, end reason;
+    /// no packet length or segments.
+    #[test]
+    fn a_file_of_flows_reads_back() {
+        use nfwatch_proto::{EndReason, Flow};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flows.ipfix");
+        let (cgroups, records) = fixture(dir.path());
+        let flows: Vec<Vec<u8>> = records
+            .iter()
+            .zip([EndReason::Idle, EndReason::Evicted])
+            .map(|(record, end_reason)| {
+                let first = record.parse().unwrap();
+                Flow {
+                    last_ns: first.ts_ns + 2_500_000_000,
+                    packets: 12,
+                    octets: 9000,
+                    sends: 10,
+                    end_reason,
+                    first,
+                }
+                .to_bytes()
+            })
+            .collect();
+        let settings = IpfixSettings {
+            pen: 32473,
+            domain: 9,
+        };
+        let mut file = IpfixFile::new(settings, cgroups, BatchKind::Flows);
+        let mut bytes = file.preamble();
+        let mut sink = Sink::new(Destination::File {
+            file: std::fs::File::create(&path).unwrap(),
+            start: 0,
+        });
+        for flow in &flows {
+            let entry = BatchEntry::Flow(FlowBytes::new(flow).unwrap());
+            file.write(&mut sink, entry).unwrap();
+        }
+        file.release(&mut sink).unwrap();
+        sink.finish().unwrap();
+        bytes.extend(std::fs::read(&path).unwrap());
+        if let Ok(keep) = std::env::var("NFWATCH_KEEP_FLOWS_IPFIX") {
+            std::fs::write(keep, &bytes).unwrap();
+        }
+
+        let result = NetflowParser::default().parse_bytes(&bytes);
+        assert!(result.error.is_none(), "{:?}", result.error);
+        let messages: Vec<_> = result
+            .packets
+            .iter()
+            .map(|p| match p {
+                NetflowPacket::IPFix(message) => message,
+                other => panic!("not IPFIX: {other:?}"),
+            })
+            .collect();
+        assert_eq!(messages.len(), 2);
+        // Eight type records: no nfwatchSegments.
+        assert_eq!(messages[1].header.sequence_number, 8);
+        let types = format!("{:?}", messages[0].flowsets);
+        assert!(!types.contains("nfwatchSegments"), "{types}");
+        let data: Vec<_> = messages[1]
+            .flowsets
+            .iter()
+            .filter_map(|set| match &set.body {
+                FlowSetBody::Data(data) => Some(data.fields.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(data.len(), 2, "{:?}", messages[1].flowsets);
+        let field = |record: &[(IPFixField, _)], id: u16, pen: Option<u32>| {
+            let wanted = IPFixField::new(id, pen);
+            record
+                .iter()
+                .find(|(f, _)| *f == wanted)
+                .map(|(_, value)| format!("{value:?}"))
+        };
+        let start_ms = 1_795_660_556_123u64;
+        for (record, reason) in data.iter().zip(["IdleTimeout", "LackOfResources"]) {
+            let some = |text: String| Some(text);
+            assert_eq!(
+                field(record, iana::PACKET_DELTA_COUNT, None),
+                some("DataNumber(U64(12))".into())
+            );
+            assert_eq!(
+                field(record, iana::OCTET_DELTA_COUNT, None),
+                some("DataNumber(U64(9000))".into())
+            );
+            assert_eq!(
+                field(record, iana::FLOW_END_REASON, None),
+                some(format!("FlowEndReason({reason})"))
+            );
+            let start = field(record, iana::FLOW_START_MILLISECONDS, None).unwrap();
+            assert!(start.contains(&start_ms.to_string()), "{start}");
+            let end = field(record, iana::FLOW_END_MILLISECONDS, None).unwrap();
+            assert!(end.contains(&(start_ms + 2500).to_string()), "{end}");
+            assert!(field(record, iana::FLOW_START_NANOSECONDS, None).is_some());
+            assert!(field(record, iana::FLOW_END_NANOSECONDS, None).is_some());
+            assert_eq!(field(record, iana::IP_TOTAL_LENGTH, None), None);
+            assert_eq!(
+                field(record, iana::OBSERVATION_TIME_NANOSECONDS, None),
+                None
+            );
+            assert_eq!(field(record, 9, Some(32473)), None, "no segments");
+            assert_eq!(
+                field(record, 1, Some(32473)),
+                some("Vec([0, 0, 3, 232])".into())
+            );
+        }
+        assert_eq!(
+            field(&data[1], iana::SOURCE_IPV6_ADDRESS, None),
+            Some("Ip6Addr(fd00::1)".into())
+        );
+        // The fields in the order of the template, its lengths as given.
+        let v4 = template(Family::V4, 32473, BatchKind::Flows);
+        assert_eq!(v4.id, FLOW_V4_TEMPLATE);
+        let ids: Vec<u16> = v4.fields.iter().map(|f| f.element.id).collect();
+        assert_eq!(
+            ids[..6],
+            [
+                iana::FLOW_START_NANOSECONDS,
+                iana::FLOW_END_NANOSECONDS,
+                iana::FLOW_START_MILLISECONDS,
+                iana::FLOW_END_MILLISECONDS,
+                iana::SOURCE_IPV4_ADDRESS,
+                iana::DESTINATION_IPV4_ADDRESS
+            ]
+        );
+        assert_eq!(
+            template(Family::V6, 1, BatchKind::Flows).id,
+            FLOW_V6_TEMPLATE
+        );
     }
 }

@@ -3,16 +3,18 @@
 
 use std::io::{self, Write};
 
-use nfwatch_proto::Record;
+use nfwatch_proto::{FlowBytes, Record};
 
 use super::fields::{family_name, push_bool, push_num, push_opt_num, write_proto};
-use super::{owner_columns, Columns, Fields, LineFormat, Varying};
+use super::{flow_columns, owner_columns, Columns, Fields, LineFormat, Varying};
 use crate::cgroup::Cgroups;
 
 pub(super) struct Jsonl;
 
 impl LineFormat for Jsonl {
     const TS_PREFIX: Option<&'static [u8]> = Some(b"{\"ts\":\"");
+    const FLOW_TIMES: (&'static [u8], &'static [u8]) = (b"{\"start\":\"", b"\",\"end\":\"");
+    const LINE_END: &'static [u8] = b"}";
 
     fn name(out: &mut Vec<u8>, name: &[u8]) {
         write_json_name(out, name);
@@ -36,8 +38,7 @@ impl LineFormat for Jsonl {
         push_opt_num(out, r.icmp.map(|i| i.0), Self::ABSENT);
         out.extend_from_slice(b",\"icmp_code\":");
         push_opt_num(out, r.icmp.map(|i| i.1), Self::ABSENT);
-        out.extend_from_slice(b",\"len\":");
-        fields.varying(out, Varying::Len, r);
+        fields.varying(out, b",\"len\":", Varying::Len, r);
         out.extend_from_slice(b",\"ifindex\":");
         push_num(out, r.ifindex);
         out.extend_from_slice(b",\"ifname\":");
@@ -57,15 +58,17 @@ impl LineFormat for Jsonl {
         push_opt_num(out, r.pid, Self::ABSENT);
         out.extend_from_slice(b",\"frag\":");
         push_bool(out, r.frag);
-        out.extend_from_slice(b",\"segs\":");
-        fields.varying(out, Varying::Segs, r);
+        fields.varying(out, b",\"segs\":", Varying::Segs, r);
         fields.owner::<Self>(out, r);
-        out.push(b'}');
         Ok(())
     }
 
     fn owner(out: &mut Vec<u8>, cgroups: &mut Cgroups, r: &Record) -> bool {
         owner_columns::<Self>(out, cgroups, r)
+    }
+
+    fn flow_counters(out: &mut Vec<u8>, flow: FlowBytes) {
+        flow_columns::<Self>(out, flow);
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use nfwatch_proto::Record;
+use nfwatch_proto::{FlowBytes, Record};
 
 use super::fields::{push_escaped_name, push_num, write_proto};
 use super::{Fields, LineFormat};
@@ -13,6 +13,8 @@ pub(super) struct Legacy;
 
 impl LineFormat for Legacy {
     const TS_PREFIX: Option<&'static [u8]> = None;
+    /// Not written: `flows` refuses `--format legacy`.
+    const FLOW_TIMES: (&'static [u8], &'static [u8]) = (b"", b"");
 
     fn name(out: &mut Vec<u8>, name: &[u8]) {
         push_escaped_name(out, name);
@@ -37,4 +39,7 @@ impl LineFormat for Legacy {
     fn owner(_: &mut Vec<u8>, _: &mut Cgroups, _: &Record) -> bool {
         true
     }
+
+    /// Never called: `flows` refuses `--format legacy`.
+    fn flow_counters(_: &mut Vec<u8>, _: FlowBytes) {}
 }

@@ -15,7 +15,9 @@ use std::io;
 use std::net::IpAddr;
 
 use clap::ValueEnum;
-use nfwatch_proto::{PaddedName, ProtoError, Record, RecordBytes};
+use nfwatch_proto::{
+    BatchEntry, BatchKind, EndReason, FlowBytes, PaddedName, ProtoError, Record, RecordBytes,
+};
 
 use self::csv::Csv;
 use self::fields::{fraction, push_num, push_opt_num, render_second, Memo};
@@ -25,7 +27,7 @@ use self::text::Text;
 use crate::cgroup::Cgroups;
 use crate::sockets::SocketHolders;
 
-pub use self::csv::CSV_HEADER;
+pub use self::csv::{CSV_HEADER, FLOW_CSV_HEADER};
 use self::ipfix::IpfixFile;
 pub use self::ipfix::{Encoder, IpfixSettings, MessageSink, MessageStream, MESSAGE_BYTES};
 pub use self::sink::{Destination, Sink};
@@ -43,6 +45,19 @@ pub enum Format {
     Ipfix,
 }
 
+impl Format {
+    /// The name `--format` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Csv => "csv",
+            Self::Jsonl => "jsonl",
+            Self::Legacy => "legacy",
+            Self::Ipfix => "ipfix",
+        }
+    }
+}
+
 /// Records into a sink, in the format asked for.
 pub enum Formatter {
     Lines(Box<LineFormatter>),
@@ -50,26 +65,27 @@ pub enum Formatter {
 }
 
 impl Formatter {
-    pub fn new(format: Format, cgroups: Cgroups, ipfix: IpfixSettings) -> Self {
+    /// For the records of batches of `kind`: packets or flows.
+    pub fn new(format: Format, cgroups: Cgroups, ipfix: IpfixSettings, kind: BatchKind) -> Self {
         match format {
-            Format::Ipfix => Self::Ipfix(Box::new(IpfixFile::new(ipfix, cgroups))),
-            lines => Self::Lines(Box::new(LineFormatter::new(lines, cgroups))),
+            Format::Ipfix => Self::Ipfix(Box::new(IpfixFile::new(ipfix, cgroups, kind))),
+            lines => Self::Lines(Box::new(LineFormatter::with_kind(lines, cgroups, kind))),
         }
     }
 
-    /// Writes `record` to `sink` (an IPFIX record may wait in a message
-    /// being filled: see `release`).
-    pub fn write(&mut self, sink: &mut Sink, record: RecordBytes) -> Result<(), LineError> {
+    /// Writes `entry` (a packet's record or a flow) to `sink` (an IPFIX
+    /// record may wait in a message being filled: see `release`).
+    pub fn write(&mut self, sink: &mut Sink, entry: BatchEntry) -> Result<(), LineError> {
         match self {
             Self::Lines(lines) => {
                 let start = sink.buffer().len();
-                if let Err(e) = lines.line(sink.buffer(), record) {
+                if let Err(e) = lines.entry(sink.buffer(), entry) {
                     sink.discard_partial(start);
                     return Err(e);
                 }
                 sink.unit_added(1).map_err(LineError::Write)
             }
-            Self::Ipfix(file) => file.write(sink, record),
+            Self::Ipfix(file) => file.write(sink, entry),
         }
     }
 
@@ -86,8 +102,8 @@ impl Formatter {
     /// IPFIX templates always (a file appended to may be read from there).
     pub fn preamble(&mut self, format: Format, starts_empty: bool) -> Option<Vec<u8>> {
         match self {
-            Self::Lines(_) if format == Format::Csv && starts_empty => {
-                Some(format!("{CSV_HEADER}\n").into_bytes())
+            Self::Lines(lines) if format == Format::Csv && starts_empty => {
+                Some(format!("{}\n", lines.csv_header()).into_bytes())
             }
             Self::Lines(_) => None,
             Self::Ipfix(file) => Some(file.preamble()),
@@ -109,6 +125,13 @@ trait LineFormat {
     /// What comes before the timestamp; None: lines have none.
     const TS_PREFIX: Option<&'static [u8]>;
 
+    /// What comes before a flow's start time, and between it and its end
+    /// time.
+    const FLOW_TIMES: (&'static [u8], &'static [u8]);
+
+    /// What ends a line, after its fields (JSON's closing brace).
+    const LINE_END: &'static [u8] = b"";
+
     /// A name, escaped (and quoted) as the format needs.
     fn name(out: &mut Vec<u8>, name: &[u8]);
 
@@ -117,6 +140,31 @@ trait LineFormat {
 
     /// Who sent the packet; false when its cgroup was not found.
     fn owner(out: &mut Vec<u8>, cgroups: &mut Cgroups, r: &Record) -> bool;
+
+    /// A flow's packets, octets and end reason, after its fields.
+    fn flow_counters(out: &mut Vec<u8>, flow: FlowBytes);
+}
+
+/// A flow's end reason as a name (`idle`, ...), or its number when it is
+/// not known, escaped (and quoted) as the format writes names.
+fn end_reason<F: LineFormat>(out: &mut Vec<u8>, reason: EndReason) {
+    match reason.name() {
+        Some(name) => F::name(out, name.as_bytes()),
+        None => F::name(
+            out,
+            itoa::Buffer::new().format(reason.ipfix_value()).as_bytes(),
+        ),
+    }
+}
+
+/// JSON and CSV, after the flow's fields: packets, octets, end_reason.
+fn flow_columns<F: Columns>(out: &mut Vec<u8>, flow: FlowBytes) {
+    F::column(out, b"packets");
+    push_num(out, flow.packets());
+    F::column(out, b"octets");
+    push_num(out, flow.octets());
+    F::column(out, b"end_reason");
+    end_reason::<F>(out, flow.end_reason());
 }
 
 /// A format of named columns (JSON keys, CSV columns).
@@ -271,11 +319,15 @@ struct Fields {
     cgroups: Cgroups,
     /// Where the varying numbers went in the line being written.
     spans: Vec<(usize, usize, Varying)>,
+    /// The line is a flow's: no varying numbers (a packet's length and
+    /// segments are not a flow's).
+    flows: bool,
 }
 
 impl Fields {
-    fn new(cgroups: Cgroups) -> Self {
+    fn new(cgroups: Cgroups, flows: bool) -> Self {
         Self {
+            flows,
             src: Memo::new(),
             dst: Memo::new(),
             nexthop: Memo::new(),
@@ -287,8 +339,13 @@ impl Fields {
         }
     }
 
-    /// A number that differs between records of one flow.
-    fn varying(&mut self, out: &mut Vec<u8>, varying: Varying, record: &Record) {
+    /// A number that differs between records of one flow, after `label`;
+    /// neither in a flow's line.
+    fn varying(&mut self, out: &mut Vec<u8>, label: &[u8], varying: Varying, record: &Record) {
+        if self.flows {
+            return;
+        }
+        out.extend_from_slice(label);
         let start = out.len();
         push_num(out, varying.pick(record.len, record.segs));
         self.spans.push((start, out.len(), varying));
@@ -325,6 +382,8 @@ pub struct LineFormatter {
     format: Format,
     flow: FlowText,
     second: Memo<u64>,
+    /// A flow's end time's second.
+    end_second: Memo<u64>,
     fields: Fields,
     sockets: SocketHolders,
     by_socket: u64,
@@ -333,12 +392,19 @@ pub struct LineFormatter {
 impl LineFormatter {
     /// `cgroups` turns the records' cgroup ids into paths, units and
     /// containers.
+    #[cfg(test)]
     pub fn new(format: Format, cgroups: Cgroups) -> Self {
+        Self::with_kind(format, cgroups, BatchKind::Records)
+    }
+
+    /// For the records of batches of `kind`: a line per packet or per flow.
+    pub fn with_kind(format: Format, cgroups: Cgroups, kind: BatchKind) -> Self {
         Self {
             format,
             flow: FlowText::new(),
             second: Memo::new(),
-            fields: Fields::new(cgroups),
+            end_second: Memo::new(),
+            fields: Fields::new(cgroups, kind == BatchKind::Flows),
             sockets: SocketHolders::new(),
             by_socket: 0,
         }
@@ -355,6 +421,36 @@ impl LineFormatter {
         }
     }
 
+    /// Appends one line (with '\n') for `flow` to `out`.
+    pub fn flow_line(&mut self, out: &mut Vec<u8>, flow: FlowBytes) -> Result<(), LineError> {
+        match self.format {
+            Format::Text => self.flow_line_as::<Text>(out, flow),
+            Format::Csv => self.flow_line_as::<Csv>(out, flow),
+            Format::Jsonl => self.flow_line_as::<Jsonl>(out, flow),
+            Format::Legacy | Format::Ipfix => Err(LineError::Format(io::Error::other(format!(
+                "--format {} has no flow lines",
+                self.format.name()
+            )))),
+        }
+    }
+
+    /// Appends the line of a packet's record or of a flow.
+    pub fn entry(&mut self, out: &mut Vec<u8>, entry: BatchEntry) -> Result<(), LineError> {
+        match entry {
+            BatchEntry::Record(record) => self.line(out, record),
+            BatchEntry::Flow(flow) => self.flow_line(out, flow),
+        }
+    }
+
+    /// The CSV header of these lines.
+    pub fn csv_header(&self) -> &'static str {
+        if self.fields.flows {
+            FLOW_CSV_HEADER
+        } else {
+            CSV_HEADER
+        }
+    }
+
     fn line_as<F: LineFormat>(
         &mut self,
         out: &mut Vec<u8>,
@@ -362,8 +458,40 @@ impl LineFormatter {
     ) -> Result<(), LineError> {
         if let Some(prefix) = F::TS_PREFIX {
             out.extend_from_slice(prefix);
-            self.ts(out, record.ts_ns())?;
+            push_ts(&mut self.second, out, record.ts_ns())?;
         }
+        self.body::<F>(out, record)?;
+        out.extend_from_slice(F::LINE_END);
+        out.push(b'\n');
+        Ok(())
+    }
+
+    /// A flow's start and end, the fields of its first packet's record
+    /// (but for its length and segments), its counters.
+    fn flow_line_as<F: LineFormat>(
+        &mut self,
+        out: &mut Vec<u8>,
+        flow: FlowBytes,
+    ) -> Result<(), LineError> {
+        let (before, between) = F::FLOW_TIMES;
+        out.extend_from_slice(before);
+        push_ts(&mut self.second, out, flow.start_ns())?;
+        out.extend_from_slice(between);
+        push_ts(&mut self.end_second, out, flow.last_ns())?;
+        self.body::<F>(out, flow.first())?;
+        F::flow_counters(out, flow);
+        out.extend_from_slice(F::LINE_END);
+        out.push(b'\n');
+        Ok(())
+    }
+
+    /// The record's fields after the time, remembered for the next record
+    /// of its flow.
+    fn body<F: LineFormat>(
+        &mut self,
+        out: &mut Vec<u8>,
+        record: RecordBytes,
+    ) -> Result<(), LineError> {
         if record.same_flow(&self.flow.record) {
             self.flow.write(out, record);
         } else {
@@ -379,7 +507,6 @@ impl LineFormatter {
             }
         }
         self.by_socket += u64::from(self.flow.by_socket);
-        out.push(b'\n');
         Ok(())
     }
 
@@ -388,13 +515,19 @@ impl LineFormatter {
         self.by_socket
     }
 
-    /// RFC 3339 in UTC with exactly nine fractional digits.
+    #[cfg(test)]
     fn ts(&mut self, out: &mut Vec<u8>, ts_ns: u64) -> io::Result<()> {
-        let (second, nanos) = (ts_ns / 1_000_000_000, ts_ns % 1_000_000_000);
-        self.second.push(out, second, render_second)?;
-        out.extend_from_slice(&fraction(nanos as u32));
-        Ok(())
+        push_ts(&mut self.second, out, ts_ns)
     }
+}
+
+/// RFC 3339 in UTC with exactly nine fractional digits, the second's text
+/// remembered in `second`.
+fn push_ts(second: &mut Memo<u64>, out: &mut Vec<u8>, ts_ns: u64) -> io::Result<()> {
+    let (whole, nanos) = (ts_ns / 1_000_000_000, ts_ns % 1_000_000_000);
+    second.push(out, whole, render_second)?;
+    out.extend_from_slice(&fraction(nanos as u32));
+    Ok(())
 }
 
 #[cfg(test)]
@@ -807,5 +940,154 @@ mod tests {
         assert!(write(&mut text, &record).ends_with(&format!(" cgroup {id}\n")));
         text.fields.cgroups.backdate();
         assert!(write(&mut text, &record).ends_with(" cgroup /late.slice/app\n"));
+    }
+
+    fn flow_of(first: Record, reason: EndReason) -> Vec<u8> {
+        nfwatch_proto::Flow {
+            last_ns: first.ts_ns + 2_500_000_000,
+            packets: 12,
+            octets: 9000,
+            sends: 10,
+            end_reason: reason,
+            first,
+        }
+        .to_bytes()
+    }
+
+    fn flow_line(format: Format, first: Record, reason: EndReason) -> String {
+        let bytes = flow_of(first, reason);
+        let mut formatter = LineFormatter::with_kind(format, no_cgroups(), BatchKind::Flows);
+        let mut out = Vec::new();
+        formatter
+            .flow_line(&mut out, FlowBytes::new(&bytes).unwrap())
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn flow_lines() {
+        assert_eq!(
+            flow_line(Format::Text, tcp_v4(), EndReason::Idle),
+            "2026-11-26T02:35:56.123456789Z 2026-11-26T02:35:58.623456789Z TCP 10.0.0.1:4242 -> 10.0.0.2:80 dev eth0 via 10.0.0.254 uid 1000 curl[4321] cgroup 7 packets 12 octets 9000 reason idle\n"
+        );
+        assert_eq!(
+            flow_line(Format::Text, udp_v6_frag(), EndReason::Other(9)),
+            "2026-11-26T02:35:56.123456789Z 2026-11-26T02:35:58.623456789Z UDP fd00::1 -> fd00::2 dev eth0 via fe80::1 frag packets 12 octets 9000 reason 9\n"
+        );
+        assert_eq!(
+            flow_line(Format::Csv, tcp_v4(), EndReason::Active),
+            "2026-11-26T02:35:56.123456789Z,2026-11-26T02:35:58.623456789Z,ipv4,tcp,10.0.0.1,10.0.0.2,4242,80,,,2,eth0,10.0.0.254,1000,4321,false,curl,7,,,,4026531840,12,9000,active\n"
+        );
+        assert_eq!(
+            flow_line(Format::Csv, icmp_v4(), EndReason::Forced),
+            "1970-01-01T00:00:01.000000000Z,1970-01-01T00:00:03.500000000Z,ipv4,icmp,10.0.0.1,10.0.0.2,,,8,0,2,lo,,,,false,,,,,,4026531840,12,9000,forced\n"
+        );
+        assert_eq!(
+            flow_line(Format::Jsonl, tcp_v4(), EndReason::Evicted),
+            concat!(
+                r#"{"start":"2026-11-26T02:35:56.123456789Z","end":"2026-11-26T02:35:58.623456789Z","family":"ipv4","proto":"tcp","#,
+                r#""src":"10.0.0.1","dst":"10.0.0.2","sport":4242,"dport":80,"icmp_type":null,"icmp_code":null,"ifindex":2,"#,
+                r#""ifname":"eth0","nexthop":"10.0.0.254","uid":1000,"pid":4321,"frag":false,"comm":"curl","#,
+                r#""cgroup_id":7,"cgroup":null,"unit":null,"container":null,"netns":4026531840,"#,
+                r#""packets":12,"octets":9000,"end_reason":"evicted"}"#,
+                "\n"
+            )
+        );
+        let json: serde_json::Value = serde_json::from_str(&flow_line(
+            Format::Jsonl,
+            udp_v6_frag(),
+            EndReason::Other(9),
+        ))
+        .unwrap();
+        assert_eq!(json["end_reason"], "9");
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut columns: Vec<&str> = FLOW_CSV_HEADER.split(',').collect();
+        columns.sort_unstable();
+        assert_eq!(keys, columns, "the same names as the CSV header");
+    }
+
+    #[test]
+    fn flow_csv_header_and_escaping() {
+        let line = flow_line(
+            Format::Csv,
+            Record {
+                ifname: ifname(b"a,b\"c"),
+                comm: Some(ifname(b"=x")),
+                ..tcp_v4()
+            },
+            EndReason::Idle,
+        );
+        assert!(line.contains(",2,\"a,b\"\"c\",10.0.0.254,"), "{line}");
+        assert!(line.contains(",false,\"'=x\",7,"), "{line}");
+        assert_eq!(
+            FLOW_CSV_HEADER.split(',').count(),
+            flow_line(Format::Csv, tcp_v4(), EndReason::Idle)
+                .split(',')
+                .count()
+        );
+        // Every watch column but ts, len and segs, between the times and the counters.
+        let watch: Vec<&str> = CSV_HEADER
+            .split(',')
+            .filter(|c| !["ts", "len", "segs"].contains(c))
+            .collect();
+        let flows: Vec<&str> = FLOW_CSV_HEADER.split(',').collect();
+        assert_eq!(flows[..2], ["start", "end"]);
+        assert_eq!(flows[2..flows.len() - 3], watch[..]);
+        assert_eq!(
+            flows[flows.len() - 3..],
+            ["packets", "octets", "end_reason"]
+        );
+        let mut formatter = Formatter::Lines(Box::new(LineFormatter::with_kind(
+            Format::Csv,
+            no_cgroups(),
+            BatchKind::Flows,
+        )));
+        assert_eq!(
+            formatter.preamble(Format::Csv, true).unwrap(),
+            format!("{FLOW_CSV_HEADER}\n").into_bytes()
+        );
+    }
+
+    /// A flow after a flow of the same key writes its own times and
+    /// counters; a packet's record in between does not leak into it.
+    #[test]
+    fn flow_lines_never_go_stale() {
+        for format in [Format::Text, Format::Csv, Format::Jsonl] {
+            let mut formatter = LineFormatter::with_kind(format, no_cgroups(), BatchKind::Flows);
+            let firsts = [
+                tcp_v4(),
+                Record {
+                    ts_ns: 1_795_660_557_000_000_001,
+                    len: 1500,
+                    segs: 4,
+                    ..tcp_v4()
+                },
+                icmp_v4(),
+                udp_v6_frag(),
+                tcp_v4(),
+            ];
+            for (i, first) in firsts.into_iter().enumerate() {
+                let reason = [EndReason::Idle, EndReason::Active][i % 2];
+                let bytes = flow_of(first.clone(), reason);
+                let mut out = Vec::new();
+                formatter
+                    .flow_line(&mut out, FlowBytes::new(&bytes).unwrap())
+                    .unwrap();
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    flow_line(format, first, reason)
+                );
+            }
+        }
+        let bytes = flow_of(tcp_v4(), EndReason::Idle);
+        let mut legacy = LineFormatter::with_kind(Format::Legacy, no_cgroups(), BatchKind::Flows);
+        assert!(legacy
+            .flow_line(&mut Vec::new(), FlowBytes::new(&bytes).unwrap())
+            .is_err());
     }
 }

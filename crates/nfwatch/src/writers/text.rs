@@ -2,16 +2,17 @@
 
 use std::io;
 
-use nfwatch_proto::Record;
+use nfwatch_proto::{FlowBytes, Record};
 
 use super::fields::{push_escaped_name, push_num, write_endpoint, write_proto};
-use super::{Fields, LineFormat, Varying};
+use super::{end_reason, Fields, LineFormat, Varying};
 use crate::cgroup::{CgroupInfo, Cgroups};
 
 pub(super) struct Text;
 
 impl LineFormat for Text {
     const TS_PREFIX: Option<&'static [u8]> = Some(b"");
+    const FLOW_TIMES: (&'static [u8], &'static [u8]) = (b"", b" ");
 
     fn name(out: &mut Vec<u8>, name: &[u8]) {
         push_escaped_name(out, name);
@@ -36,8 +37,7 @@ impl LineFormat for Text {
             out.extend_from_slice(b" via ");
             fields.nexthop.push_ip(out, nexthop)?;
         }
-        out.extend_from_slice(b" len ");
-        fields.varying(out, Varying::Len, r);
+        fields.varying(out, b" len ", Varying::Len, r);
         if r.frag {
             out.extend_from_slice(b" frag");
         }
@@ -51,6 +51,16 @@ impl LineFormat for Text {
 
     fn owner(out: &mut Vec<u8>, cgroups: &mut Cgroups, r: &Record) -> bool {
         owner(out, cgroups, r)
+    }
+
+    /// ` packets P octets O reason R`.
+    fn flow_counters(out: &mut Vec<u8>, flow: FlowBytes) {
+        out.extend_from_slice(b" packets ");
+        push_num(out, flow.packets());
+        out.extend_from_slice(b" octets ");
+        push_num(out, flow.octets());
+        out.extend_from_slice(b" reason ");
+        end_reason::<Self>(out, flow.end_reason());
     }
 }
 
