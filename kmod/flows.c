@@ -54,41 +54,59 @@ static struct kmem_cache *nfwatch_flow_cache __read_mostly;
 /* Most flows one lock hold ends: the hook waits on the lock meanwhile. */
 #define NFWATCH_FLOWS_BUDGET 512
 
+#define NFWATCH_RECORD_WORDS (sizeof(struct nfwatch_record) / sizeof(u64))
+
 /*
- * The parts of a record that make a flow's key: all but ts_ns, len, segs
- * and sock_ino (the __pad bytes are always 0).
+ * A record's bytes that make a flow's key: all but ts_ns, len, segs and
+ * sock_ino (the padding is always 0). Records are compared a word at a
+ * time under this mask: the hook does it for every packet, and the
+ * kernel's memcmp() goes a byte at a time.
  */
-static const struct {
-	u16 from;
-	u16 len;
-} key_ranges[] = {
-	{ offsetof(struct nfwatch_record, saddr),
-	  offsetof(struct nfwatch_record, len) - offsetof(struct nfwatch_record, saddr) },
-	{ offsetof(struct nfwatch_record, ifindex),
-	  offsetof(struct nfwatch_record, segs) - offsetof(struct nfwatch_record, ifindex) },
-	{ offsetof(struct nfwatch_record, flags),
-	  offsetof(struct nfwatch_record, sock_ino) - offsetof(struct nfwatch_record, flags) },
-};
+static union {
+	u8 bytes[sizeof(struct nfwatch_record)];
+	u64 words[NFWATCH_RECORD_WORDS];
+} key_mask __read_mostly;
 
-static u32 key_hash(const struct nfwatch_flows *flows, const struct nfwatch_record *rec)
+#define NOT_KEY(field)								\
+	memset(key_mask.bytes + offsetof(struct nfwatch_record, field), 0,	\
+	       sizeof_field(struct nfwatch_record, field))
+
+static void key_mask_init(void)
 {
-	u32 hash = flows->seed;
-	unsigned int i;
-
-	for (i = 0; i < ARRAY_SIZE(key_ranges); i++)
-		hash = jhash((const u8 *)rec + key_ranges[i].from, key_ranges[i].len, hash);
-	return hash;
+	BUILD_BUG_ON(sizeof(struct nfwatch_record) % sizeof(u64));
+	memset(key_mask.bytes, 0xff, sizeof(key_mask.bytes));
+	NOT_KEY(ts_ns);
+	NOT_KEY(len);
+	NOT_KEY(segs);
+	NOT_KEY(sock_ino);
 }
 
+/* Records are u64-aligned: in the hook's stack and in a flow entry. */
 static bool key_equal(const struct nfwatch_record *a, const struct nfwatch_record *b)
 {
+	const u64 *x = (const u64 *)a, *y = (const u64 *)b;
+	u64 diff = 0;
 	unsigned int i;
 
-	for (i = 0; i < ARRAY_SIZE(key_ranges); i++)
-		if (memcmp((const u8 *)a + key_ranges[i].from, (const u8 *)b + key_ranges[i].from,
-			   key_ranges[i].len))
-			return false;
-	return true;
+	for (i = 0; i < NFWATCH_RECORD_WORDS; i++)
+		diff |= (x[i] ^ y[i]) & key_mask.words[i];
+	return !diff;
+}
+
+/*
+ * From the addresses, ports (or ICMP type and code), protocol and device:
+ * the key's other fields rarely tell flows of these apart, and key_equal()
+ * does. Seeded per table, so senders cannot aim at one chain.
+ */
+static u32 key_hash(const struct nfwatch_flows *flows, const struct nfwatch_record *rec)
+{
+	const u32 *src = (const u32 *)rec->saddr, *dst = (const u32 *)rec->daddr;
+
+	return jhash_3words(src[0] ^ src[1] ^ src[2] ^ src[3],
+			    dst[0] ^ dst[1] ^ dst[2] ^ dst[3] ^ rec->ifindex,
+			    ((u32)rec->sport << 16 | rec->dport) ^
+			    ((u32)rec->proto << 16 | rec->icmp_type << 8 | rec->icmp_code),
+			    flows->seed);
 }
 
 /* How often the timeouts are looked at: a quarter of the shorter, 0.1 s to 1 s. */
@@ -347,6 +365,7 @@ void nfwatch_flows_free(struct nfwatch_sub *sub)
 
 int nfwatch_flows_init(void)
 {
+	key_mask_init();
 	nfwatch_flow_cache = KMEM_CACHE(nfwatch_flow_entry, 0);
 	return nfwatch_flow_cache ? 0 : -ENOMEM;
 }
