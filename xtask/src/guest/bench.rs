@@ -132,7 +132,7 @@ fn unmatched_prefixes6() -> Vec<String> {
 
 /// The UDP traffic of configuration `config` in `--insns`.
 fn insns_proto(config: usize) -> &'static str {
-    if config >= IPV6_NOTHING {
+    if config == IPV6_NOTHING || config == IPV6_UNMATCHED {
         "udp6"
     } else {
         "udp"

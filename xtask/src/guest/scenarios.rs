@@ -794,6 +794,16 @@ fn prefixes(entries: Vec<RawAttr>) -> Vec<RawAttr> {
     vec![RawAttr::nested(NFWATCH_A_PREFIXES, entries)]
 }
 
+/// SUBSCRIBE to `addr`'s flows with one flow setting.
+fn flows_subscription(addr: &[u8], setting: u16, value: u32) -> Vec<RawAttr> {
+    let mut attrs = prefixes(vec![entry(vec![v4(addr), len(32)])]);
+    attrs.push(RawAttr::nested(
+        NFWATCH_A_FLOWS,
+        vec![RawAttr::u32(setting, value)],
+    ));
+    attrs
+}
+
 /// (what, command, attributes, extack required)
 /// A request the module must refuse, and how: the errno and (when the
 /// module or the policy explains) words of the extended ack's message.
@@ -861,6 +871,18 @@ fn malformed() -> Vec<Malformed> {
             libc::E2BIG,
             "more than NFWATCH_MAX_PREFIXES (1024) prefixes",
         ),
+        subscribe(
+            "flows' inactive timeout 0",
+            flows_subscription(&ip4, NFWATCH_FLOWS_A_INACTIVE_MS, 0),
+            libc::ERANGE,
+            "out of range",
+        ),
+        subscribe(
+            "flows' table past NFWATCH_MAX_FLOWS",
+            flows_subscription(&ip4, NFWATCH_FLOWS_A_MAX_FLOWS, NFWATCH_MAX_FLOWS + 1),
+            libc::ERANGE,
+            "out of range",
+        ),
         Malformed {
             what: "unknown command 99",
             cmd: 99,
@@ -894,6 +916,23 @@ fn malformed_requests(ctx: &Ctx) -> Result<()> {
                 "{what}: errno {} {:?}, expected {} with {:?}",
                 ack.errno, ack.extack, -case.errno, case.message
             ));
+        }
+    }
+    // A subscription keeps its mode: packets, then flows, on one socket.
+    let ip4 = [10, 10, 0, 1];
+    let packets = prefixes(vec![entry(vec![v4(&ip4), len(32)])]);
+    let flows = flows_subscription(&ip4, NFWATCH_FLOWS_A_MAX_FLOWS, 16);
+    for (what, attrs, errno, words) in [
+        ("SUBSCRIBE to packets", packets, 0, ""),
+        ("then to flows", flows, -libc::EBUSY, "keeps its mode"),
+    ] {
+        let ack = genl.request(family, NFWATCH_CMD_SUBSCRIBE, &attrs)?;
+        ctx.log(&format!(
+            "{what}: errno {} extack {:?}",
+            ack.errno, ack.extack
+        ));
+        if ack.errno != errno || !ack.extack.as_deref().unwrap_or("").contains(words) {
+            failures.push(format!("{what}: errno {} {:?}", ack.errno, ack.extack));
         }
     }
     drop(genl);
