@@ -17,6 +17,7 @@
  * memory cgroup, as its ring's pages are, and come from GFP_NOWAIT: when
  * none can be had, the least recently used flow gives its place.
  */
+#include <linux/bits.h>
 #include <linux/jhash.h>
 #include <linux/jiffies.h>
 #include <linux/log2.h>
@@ -55,42 +56,49 @@ static struct kmem_cache *nfwatch_flow_cache __read_mostly;
 #define NFWATCH_FLOWS_BUDGET 512
 
 #define NFWATCH_RECORD_WORDS (sizeof(struct nfwatch_record) / sizeof(u64))
+#define RECORD_WORD(field) (offsetof(struct nfwatch_record, field) / sizeof(u64))
+
+/* The bits of @field in the u64 word of the record that holds it. */
+#define FIELD_BITS_AT(field, shift)						\
+	(GENMASK_ULL(8 * sizeof_field(struct nfwatch_record, field) - 1, 0) << (shift))
+#ifdef __LITTLE_ENDIAN
+#define FIELD_BITS(field)							\
+	FIELD_BITS_AT(field, 8 * (offsetof(struct nfwatch_record, field) % 8))
+#else
+#define FIELD_BITS(field)							\
+	FIELD_BITS_AT(field, 8 * (8 - offsetof(struct nfwatch_record, field) % 8 -	\
+				  sizeof_field(struct nfwatch_record, field)))
+#endif
 
 /*
- * A record's bytes that make a flow's key: all but ts_ns, len, segs and
- * sock_ino (the padding is always 0). Records are compared a word at a
- * time under this mask: the hook does it for every packet, and the
- * kernel's memcmp() goes a byte at a time.
+ * The bits of a record that are not a flow's key: ts_ns, len, segs and
+ * sock_ino, each in a word of its own (the padding is always 0). Records
+ * are compared a word at a time under this constant mask: the hook does it
+ * for every packet, and the kernel's memcmp() goes a byte at a time.
  */
-static union {
-	u8 bytes[sizeof(struct nfwatch_record)];
-	u64 words[NFWATCH_RECORD_WORDS];
-} key_mask __read_mostly;
-
-#define NOT_KEY(field)								\
-	memset(key_mask.bytes + offsetof(struct nfwatch_record, field), 0,	\
-	       sizeof_field(struct nfwatch_record, field))
-
-static void key_mask_init(void)
-{
-	BUILD_BUG_ON(sizeof(struct nfwatch_record) % sizeof(u64));
-	memset(key_mask.bytes, 0xff, sizeof(key_mask.bytes));
-	NOT_KEY(ts_ns);
-	NOT_KEY(len);
-	NOT_KEY(segs);
-	NOT_KEY(sock_ino);
-}
+static const u64 not_key[NFWATCH_RECORD_WORDS] = {
+	[RECORD_WORD(ts_ns)] = FIELD_BITS(ts_ns),
+	[RECORD_WORD(len)] = FIELD_BITS(len),
+	[RECORD_WORD(segs)] = FIELD_BITS(segs),
+	[RECORD_WORD(sock_ino)] = FIELD_BITS(sock_ino),
+};
 
 /* Records are u64-aligned: in the hook's stack and in a flow entry. */
 static bool key_equal(const struct nfwatch_record *a, const struct nfwatch_record *b)
 {
 	const u64 *x = (const u64 *)a, *y = (const u64 *)b;
-	u64 diff = 0;
-	unsigned int i;
 
-	for (i = 0; i < NFWATCH_RECORD_WORDS; i++)
-		diff |= (x[i] ^ y[i]) & key_mask.words[i];
-	return !diff;
+	BUILD_BUG_ON(sizeof(struct nfwatch_record) != 17 * sizeof(u64));
+	BUILD_BUG_ON(RECORD_WORD(ts_ns) == RECORD_WORD(len) ||
+		     RECORD_WORD(len) == RECORD_WORD(segs) ||
+		     RECORD_WORD(segs) == RECORD_WORD(sock_ino));
+	/* Spelled out: GCC does not unroll the loop, and a word of the key is three instructions. */
+#define KEY_DIFF(i) ((x[i] ^ y[i]) & ~not_key[i])
+	return !(KEY_DIFF(0) | KEY_DIFF(1) | KEY_DIFF(2) | KEY_DIFF(3) | KEY_DIFF(4) |
+		 KEY_DIFF(5) | KEY_DIFF(6) | KEY_DIFF(7) | KEY_DIFF(8) | KEY_DIFF(9) |
+		 KEY_DIFF(10) | KEY_DIFF(11) | KEY_DIFF(12) | KEY_DIFF(13) | KEY_DIFF(14) |
+		 KEY_DIFF(15) | KEY_DIFF(16));
+#undef KEY_DIFF
 }
 
 /*
@@ -214,7 +222,9 @@ void nfwatch_flow_add(struct nfwatch_sub *sub, const struct nfwatch_record *rec)
 		e->flow.packets += rec->segs;
 		e->flow.octets += rec->len;
 		e->flow.sends++;
-		list_move_tail(&e->lru, &flows->lru);
+		/* A flood is one flow: already the most recently used. */
+		if (!list_is_last(&e->lru, &flows->lru))
+			list_move_tail(&e->lru, &flows->lru);
 		return;
 	}
 	e = entry_get(sub);
@@ -365,7 +375,6 @@ void nfwatch_flows_free(struct nfwatch_sub *sub)
 
 int nfwatch_flows_init(void)
 {
-	key_mask_init();
 	nfwatch_flow_cache = KMEM_CACHE(nfwatch_flow_entry, 0);
 	return nfwatch_flow_cache ? 0 : -ENOMEM;
 }
