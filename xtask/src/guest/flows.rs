@@ -1,7 +1,7 @@
 //! `nfwatch flows`: packets aggregated into flows in the kernel, checked
 //! against `nfwatch watch` recording the same packets side by side.
 
-use super::isolation::{memcg_remove, memcg_setup, memory_current, MEMCG};
+use super::isolation::{in_memcg, memory_current, MEMCG};
 use super::net::{PEER4, PEER6, TCP_PORT, WATCHED4, WATCHED6};
 use super::nfwatch::{
     count_lines, rfc3339_nanos, stats, PaddedName, Record, Summary, Watcher, DEADLINE,
@@ -340,10 +340,7 @@ const DEFAULT_MAX_FLOWS: u64 = 65_536;
 /// subscriber is killed with its flows open they all go: the module's live
 /// objects and the cgroup's memory come back to where they were.
 pub fn flows_bounded(ctx: &Ctx) -> Result<()> {
-    memcg_setup()?;
-    let result = flows_bounded_in_memcg(ctx);
-    memcg_remove()?;
-    result
+    in_memcg(|| flows_bounded_in_memcg(ctx))
 }
 
 fn flows_bounded_in_memcg(ctx: &Ctx) -> Result<()> {

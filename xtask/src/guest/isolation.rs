@@ -285,7 +285,7 @@ pub(super) fn memory_current() -> Result<u64> {
 }
 
 /// A memory cgroup of its own, with the memory controller on.
-pub(super) fn memcg_setup() -> Result<()> {
+fn memcg_setup() -> Result<()> {
     let root = Path::new("/sys/fs/cgroup");
     if !root.join("cgroup.controllers").exists() {
         crate::util::run(
@@ -303,7 +303,7 @@ pub(super) fn memcg_setup() -> Result<()> {
     Ok(())
 }
 
-pub(super) fn memcg_remove() -> Result<()> {
+fn memcg_remove() -> Result<()> {
     wait_until("the memory cgroup to be removed", DEADLINE, || {
         Ok(std::fs::remove_dir(MEMCG).is_ok().then_some(()))
     })
@@ -383,8 +383,13 @@ pub fn subscriber_pile() -> Result<()> {
 /// pages their records fill (sent from outside the cgroup) are charged to
 /// the cgroup, and uncharged when the subscribers go.
 pub fn memcg_charged(ctx: &Ctx) -> Result<()> {
+    in_memcg(|| memcg_pile(ctx))
+}
+
+/// `check` run with MEMCG set up, and MEMCG removed after, whatever it found.
+pub(super) fn in_memcg(check: impl FnOnce() -> Result<()>) -> Result<()> {
     memcg_setup()?;
-    let result = memcg_pile(ctx);
+    let result = check();
     memcg_remove()?;
     result
 }

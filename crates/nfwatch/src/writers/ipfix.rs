@@ -575,8 +575,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::writers::Destination;
     use netflow_parser::variable_versions::ipfix::lookup::IPFixField;
-    use netflow_parser::variable_versions::ipfix::FlowSetBody;
-    use netflow_parser::{NetflowPacket, NetflowParser};
+    use netflow_parser::variable_versions::ipfix::{FlowSetBody, IPFix};
+    use netflow_parser::{NetflowPacket, NetflowParser, ParseResult};
     use nfwatch_proto::Record;
 
     /// A cgroup tree under `dir` with a container's scope, and its
@@ -679,38 +679,36 @@ pub(crate) mod tests {
         }
     }
 
-    /// A file of the preamble and a v4 and a v6 record, read back by an
-    /// independent decoder: the type records name nfwatch's elements, and
-    /// the data records hold the packets' fields. (That decoder refuses
-    /// empty strings, which RFC 7011 allows and libfixbuf reads: every
-    /// string here has a value.)
-    #[test]
-    fn a_file_reads_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("out.ipfix");
-        let (cgroups, records) = fixture(dir.path());
+    /// The bytes of an IPFIX file at `path` of `entries` (two), preamble
+    /// first, as nfwatch writes it (observation domain 9).
+    fn write_file<'a>(
+        path: &std::path::Path,
+        cgroups: Cgroups,
+        kind: BatchKind,
+        entries: impl Iterator<Item = BatchEntry<'a>>,
+    ) -> Vec<u8> {
         let settings = IpfixSettings {
             pen: 32473,
             domain: 9,
         };
-        let mut file = IpfixFile::new(settings, cgroups, BatchKind::Records);
+        let mut file = IpfixFile::new(settings, cgroups, kind);
         let mut bytes = file.preamble();
         let mut sink = Sink::new(Destination::File {
-            file: std::fs::File::create(&path).unwrap(),
+            file: std::fs::File::create(path).unwrap(),
             start: 0,
         });
-        for record in records {
-            file.write(&mut sink, BatchEntry::Record(record)).unwrap();
+        for entry in entries {
+            file.write(&mut sink, entry).unwrap();
         }
         file.release(&mut sink).unwrap();
         sink.finish().unwrap();
         assert_eq!(sink.records_written(), 2);
-        bytes.extend(std::fs::read(&path).unwrap());
-        if let Ok(keep) = std::env::var("NFWATCH_KEEP_IPFIX") {
-            std::fs::write(keep, &bytes).unwrap();
-        }
+        bytes.extend(std::fs::read(path).unwrap());
+        bytes
+    }
 
-        let result = NetflowParser::default().parse_bytes(&bytes);
+    /// The two IPFIX messages an independent decoder read, without error.
+    fn ipfix_messages(result: &ParseResult) -> Vec<&IPFix> {
         assert!(result.error.is_none(), "{:?}", result.error);
         let messages: Vec<_> = result
             .packets
@@ -721,6 +719,26 @@ pub(crate) mod tests {
             })
             .collect();
         assert_eq!(messages.len(), 2);
+        messages
+    }
+
+    /// A file of the preamble and a v4 and a v6 record, read back by an
+    /// independent decoder: the type records name nfwatch's elements, and
+    /// the data records hold the packets' fields. (That decoder refuses
+    /// empty strings, which RFC 7011 allows and libfixbuf reads: every
+    /// string here has a value.)
+    #[test]
+    fn a_file_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.ipfix");
+        let (cgroups, records) = fixture(dir.path());
+        let entries = records.into_iter().map(BatchEntry::Record);
+        let bytes = write_file(&path, cgroups, BatchKind::Records, entries);
+        if let Ok(keep) = std::env::var("NFWATCH_KEEP_IPFIX") {
+            std::fs::write(keep, &bytes).unwrap();
+        }
+        let result = NetflowParser::default().parse_bytes(&bytes);
+        let messages = ipfix_messages(&result);
         assert!(messages.iter().all(|m| m.header.observation_domain_id == 9));
         // The second message's sequence number counts the nine type records.
         assert_eq!(messages[1].header.sequence_number, 9);
@@ -800,38 +818,15 @@ pub(crate) mod tests {
                 .to_bytes()
             })
             .collect();
-        let settings = IpfixSettings {
-            pen: 32473,
-            domain: 9,
-        };
-        let mut file = IpfixFile::new(settings, cgroups, BatchKind::Flows);
-        let mut bytes = file.preamble();
-        let mut sink = Sink::new(Destination::File {
-            file: std::fs::File::create(&path).unwrap(),
-            start: 0,
-        });
-        for flow in &flows {
-            let entry = BatchEntry::Flow(FlowBytes::new(flow).unwrap());
-            file.write(&mut sink, entry).unwrap();
-        }
-        file.release(&mut sink).unwrap();
-        sink.finish().unwrap();
-        bytes.extend(std::fs::read(&path).unwrap());
+        let entries = flows
+            .iter()
+            .map(|flow| BatchEntry::Flow(FlowBytes::new(flow).unwrap()));
+        let bytes = write_file(&path, cgroups, BatchKind::Flows, entries);
         if let Ok(keep) = std::env::var("NFWATCH_KEEP_FLOWS_IPFIX") {
             std::fs::write(keep, &bytes).unwrap();
         }
-
         let result = NetflowParser::default().parse_bytes(&bytes);
-        assert!(result.error.is_none(), "{:?}", result.error);
-        let messages: Vec<_> = result
-            .packets
-            .iter()
-            .map(|p| match p {
-                NetflowPacket::IPFix(message) => message,
-                other => panic!("not IPFIX: {other:?}"),
-            })
-            .collect();
-        assert_eq!(messages.len(), 2);
+        let messages = ipfix_messages(&result);
         // Eight type records: no nfwatchSegments.
         assert_eq!(messages[1].header.sequence_number, 8);
         let types = format!("{:?}", messages[0].flowsets);
