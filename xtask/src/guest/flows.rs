@@ -1,7 +1,7 @@
 //! `nfwatch flows`: packets aggregated into flows in the kernel, checked
 //! against `nfwatch watch` recording the same packets side by side.
 
-use super::isolation::{in_memcg, memory_current, MEMCG};
+use super::isolation::{all_released, in_memcg, memory_current, MEMCG};
 use super::net::{PEER4, PEER6, TCP_PORT, WATCHED4, WATCHED6};
 use super::nfwatch::{
     count_lines, rfc3339_nanos, stats, PaddedName, Record, Summary, Watcher, DEADLINE,
@@ -396,16 +396,5 @@ fn flows_bounded_in_memcg(ctx: &Ctx) -> Result<()> {
         peak.saturating_sub(subscribed)
     );
     flows.kill()?;
-    wait_until("the module's live objects back to before", DEADLINE, || {
-        Ok((stats(ctx)?.live == Some(before)).then_some(()))
-    })?;
-    let rise = peak - base;
-    let after = wait_until("memory.current to fall back", DEADLINE, || {
-        let now = memory_current()?;
-        Ok((now.saturating_sub(base) <= rise / 5).then_some(now))
-    })?;
-    ctx.log(&format!(
-        "memory.current {after} once the subscriber is gone"
-    ));
-    Ok(())
+    all_released(ctx, before, base, peak)
 }

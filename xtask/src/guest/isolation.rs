@@ -6,7 +6,7 @@
 use super::genl::Genl;
 use super::kprobe::Kprobe;
 use super::net::*;
-use super::nfwatch::{stats, Watcher, DEADLINE};
+use super::nfwatch::{stats, Live, Watcher, DEADLINE};
 use super::reliability::subscribe_attrs;
 use super::traffic::Flood;
 use super::Ctx;
@@ -441,6 +441,12 @@ fn memcg_pile(ctx: &Ctx) -> Result<()> {
     check_churn(ctx, pile.child.id(), peak, live.pages)?;
     pile.say("close")?;
     pile.expect("closed")?;
+    all_released(ctx, before, base, peak)
+}
+
+/// Once a subscriber has gone: the module's live objects back to `before`,
+/// and memory.current back within a fifth of its rise from `base` to `peak`.
+pub(super) fn all_released(ctx: &Ctx, before: Live, base: u64, peak: u64) -> Result<()> {
     wait_until("the module's live objects back to before", DEADLINE, || {
         Ok((stats(ctx)?.live == Some(before)).then_some(()))
     })?;
@@ -449,7 +455,7 @@ fn memcg_pile(ctx: &Ctx) -> Result<()> {
         let now = memory_current()?;
         Ok((now.saturating_sub(base) <= rise / 5).then_some(now))
     })?;
-    ctx.log(&format!("memory.current {after} once they are gone"));
+    ctx.log(&format!("memory.current {after} once it is gone"));
     Ok(())
 }
 

@@ -575,7 +575,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::writers::Destination;
     use netflow_parser::variable_versions::ipfix::lookup::IPFixField;
-    use netflow_parser::variable_versions::ipfix::{FlowSetBody, IPFix};
+    use netflow_parser::variable_versions::ipfix::{FlowSetBody, IPFix, IPFixFlowRecord};
     use netflow_parser::{NetflowPacket, NetflowParser, ParseResult};
     use nfwatch_proto::Record;
 
@@ -707,6 +707,21 @@ pub(crate) mod tests {
         bytes
     }
 
+    /// The data records of `message`: two, each its fields.
+    fn data_records(message: &IPFix) -> Vec<IPFixFlowRecord> {
+        let data: Vec<_> = message
+            .flowsets
+            .iter()
+            .filter_map(|set| match &set.body {
+                FlowSetBody::Data(data) => Some(data.fields.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(data.len(), 2, "{:?}", message.flowsets);
+        data
+    }
+
     /// The two IPFIX messages an independent decoder read, without error.
     fn ipfix_messages(result: &ParseResult) -> Vec<&IPFix> {
         assert!(result.error.is_none(), "{:?}", result.error);
@@ -746,16 +761,7 @@ pub(crate) mod tests {
         for (_, _, _, _, name, _) in ENTERPRISE_ELEMENTS {
             assert!(types.contains(name), "{name} missing from {types}");
         }
-        let data: Vec<_> = messages[1]
-            .flowsets
-            .iter()
-            .filter_map(|set| match &set.body {
-                FlowSetBody::Data(data) => Some(data.fields.clone()),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        assert_eq!(data.len(), 2, "{:?}", messages[1].flowsets);
+        let data = data_records(messages[1]);
         let field = |record: &[(IPFixField, _)], id: u16, pen: Option<u32>| {
             let wanted = IPFixField::new(id, pen);
             let (_, value) = record.iter().find(|(f, _)| *f == wanted).unwrap();
@@ -831,16 +837,7 @@ pub(crate) mod tests {
         assert_eq!(messages[1].header.sequence_number, 8);
         let types = format!("{:?}", messages[0].flowsets);
         assert!(!types.contains("nfwatchSegments"), "{types}");
-        let data: Vec<_> = messages[1]
-            .flowsets
-            .iter()
-            .filter_map(|set| match &set.body {
-                FlowSetBody::Data(data) => Some(data.fields.clone()),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        assert_eq!(data.len(), 2, "{:?}", messages[1].flowsets);
+        let data = data_records(messages[1]);
         let field = |record: &[(IPFixField, _)], id: u16, pen: Option<u32>| {
             let wanted = IPFixField::new(id, pen);
             record
