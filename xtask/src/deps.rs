@@ -29,6 +29,10 @@ const PACKAGES: &[&str] = &[
     "sparse",
     "tcpdump",
     "tshark",
+    // virtme-ng's guest init runs the host's udevd, whose rules name the
+    // virtio ports the guest command's output and exit status go by:
+    // without it vng reports 255 whatever the command returned.
+    "udev",
     "util-linux",
 ];
 
