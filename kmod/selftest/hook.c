@@ -8,7 +8,8 @@
  * split between the head and a page at every offset, so the source and
  * the headers are copied out of the page. It also gets the packet cut
  * short, which must count as malformed and make no record. Each record
- * is read back from the open batch.
+ * is read back from the open batch. First, the copy of a device's name
+ * into a record, against strscpy_pad().
  */
 #include <linux/pid_namespace.h>
 #include <linux/user_namespace.h>
@@ -164,9 +165,36 @@ out:
 	return ok;
 }
 
+/*
+ * copy_ifname() on names of every length, each over stale bytes and into a
+ * record's field full of others, and on a name with no NUL (being renamed):
+ * as strscpy_pad() gives them.
+ */
+static bool selftest_ifnames(void)
+{
+	char name[IFNAMSIZ], got[IFNAMSIZ], want[IFNAMSIZ];
+	unsigned int len;
+	bool ok = true;
+
+	for (len = 0; len <= IFNAMSIZ; len++) {
+		memset(name, 0xa5, sizeof(name));
+		memset(name, 'e', min_t(unsigned int, len, IFNAMSIZ));
+		if (len < IFNAMSIZ)
+			name[len] = '\0';
+		memset(got, 0x5a, sizeof(got));
+		copy_ifname(got, name);
+		strscpy_pad(want, name, sizeof(want));
+		if (memcmp(got, want, sizeof(got))) {
+			pr_err("device name of %u bytes copied wrong\n", len);
+			ok = false;
+		}
+	}
+	return ok;
+}
+
 bool nfwatch_selftest_hook(void)
 {
-	bool ok = selftest_ipv4_skbs();
+	bool ok = selftest_ifnames() & selftest_ipv4_skbs();
 
 	pr_info("hook self-test %s\n", ok ? "passed" : "FAILED");
 	return ok;
