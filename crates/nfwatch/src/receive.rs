@@ -22,7 +22,7 @@ use crate::signals::Signals;
 use crate::status::{progress_line, summary, terminal_of, Counters, FlowCounts, Status};
 use crate::subscribe::{self, kernel_error, wait_readable, REPLY_TIMEOUT};
 use crate::summary_json;
-use crate::writers::{Destination, Format, Formatter, IpfixSettings, LineError, Sink};
+use crate::writers::{self, Destination, Formatter, IpfixSettings, LineError, Sink};
 
 /// Datagrams read per wakeup before timers and signals are looked at again.
 const DATAGRAMS_PER_WAKEUP: usize = 64;
@@ -66,7 +66,7 @@ struct Session {
     /// The module went away (DELFAMILY or SHUTDOWN) before we asked to stop.
     unloaded: bool,
     counters: Counters,
-    formatter: Formatter,
+    formatter: Box<dyn Formatter>,
     count: Option<u64>,
     /// None: records go to the collectors only.
     output: Option<Output>,
@@ -126,7 +126,6 @@ fn record(args: WatchArgs, flows: Option<FlowSettings>) -> Result<ExitCode> {
             .output_file()
             .map_or_else(|| "stdout".to_string(), |p| p.display().to_string()),
         append: args.append,
-        format: args.format,
     });
     let records_to = match output.as_ref().map(|o| &o.file) {
         Some(None) => terminal_of(io::stdout()),
@@ -185,7 +184,7 @@ fn record(args: WatchArgs, flows: Option<FlowSettings>) -> Result<ExitCode> {
             flows: flows.map(|_| FlowCounts::default()),
             ..Counters::default()
         },
-        formatter: Formatter::new(
+        formatter: writers::formatter(
             args.format,
             cgroups,
             IpfixSettings {
@@ -249,14 +248,13 @@ struct Output {
     /// "stdout" or the file's path, for messages.
     name: String,
     append: bool,
-    format: Format,
 }
 
 impl Output {
     /// Opens the output (the file truncated unless `append`), starting
     /// with what the format starts a file with (a CSV header, IPFIX
     /// templates).
-    fn open(&self, append: bool, formatter: &mut Formatter) -> Result<Destination> {
+    fn open(&self, append: bool, formatter: &mut dyn Formatter) -> Result<Destination> {
         let mut destination = match &self.file {
             None => Destination::Stdout(io::stdout()),
             Some(file_path) => OpenOptions::new()
@@ -277,7 +275,7 @@ impl Output {
             Destination::File { start, .. } => *start == 0,
             Destination::Stdout(_) => true,
         };
-        if let Some(preamble) = formatter.preamble(self.format, starts_empty) {
+        if let Some(preamble) = formatter.preamble(starts_empty) {
             write_preamble(&mut destination, &preamble)
                 .map_err(|e| Error::io(format!("cannot write to {}", self.name), e))?;
         }
@@ -411,7 +409,7 @@ impl Session {
         }
         if !self.recording {
             if let Some(output) = &self.output {
-                let destination = output.open(output.append, &mut self.formatter)?;
+                let destination = output.open(output.append, self.formatter.as_mut())?;
                 if !destination.is_regular_file() {
                     self.max_age = self.max_age.min(LIVE_FLUSH);
                     self.flush_when_idle = true;
@@ -514,7 +512,7 @@ impl Session {
         // Everything to the old file before FILE is opened again: when it
         // was not moved, the new length must count those lines.
         sink.sync().map_err(Error::Write)?;
-        sink.switch_to(output.open(true, &mut self.formatter)?);
+        sink.switch_to(output.open(true, self.formatter.as_mut())?);
         Ok(())
     }
 

@@ -18,7 +18,7 @@ use nfwatch_proto::{
     BatchEntry, BatchKind, Family, FlowBytes, PaddedName, ProtoError, Record, RecordBytes,
 };
 
-use super::{LineError, Sink};
+use super::{Formatter, LineError, Sink};
 use crate::cgroup::Cgroups;
 use crate::sockets::SocketHolders;
 
@@ -533,20 +533,12 @@ impl IpfixFile {
             stream: MessageStream::new(MESSAGE_BYTES, settings.domain),
         }
     }
+}
 
-    /// The message a file starts with: the type records and the templates.
-    pub fn preamble(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.encoder
-            .preamble(&mut self.stream, &mut out)
-            .and_then(|()| self.stream.release(&mut out))
-            .expect("a buffer takes every message");
-        out
-    }
-
+impl Formatter for IpfixFile {
     /// Adds `entry` to the message being filled; a full message goes to
     /// `sink`.
-    pub fn write(&mut self, sink: &mut Sink, entry: BatchEntry) -> Result<(), LineError> {
+    fn write(&mut self, sink: &mut Sink, entry: BatchEntry) -> Result<(), LineError> {
         let (template, fields) = self.encoder.encode(entry)?;
         let fill = |out: &mut Vec<u8>| out.extend_from_slice(fields);
         self.stream
@@ -554,14 +546,24 @@ impl IpfixFile {
             .map_err(LineError::Write)
     }
 
-    /// Records whose process was found by the socket's file.
-    pub fn by_socket(&self) -> u64 {
-        self.encoder.by_socket()
+    /// The message being filled, if any, to `sink`.
+    fn release(&mut self, sink: &mut Sink) -> io::Result<()> {
+        self.stream.release(sink)
     }
 
-    /// The message being filled, if any, to `sink`.
-    pub fn release(&mut self, sink: &mut Sink) -> io::Result<()> {
-        self.stream.release(sink)
+    /// The message every file starts with, appended to or not (it may be
+    /// read from there): the type records and the templates.
+    fn preamble(&mut self, _starts_empty: bool) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.encoder
+            .preamble(&mut self.stream, &mut out)
+            .and_then(|()| self.stream.release(&mut out))
+            .expect("a buffer takes every message");
+        Some(out)
+    }
+
+    fn by_socket(&self) -> u64 {
+        self.encoder.by_socket()
     }
 }
 
@@ -692,7 +694,7 @@ pub(crate) mod tests {
             domain: 9,
         };
         let mut file = IpfixFile::new(settings, cgroups, kind);
-        let mut bytes = file.preamble();
+        let mut bytes = file.preamble(true).unwrap();
         let mut sink = Sink::new(Destination::File {
             file: std::fs::File::create(path).unwrap(),
             start: 0,
@@ -796,6 +798,13 @@ pub(crate) mod tests {
             );
             let unit = field(record, 6, Some(32473));
             assert!(unit.contains("100, 111, 99, 107, 101, 114, 45"), "{unit}");
+            // 1,795,660,556 s after 1970 is 4,004,649,356 s after 1900 (NTP's
+            // era), and 0.123456789 s is 530,242,871.2 units of 2^-32 s,
+            // rounded up so that truncating gives the nanoseconds back.
+            assert_eq!(
+                field(record, iana::OBSERVATION_TIME_NANOSECONDS, None),
+                "Duration(NanosNtp { seconds: 4004649356, fraction: 530242872 })"
+            );
         }
     }
 

@@ -58,64 +58,37 @@ impl Format {
     }
 }
 
-/// Records into a sink, in the format asked for.
-pub enum Formatter {
-    Lines(Box<LineFormatter>),
-    Ipfix(Box<IpfixFile>),
-}
+/// One output format as the receive loop drives it: the line formats
+/// (`LineFormatter`, each a module behind `LineFormat`) and IPFIX
+/// (`IpfixFile`).
+pub trait Formatter {
+    /// Writes `entry` (a packet's record or a flow) to `sink`, or keeps it
+    /// back (in an IPFIX message being filled: see `release`).
+    fn write(&mut self, sink: &mut Sink, entry: BatchEntry) -> Result<(), LineError>;
 
-impl Formatter {
-    /// For the records of batches of `kind`: packets or flows.
-    pub fn new(format: Format, cgroups: Cgroups, ipfix: IpfixSettings, kind: BatchKind) -> Self {
-        match format {
-            Format::Ipfix => Self::Ipfix(Box::new(IpfixFile::new(ipfix, cgroups, kind))),
-            lines => Self::Lines(Box::new(LineFormatter::with_kind(lines, cgroups, kind))),
-        }
+    /// What was kept back, to `sink`: before it flushes.
+    fn release(&mut self, _sink: &mut Sink) -> io::Result<()> {
+        Ok(())
     }
 
-    /// Writes `entry` (a packet's record or a flow) to `sink` (an IPFIX
-    /// record may wait in a message being filled: see `release`).
-    pub fn write(&mut self, sink: &mut Sink, entry: BatchEntry) -> Result<(), LineError> {
-        match self {
-            Self::Lines(lines) => {
-                let start = sink.buffer().len();
-                if let Err(e) = lines.entry(sink.buffer(), entry) {
-                    sink.discard_partial(start);
-                    return Err(e);
-                }
-                sink.unit_added(1).map_err(LineError::Write)
-            }
-            Self::Ipfix(file) => file.write(sink, entry),
-        }
-    }
-
-    /// What waits to be written (an IPFIX message being filled) to `sink`:
-    /// before it flushes.
-    pub fn release(&mut self, sink: &mut Sink) -> io::Result<()> {
-        match self {
-            Self::Lines(_) => Ok(()),
-            Self::Ipfix(file) => file.release(sink),
-        }
-    }
-
-    /// What a file starts with: the CSV header when it starts empty, the
-    /// IPFIX templates always (a file appended to may be read from there).
-    pub fn preamble(&mut self, format: Format, starts_empty: bool) -> Option<Vec<u8>> {
-        match self {
-            Self::Lines(lines) if format == Format::Csv && starts_empty => {
-                Some(format!("{}\n", lines.csv_header()).into_bytes())
-            }
-            Self::Lines(_) => None,
-            Self::Ipfix(file) => Some(file.preamble()),
-        }
-    }
+    /// What a file starts with, if anything, given whether it starts empty.
+    fn preamble(&mut self, starts_empty: bool) -> Option<Vec<u8>>;
 
     /// Records whose process was found by the socket's file.
-    pub fn by_socket(&self) -> u64 {
-        match self {
-            Self::Lines(lines) => lines.by_socket(),
-            Self::Ipfix(file) => file.by_socket(),
-        }
+    fn by_socket(&self) -> u64;
+}
+
+/// The formatter of `format`, for the records of batches of `kind`:
+/// packets or flows.
+pub fn formatter(
+    format: Format,
+    cgroups: Cgroups,
+    ipfix: IpfixSettings,
+    kind: BatchKind,
+) -> Box<dyn Formatter> {
+    match format {
+        Format::Ipfix => Box::new(IpfixFile::new(ipfix, cgroups, kind)),
+        lines => Box::new(LineFormatter::with_kind(lines, cgroups, kind)),
     }
 }
 
@@ -417,7 +390,7 @@ impl LineFormatter {
             Format::Csv => self.line_as::<Csv>(out, record),
             Format::Jsonl => self.line_as::<Jsonl>(out, record),
             Format::Legacy => self.line_as::<Legacy>(out, record),
-            Format::Ipfix => unreachable!("IPFIX is written by IpfixFile"),
+            Format::Ipfix => Err(no_lines(self.format, "packet")),
         }
     }
 
@@ -427,10 +400,7 @@ impl LineFormatter {
             Format::Text => self.flow_line_as::<Text>(out, flow),
             Format::Csv => self.flow_line_as::<Csv>(out, flow),
             Format::Jsonl => self.flow_line_as::<Jsonl>(out, flow),
-            Format::Legacy | Format::Ipfix => Err(LineError::Format(io::Error::other(format!(
-                "--format {} has no flow lines",
-                self.format.name()
-            )))),
+            Format::Legacy | Format::Ipfix => Err(no_lines(self.format, "flow")),
         }
     }
 
@@ -510,11 +480,6 @@ impl LineFormatter {
         Ok(())
     }
 
-    /// Lines whose process was found by the socket's file.
-    pub fn by_socket(&self) -> u64 {
-        self.by_socket
-    }
-
     #[cfg(test)]
     fn ts(&mut self, out: &mut Vec<u8>, ts_ns: u64) -> io::Result<()> {
         push_ts(&mut self.second, out, ts_ns)
@@ -523,6 +488,35 @@ impl LineFormatter {
 
 /// RFC 3339 in UTC with exactly nine fractional digits, the second's text
 /// remembered in `second`.
+impl Formatter for LineFormatter {
+    fn write(&mut self, sink: &mut Sink, entry: BatchEntry) -> Result<(), LineError> {
+        let start = sink.buffer().len();
+        if let Err(e) = self.entry(sink.buffer(), entry) {
+            sink.discard_partial(start);
+            return Err(e);
+        }
+        sink.unit_added(1).map_err(LineError::Write)
+    }
+
+    /// The CSV header, when the file starts empty.
+    fn preamble(&mut self, starts_empty: bool) -> Option<Vec<u8>> {
+        (self.format == Format::Csv && starts_empty)
+            .then(|| format!("{}\n", self.csv_header()).into_bytes())
+    }
+
+    fn by_socket(&self) -> u64 {
+        self.by_socket
+    }
+}
+
+/// A format that has no lines of `what` (packet or flow) to write.
+fn no_lines(format: Format, what: &str) -> LineError {
+    LineError::Format(io::Error::other(format!(
+        "--format {} has no {what} lines",
+        format.name()
+    )))
+}
+
 fn push_ts(second: &mut Memo<u64>, out: &mut Vec<u8>, ts_ns: u64) -> io::Result<()> {
     let (whole, nanos) = (ts_ns / 1_000_000_000, ts_ns % 1_000_000_000);
     second.push(out, whole, render_second)?;
@@ -1042,13 +1036,9 @@ mod tests {
             flows[flows.len() - 3..],
             ["packets", "octets", "end_reason"]
         );
-        let mut formatter = Formatter::Lines(Box::new(LineFormatter::with_kind(
-            Format::Csv,
-            no_cgroups(),
-            BatchKind::Flows,
-        )));
+        let mut formatter = LineFormatter::with_kind(Format::Csv, no_cgroups(), BatchKind::Flows);
         assert_eq!(
-            formatter.preamble(Format::Csv, true).unwrap(),
+            formatter.preamble(true).unwrap(),
             format!("{FLOW_CSV_HEADER}\n").into_bytes()
         );
     }
