@@ -181,12 +181,18 @@ impl Exports {
     /// Before a batch's records: templates and statistics when due.
     pub fn begin_batch(&mut self, kernel_lost: u64) {
         for exporter in &mut self.exporters {
-            exporter.refresh_if_due(&self.encoder, kernel_lost);
+            exporter.kernel_lost = kernel_lost;
+            exporter.refresh_if_due(&self.encoder, true);
         }
     }
 
-    /// A packet's record or a flow, to every destination.
+    /// A packet's record or a flow, to every destination: after the
+    /// templates and statistics, when a batch's records have filled
+    /// enough messages for them to be due.
     pub fn write(&mut self, entry: BatchEntry) -> std::result::Result<(), ProtoError> {
+        for exporter in &mut self.exporters {
+            exporter.refresh_if_due(&self.encoder, false);
+        }
         let (template, fields) = self.encoder.encode(entry)?;
         let fill = |out: &mut Vec<u8>| out.extend_from_slice(fields);
         for exporter in &mut self.exporters {
@@ -224,6 +230,8 @@ struct Exporter {
     out: Out,
     /// Messages sent, and when, at the last templates (UDP) or statistics.
     refreshed: (u64, Instant),
+    /// Lost in the kernel, as of the batch being written: for statistics.
+    kernel_lost: u64,
 }
 
 impl Exporter {
@@ -292,14 +300,19 @@ impl Exporter {
                 link,
             },
             refreshed: (0, Instant::now()),
+            kernel_lost: 0,
         }
     }
 
-    fn refresh_if_due(&mut self, encoder: &Encoder, kernel_lost: u64) {
+    /// Templates and statistics, when due by messages sent, or also (@by_time:
+    /// once a batch, where the clock is read) by time.
+    fn refresh_if_due(&mut self, encoder: &Encoder, by_time: bool) {
         let (at, when) = self.refreshed;
         let messages = self.out.counts.messages.load(Ordering::Relaxed);
-        if messages >= at + TEMPLATES_EVERY_MESSAGES || when.elapsed() >= TEMPLATES_EVERY {
-            self.refresh(encoder, kernel_lost);
+        if messages >= at + TEMPLATES_EVERY_MESSAGES
+            || (by_time && when.elapsed() >= TEMPLATES_EVERY)
+        {
+            self.refresh(encoder, self.kernel_lost);
         }
     }
 
@@ -766,13 +779,7 @@ mod tests {
     fn udp_messages_fit_the_mtu_and_carry_templates_and_statistics() {
         let dir = tempfile::tempdir().unwrap();
         let (cgroups, records) = ipfix_fixture(dir.path());
-        let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
-        collector
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let url: ExportUrl = format!("udp://{}", collector.local_addr().unwrap())
-            .parse()
-            .unwrap();
+        let (collector, url) = udp_collector();
         let mut exports = Exports::start(&[url], settings(576, 1 << 20), cgroups).unwrap();
         let batches = 30;
         for _ in 0..batches {
@@ -783,12 +790,7 @@ mod tests {
             exports.release();
         }
         let reports = exports.finish(3);
-        let mut datagrams = Vec::new();
-        let mut buf = [0u8; 65536];
-        while let Ok(n) = collector.recv(&mut buf) {
-            assert!(n <= 576 - 28, "{n} bytes");
-            datagrams.push(buf[..n].to_vec());
-        }
+        let datagrams = received(&collector, 576);
         let decoded = decode(&datagrams);
         let packets = decoded
             .iter()
@@ -820,6 +822,61 @@ mod tests {
         let report = &reports[0];
         assert_eq!((report.records, report.lost), (60, 0));
         assert_eq!(report.messages, datagrams.len() as u64);
+    }
+
+    /// One batch filling many messages: the templates still go again
+    /// every TEMPLATES_EVERY_MESSAGES messages.
+    #[test]
+    fn templates_go_again_within_a_long_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cgroups, records) = ipfix_fixture(dir.path());
+        let (collector, url) = udp_collector();
+        let mut exports = Exports::start(&[url], settings(576, 1 << 20), cgroups).unwrap();
+        exports.begin_batch(0);
+        for _ in 0..100 {
+            for record in records {
+                exports.write(BatchEntry::Record(record)).unwrap();
+            }
+        }
+        exports.release();
+        exports.finish(0);
+        let datagrams = received(&collector, 576);
+        assert!(datagrams.len() > 3 * TEMPLATES_EVERY_MESSAGES as usize);
+        let mut since = 0;
+        for datagram in &datagrams {
+            since = if starts_with_templates(datagram) {
+                0
+            } else {
+                since + 1
+            };
+            assert!(
+                since <= TEMPLATES_EVERY_MESSAGES,
+                "{since} messages without templates"
+            );
+        }
+    }
+
+    /// A collector's socket on loopback, and its URL.
+    fn udp_collector() -> (UdpSocket, ExportUrl) {
+        let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
+        collector
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let url = format!("udp://{}", collector.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        (collector, url)
+    }
+
+    /// The datagrams `collector` got, each checked to fit `mtu`.
+    fn received(collector: &UdpSocket, mtu: usize) -> Vec<Vec<u8>> {
+        let mut datagrams = Vec::new();
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = collector.recv(&mut buf) {
+            assert!(n <= mtu - 28, "{n} bytes");
+            datagrams.push(buf[..n].to_vec());
+        }
+        datagrams
     }
 
     /// Whether a message's first set is a template set or an options

@@ -25,6 +25,11 @@ const UID: &str = "nfwatchUid";
 const PID: &str = "nfwatchPid";
 const COMM: &str = "nfwatchComm";
 const NETNS: &str = "nfwatchNetns";
+const CGROUP_ID: &str = "nfwatchCgroupId";
+const CGROUP: &str = "nfwatchCgroup";
+const UNIT: &str = "nfwatchUnit";
+const CONTAINER: &str = "nfwatchContainer";
+const SEGMENTS: &str = "nfwatchSegments";
 /// The uid of a packet no socket owns.
 const NO_UID: &str = "4294967295";
 
@@ -90,6 +95,32 @@ fn ipfix_dump_allowing(path: &Path, allowed: Option<&str>) -> Result<Vec<Dumped>
         records.push(Dumped { template, fields });
     }
     Ok(records)
+}
+
+/// The observation domain ids of `path`'s message headers, as ipfixDump
+/// prints them.
+fn observation_domains(path: &Path) -> Result<BTreeSet<u32>> {
+    let out = Command::new("ipfixDump")
+        .arg("--in")
+        .arg(path)
+        .output()
+        .context("cannot run ipfixDump (Debian package libfixbuf-tools)")?;
+    ensure!(
+        out.status.success(),
+        "ipfixDump {}: {}",
+        path.display(),
+        out.status
+    );
+    String::from_utf8(out.stdout)
+        .context("ipfixDump's output")?
+        .lines()
+        .filter_map(|l| l.split("observation domain id:").nth(1))
+        .map(|id| {
+            id.trim()
+                .parse()
+                .with_context(|| format!("an observation domain id: {id}"))
+        })
+        .collect()
 }
 
 impl Dumped {
@@ -182,6 +213,8 @@ fn check_same(r: &Record, dumped: &Dumped) -> Result<()> {
         ("flowDirection", 1),
         (PID, r.pid.unwrap_or(0).into()),
         (NETNS, r.netns.unwrap_or(0).into()),
+        (CGROUP_ID, r.cgroup_id.unwrap_or(0)),
+        (SEGMENTS, r.segs.into()),
     ];
     for (name, want) in numbers {
         let got = dumped.get(name)?;
@@ -199,12 +232,21 @@ fn check_same(r: &Record, dumped: &Dumped) -> Result<()> {
         dumped.text("interfaceName")? == name_text(Some(&r.ifname))?,
         "interfaceName: {r:?}"
     );
-    ensure!(
-        dumped.text(COMM)? == name_text(r.comm.as_ref())?,
-        "{COMM}: {r:?}"
-    );
-    // ipfixDump prints the second of dateTimeNanoseconds ("YYYY-MM-DD
-    // HH:MM:SS.…"); the record's is "YYYY-MM-DDTHH:MM:SS.…Z".
+    for (name, value) in [
+        (COMM, &r.comm),
+        (CGROUP, &r.cgroup),
+        (UNIT, &r.unit),
+        (CONTAINER, &r.container),
+    ] {
+        ensure!(
+            dumped.text(name)? == name_text(value.as_ref())?,
+            "{name}: {r:?}"
+        );
+    }
+    // ipfixDump (libfixbuf 2.4) prints dateTimeNanoseconds to the second,
+    // its fraction as zeros ("YYYY-MM-DD HH:MM:SS.000000000"); the
+    // record's is "YYYY-MM-DDTHH:MM:SS.…Z". The nanoseconds are checked
+    // by the independent decoder of the nfwatch crate's tests.
     let second = |ts: &str| ts.replace('T', " ").chars().take(19).collect::<String>();
     let time = dumped.get("observationTimeNanoseconds")?;
     ensure!(
@@ -250,6 +292,11 @@ pub fn ipfix_file(ctx: &Ctx) -> Result<()> {
     for (r, d) in records.iter().zip(&data) {
         check_same(r, d)?;
     }
+    let domains = observation_domains(&path)?;
+    ensure!(
+        domains == BTreeSet::from([7]),
+        "observation domains {domains:?}, not --odid 7's"
+    );
     let families: Vec<u16> = data.iter().map(|d| d.template).collect();
     ensure!(
         families.contains(&256) && families.contains(&257),
@@ -405,6 +452,9 @@ const NFCAPD_PORT: u16 = 4739;
 const NFACCTD_PORT: u16 = 4740;
 /// The largest IP packet an export datagram may make (the default).
 const EXPORT_MTU: usize = 1400;
+/// The exporter's templates go again after this many messages at most
+/// (ipt-netflow's refresh-rate).
+const TEMPLATES_EVERY_MESSAGES: usize = 20;
 
 /// The configuration and primitives nfwatch ships for nfacctd.
 const NFACCTD_CONF: &str = include_str!("../../../packaging/examples/pmacct/nfacctd.conf");
@@ -682,8 +732,9 @@ fn nfacctd_flows(csv: &Path) -> Result<BTreeMap<AcctKey, Counts>> {
 }
 
 /// tshark decodes every captured export datagram as IPFIX with no
-/// malformed packet and no expert warning or error, and none is larger
-/// than the MTU.
+/// malformed packet and no expert warning or error, none is larger than
+/// the MTU, and no more than TEMPLATES_EVERY_MESSAGES go between two that
+/// start with the templates.
 fn tshark_clean(pcap: &Path, port: u16) -> Result<usize> {
     let tshark = |args: &[&str]| -> Result<String> {
         let out = Command::new("tshark")
@@ -719,8 +770,23 @@ fn tshark_clean(pcap: &Path, port: u16) -> Result<usize> {
         oversized.trim().is_empty(),
         "datagrams over the MTU:\n{oversized}"
     );
-    let frames = tshark(&["-T", "fields", "-e", "frame.number"])?;
-    Ok(frames.lines().count())
+    // Each datagram's sets; the first a (options) template set or not.
+    let sets = tshark(&["-T", "fields", "-e", "cflow.flowset_id"])?;
+    let mut since = 0;
+    for (frame, ids) in sets.lines().enumerate() {
+        let first = ids.split(',').next().unwrap_or_default();
+        since = if first == "2" || first == "3" {
+            0
+        } else {
+            since + 1
+        };
+        ensure!(
+            since <= TEMPLATES_EVERY_MESSAGES,
+            "{since} datagrams without templates at frame {}",
+            frame + 1
+        );
+    }
+    Ok(sets.lines().count())
 }
 
 /// A watcher of the two watched sources writing `export.jsonl` and
@@ -745,8 +811,9 @@ fn start_exporter(ctx: &Ctx, args: &[&str]) -> Result<(Watcher, PathBuf)> {
 /// and to nfacctd from a second watcher with no `-o`: nfdump's 5-tuple
 /// aggregation of what nfcapd got, and nfacctd's by 5-tuple and the
 /// enterprise uid (through the shipped primitives), equal the JSON Lines
-/// aggregated the same way, packets and bytes; tshark decodes a capture of the export with no malformed packet
-/// and no expert warning; every datagram fits the MTU.
+/// aggregated the same way, packets and bytes; tshark decodes a capture of
+/// the export with no malformed packet and no expert warning; every
+/// datagram fits the MTU, and the templates go again at least every 20.
 pub fn ipfix_udp_export(ctx: &Ctx) -> Result<()> {
     let collectors = UdpCollectors::start(ctx, &[])?;
     let pcap = ctx.path("export.pcap");
@@ -763,6 +830,8 @@ pub fn ipfix_udp_export(ctx: &Ctx) -> Result<()> {
         &["--export", &urls[1], "--summary-json", &only_arg],
     )?;
     send_mix()?;
+    // Enough records for the templates to go again, within batches.
+    udp_batch(WATCHED4, PEER4, 9000, 400, 64)?;
     let records = watcher.collect()?;
     only.stop()?.check_lossless(records.len())?;
     let only_json = SummaryJson::read(&only_path)?;
