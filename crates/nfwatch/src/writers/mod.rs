@@ -1,5 +1,5 @@
-//! Output formats, one module each behind `LineFormat`, and the sink they
-//! write to. Lines are formatted into a reused buffer: no allocation per
+//! Output formats behind `Formatter`, one module each (the line formats
+//! behind `LineFormat` too), and the sink they write to. Lines are formatted into a reused buffer: no allocation per
 //! record. What repeats from one record to the next (a flow's whole line,
 //! and within a new flow's line each field) is remembered as text.
 
