@@ -11,7 +11,7 @@ use super::proc::Spawned;
 use super::scenarios::start_capture;
 use super::traffic::{ping, tcp_exchange, udp_batch};
 use super::Ctx;
-use crate::util::wait_until;
+use crate::util::{stdout_of, wait_until};
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -100,19 +100,7 @@ fn ipfix_dump_allowing(path: &Path, allowed: Option<&str>) -> Result<Vec<Dumped>
 /// The observation domain ids of `path`'s message headers, as ipfixDump
 /// prints them.
 fn observation_domains(path: &Path) -> Result<BTreeSet<u32>> {
-    let out = Command::new("ipfixDump")
-        .arg("--in")
-        .arg(path)
-        .output()
-        .context("cannot run ipfixDump (Debian package libfixbuf-tools)")?;
-    ensure!(
-        out.status.success(),
-        "ipfixDump {}: {}",
-        path.display(),
-        out.status
-    );
-    String::from_utf8(out.stdout)
-        .context("ipfixDump's output")?
+    stdout_of(Command::new("ipfixDump").arg("--in").arg(path))?
         .lines()
         .filter_map(|l| l.split("observation domain id:").nth(1))
         .map(|id| {
@@ -633,29 +621,16 @@ fn start_nfacctd(ctx: &Ctx, more: &[&str]) -> Result<(Spawned, PathBuf)> {
 
 /// nfdump's 5-tuple aggregation of what nfcapd wrote in `dir`.
 fn nfdump_flows(dir: &Path) -> Result<BTreeMap<FlowKey, Counts>> {
-    let out = Command::new("nfdump")
-        .arg("-R")
-        .arg(dir)
-        .args([
-            "-A",
-            "srcip,dstip,srcport,dstport,proto",
-            "-o",
-            "csv",
-            "-q",
-            "-N",
-        ])
-        .output()
-        .context("nfdump")?;
-    ensure!(
-        out.status.success(),
-        "nfdump: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = stdout_of(Command::new("nfdump").arg("-R").arg(dir).args([
+        "-A",
+        "srcip,dstip,srcport,dstport,proto",
+        "-o",
+        "csv",
+        "-q",
+        "-N",
+    ]))?;
     let mut flows = BTreeMap::new();
-    for line in String::from_utf8(out.stdout)?
-        .lines()
-        .filter(|l| !l.is_empty())
-    {
+    for line in out.lines().filter(|l| !l.is_empty()) {
         let cols: Vec<&str> = line.split(',').collect();
         ensure!(cols.len() > 12, "nfdump csv line: {line}");
         let proto = match cols[7] {
@@ -736,21 +711,7 @@ fn nfacctd_flows(csv: &Path) -> Result<BTreeMap<AcctKey, Counts>> {
 /// the MTU, and no more than TEMPLATES_EVERY_MESSAGES go between two that
 /// start with the templates.
 fn tshark_clean(pcap: &Path, port: u16) -> Result<usize> {
-    let tshark = |args: &[&str]| -> Result<String> {
-        let out = Command::new("tshark")
-            .arg("-r")
-            .arg(pcap)
-            .args(["-d", &format!("udp.port=={port},cflow")])
-            .args(args)
-            .output()
-            .context("cannot run tshark")?;
-        ensure!(
-            out.status.success(),
-            "tshark: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8(out.stdout)?)
-    };
+    let tshark = |args: &[&str]| tshark_ipfix(pcap, port, args);
     let problems = tshark(&[
         "-Y",
         "_ws.malformed || _ws.expert.severity >= warning || !cflow || cflow.version != 10",
@@ -789,6 +750,54 @@ fn tshark_clean(pcap: &Path, port: u16) -> Result<usize> {
     Ok(sets.lines().count())
 }
 
+/// What tshark prints of `pcap` with `args`, UDP port `port` decoded as
+/// IPFIX.
+fn tshark_ipfix(pcap: &Path, port: u16, args: &[&str]) -> Result<String> {
+    stdout_of(
+        Command::new("tshark")
+            .arg("-r")
+            .arg(pcap)
+            .args(["-d", &format!("udp.port=={port},cflow")])
+            .args(args),
+    )
+}
+
+/// tshark's reading of every packet record's observationTimeNanoseconds in
+/// `pcap` equals the time of one of `records`, to the nanosecond: the
+/// time of day, as tshark prints it ("Dec  8, 2026 00:17:31.584083574
+/// UTC"; the date is ipfixDump's to check).
+fn tshark_times_agree(pcap: &Path, port: u16, records: &[Record]) -> Result<()> {
+    let printed = tshark_ipfix(
+        pcap,
+        port,
+        &[
+            "-T",
+            "fields",
+            "-E",
+            "aggregator=|",
+            "-e",
+            "cflow.observation_time_nanoseconds",
+        ],
+    )?;
+    let mut got: Vec<&str> = printed
+        .lines()
+        .flat_map(|l| l.split('|'))
+        .filter(|t| !t.is_empty())
+        .map(|t| t.trim_end_matches(" UTC").rsplit(' ').next().unwrap_or(t))
+        .collect();
+    let mut sent: Vec<&str> = records
+        .iter()
+        .map(|r| r.ts.get(11..r.ts.len() - 1).unwrap_or(&r.ts))
+        .collect();
+    got.sort_unstable();
+    sent.sort_unstable();
+    ensure!(
+        got == sent,
+        "tshark's observationTimeNanoseconds {got:?}, the records' {sent:?}"
+    );
+    Ok(())
+}
+
 /// A watcher of the two watched sources writing `export.jsonl` and
 /// exporting as `args` say; the path of its `--summary-json`.
 fn start_exporter(ctx: &Ctx, args: &[&str]) -> Result<(Watcher, PathBuf)> {
@@ -813,7 +822,8 @@ fn start_exporter(ctx: &Ctx, args: &[&str]) -> Result<(Watcher, PathBuf)> {
 /// enterprise uid (through the shipped primitives), equal the JSON Lines
 /// aggregated the same way, packets and bytes; tshark decodes a capture of
 /// the export with no malformed packet and no expert warning; every
-/// datagram fits the MTU, and the templates go again at least every 20.
+/// datagram fits the MTU, the templates go again at least every 20, and
+/// the packet records' times are the JSON Lines' to the nanosecond.
 pub fn ipfix_udp_export(ctx: &Ctx) -> Result<()> {
     let collectors = UdpCollectors::start(ctx, &[])?;
     let pcap = ctx.path("export.pcap");
@@ -855,8 +865,9 @@ pub fn ipfix_udp_export(ctx: &Ctx) -> Result<()> {
     let mut capture = capture;
     capture.wait_exit(DEADLINE)?;
     let frames = tshark_clean(&pcap, NFCAPD_PORT)?;
+    tshark_times_agree(&pcap, NFCAPD_PORT, &records)?;
     ctx.log(&format!(
-        "{} records, {} flows: nfdump and nfacctd agree; tshark decoded {frames} datagrams cleanly",
+        "{} records, {} flows: nfdump and nfacctd agree; tshark decoded {frames} datagrams cleanly, their times the records' to the nanosecond",
         records.len(),
         by_flow(&records)?.len()
     ));
@@ -1070,18 +1081,12 @@ fn nfdump_view(f: &FlowLine) -> Result<NfdumpFlow> {
 
 /// Every flow nfcapd stored in `dir`, as `nfdump -o raw` shows it.
 fn nfdump_raw_flows(dir: &Path) -> Result<Vec<NfdumpFlow>> {
-    let out = Command::new("nfdump")
-        .arg("-R")
-        .arg(dir)
-        .args(["-o", "raw", "-q"])
-        .output()
-        .context("nfdump")?;
-    ensure!(
-        out.status.success(),
-        "nfdump: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout)?;
+    let text = stdout_of(
+        Command::new("nfdump")
+            .arg("-R")
+            .arg(dir)
+            .args(["-o", "raw", "-q"]),
+    )?;
     let mut flows = Vec::new();
     for block in text.split("Flow Record:").skip(1) {
         let fields: BTreeMap<&str, &str> = block
