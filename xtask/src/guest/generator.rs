@@ -137,8 +137,15 @@ fn udp(args: &GenArgs, until: Duration, start: Instant) -> Result<u64> {
         };
         if n < 0 {
             let err = std::io::Error::last_os_error();
-            // A full device queue or socket buffer: try again.
-            if matches!(err.raw_os_error(), Some(libc::ENOBUFS | libc::EAGAIN)) {
+            // A full device queue or socket buffer: try again. So too the
+            // port unreachable an earlier datagram drew from a port nobody
+            // listens on, which the connected socket reports on a later
+            // send (sending nothing): it fails the call only when the ICMP
+            // comes in between two calls, as it may under TCG.
+            if matches!(
+                err.raw_os_error(),
+                Some(libc::ENOBUFS | libc::EAGAIN | libc::ECONNREFUSED)
+            ) {
                 continue;
             }
             return Err(err).context("sendmmsg");
