@@ -777,10 +777,7 @@ mod tests {
     /// record at the end counting what was sent.
     #[test]
     fn udp_messages_fit_the_mtu_and_carry_templates_and_statistics() {
-        let dir = tempfile::tempdir().unwrap();
-        let (cgroups, records) = ipfix_fixture(dir.path());
-        let (collector, url) = udp_collector();
-        let mut exports = Exports::start(&[url], settings(576, 1 << 20), cgroups).unwrap();
+        let (_dir, records, collector, mut exports) = udp_exports_576();
         let batches = 30;
         for _ in 0..batches {
             exports.begin_batch(3);
@@ -828,10 +825,7 @@ mod tests {
     /// every TEMPLATES_EVERY_MESSAGES messages.
     #[test]
     fn templates_go_again_within_a_long_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let (cgroups, records) = ipfix_fixture(dir.path());
-        let (collector, url) = udp_collector();
-        let mut exports = Exports::start(&[url], settings(576, 1 << 20), cgroups).unwrap();
+        let (_dir, records, collector, mut exports) = udp_exports_576();
         exports.begin_batch(0);
         for _ in 0..100 {
             for record in records {
@@ -856,16 +850,26 @@ mod tests {
         }
     }
 
-    /// A collector's socket on loopback, and its URL.
-    fn udp_collector() -> (UdpSocket, ExportUrl) {
+    /// The fixture's records (their cgroups in the directory kept), a
+    /// collector's socket on loopback, and an export to it over a 576-byte
+    /// MTU.
+    fn udp_exports_576() -> (
+        tempfile::TempDir,
+        [nfwatch_proto::RecordBytes<'static>; 2],
+        UdpSocket,
+        Exports,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (cgroups, records) = ipfix_fixture(dir.path());
         let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
         collector
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
-        let url = format!("udp://{}", collector.local_addr().unwrap())
+        let url: ExportUrl = format!("udp://{}", collector.local_addr().unwrap())
             .parse()
             .unwrap();
-        (collector, url)
+        let exports = Exports::start(&[url], settings(576, 1 << 20), cgroups).unwrap();
+        (dir, records, collector, exports)
     }
 
     /// The datagrams `collector` got, each checked to fit `mtu`.
